@@ -1,0 +1,63 @@
+#pragma once
+// Trainable parameters and the named lists modules expose, with PyTorch's dotted names.
+
+#include <string>
+#include <vector>
+
+#include "moe/core/types.hpp"
+
+namespace moe {
+
+/// A trained tensor and its accumulated gradient. PyTorch's 1-D tensors (biases, norm weights) are
+/// stored as a single row and marked `is_vector`, so their PyTorch shape can be restored.
+template <class Scalar>
+struct Parameter {
+  MatrixX<Scalar> value;
+  MatrixX<Scalar> grad;
+  bool is_vector = false;
+
+  Parameter() = default;
+  Parameter(Index rows, Index cols)
+      : value(MatrixX<Scalar>::Zero(rows, cols)), grad(MatrixX<Scalar>::Zero(rows, cols)) {}
+  static Parameter vector(Index size) {
+    Parameter p(1, size);
+    p.is_vector = true;
+    return p;
+  }
+  void zero_grad() { grad.setZero(); }
+};
+
+template <class Scalar>
+struct NamedParameter {
+  std::string name;
+  Parameter<Scalar>* parameter;
+};
+
+template <class Scalar>
+using ParameterList = std::vector<NamedParameter<Scalar>>;
+
+/// State that is saved with a model but not trained (the aux-loss-free selection biases).
+template <class Scalar>
+struct NamedBuffer {
+  std::string name;
+  MatrixX<Scalar>* value;
+};
+
+template <class Scalar>
+using BufferList = std::vector<NamedBuffer<Scalar>>;
+
+/// Appends `child`'s list to `out`, each name prefixed by `prefix` (as "experts.3.").
+template <class List>
+void append_prefixed(List& out, List child, const std::string& prefix) {
+  for (auto& entry : child) {
+    entry.name = prefix + entry.name;
+    out.push_back(std::move(entry));
+  }
+}
+
+template <class Scalar>
+void zero_grad(const ParameterList<Scalar>& parameters) {
+  for (const auto& p : parameters) p.parameter->zero_grad();
+}
+
+}  // namespace moe

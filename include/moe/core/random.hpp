@@ -1,0 +1,49 @@
+#pragma once
+// Seeded randomness. Every draw goes through an Rng passed in explicitly; the draws below are written
+// here (not std::*_distribution) so the same seed gives the same numbers with any standard library.
+
+#include <cmath>
+#include <cstdint>
+#include <numbers>
+#include <random>
+
+#include "moe/core/types.hpp"
+
+namespace moe {
+
+using Rng = std::mt19937_64;
+
+/// Uniform in [0, 1) with 53 random bits.
+inline double uniform01(Rng& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+
+inline double uniform(Rng& rng, double low, double high) { return low + (high - low) * uniform01(rng); }
+
+/// Uniform integer in [0, n), without modulo bias.
+inline Index uniform_index(Rng& rng, Index n) {
+  const auto range = static_cast<std::uint64_t>(n);
+  const std::uint64_t limit = UINT64_MAX - UINT64_MAX % range;
+  std::uint64_t draw = rng();
+  while (draw >= limit) draw = rng();
+  return static_cast<Index>(draw % range);
+}
+
+/// Standard normal by Box-Muller.
+inline double normal(Rng& rng) {
+  const double u1 = 1.0 - uniform01(rng);  // in (0, 1], so the log is finite
+  const double u2 = uniform01(rng);
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+}
+
+template <class Derived>
+void fill_uniform(Eigen::DenseBase<Derived>& m, Rng& rng, double low, double high) {
+  for (Index i = 0; i < m.rows(); ++i)
+    for (Index j = 0; j < m.cols(); ++j) m(i, j) = static_cast<typename Derived::Scalar>(uniform(rng, low, high));
+}
+
+template <class Derived>
+void fill_normal(Eigen::DenseBase<Derived>& m, Rng& rng, double mean, double stddev) {
+  for (Index i = 0; i < m.rows(); ++i)
+    for (Index j = 0; j < m.cols(); ++j) m(i, j) = static_cast<typename Derived::Scalar>(mean + stddev * normal(rng));
+}
+
+}  // namespace moe

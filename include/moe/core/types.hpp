@@ -1,0 +1,30 @@
+#pragma once
+// Matrix aliases shared by every header: rows are tokens (or images), columns are features.
+
+#include <Eigen/Core>
+
+#include <cstdint>
+
+namespace moe {
+
+using Index = Eigen::Index;
+
+/// Marks a run-time value where a template expects a compile-time one (as K in MoELayer).
+inline constexpr int Dynamic = -1;
+
+template <class Scalar>
+using MatrixX = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class Scalar>
+using VectorX = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+template <class Scalar>
+using RowVectorX = Eigen::Matrix<Scalar, 1, Eigen::Dynamic>;
+
+/// What layers take as input: a matrix, or a block of consecutive rows of one, without a copy.
+template <class Scalar>
+using ConstRef = Eigen::Ref<const MatrixX<Scalar>>;
+
+using Matrix = MatrixX<float>;
+using IndexMatrix = Eigen::Matrix<Index, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using IndexVector = Eigen::Matrix<Index, Eigen::Dynamic, 1>;
+
+}  // namespace moe

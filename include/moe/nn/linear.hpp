@@ -1,0 +1,81 @@
+#pragma once
+// y = x W^T + b, with PyTorch's layout (weight [out x in]) and default initialisation.
+
+#include <cmath>
+#include <string>
+
+#include "moe/core/error.hpp"
+#include "moe/core/parameter.hpp"
+#include "moe/core/random.hpp"
+#include "moe/core/types.hpp"
+
+namespace moe {
+
+template <class ScalarT = float>
+class Linear {
+ public:
+  using Scalar = ScalarT;
+
+  /// As an MoE expert: `out_features` 0 means d_model.
+  struct Options {
+    Index out_features = 0;
+    bool bias = true;
+  };
+
+  /// PyTorch's nn.Linear initialisation: weight and bias uniform in +-1/sqrt(in_features)
+  /// (kaiming_uniform with a = sqrt(5)).
+  Linear(Index in_features, Index out_features, Rng& rng, bool bias = true)
+      : weight_(out_features, in_features), has_bias_(bias) {
+    detail::require(in_features > 0, "Linear: in_features must be positive, got ", in_features);
+    detail::require(out_features > 0, "Linear: out_features must be positive, got ", out_features);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+    fill_uniform(weight_.value, rng, -bound, bound);
+    if (has_bias_) {
+      bias_ = Parameter<Scalar>::vector(out_features);
+      fill_uniform(bias_.value, rng, -bound, bound);
+    }
+  }
+
+  Linear(Index d_model, const Options& options, Rng& rng)
+      : Linear(d_model, options.out_features > 0 ? options.out_features : d_model, rng, options.bias) {}
+
+  Index in_features() const { return weight_.value.cols(); }
+  Index out_features() const { return weight_.value.rows(); }
+
+  const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
+    detail::require(x.cols() == in_features(), "Linear: input has ", x.cols(), " columns, in_features is ",
+                    in_features());
+    input_ = x;
+    output_.resize(x.rows(), out_features());
+    output_.noalias() = x * weight_.value.transpose();
+    if (has_bias_) output_.rowwise() += bias_.value.row(0);
+    return output_;
+  }
+
+  const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
+    detail::require(dy.rows() == input_.rows() && dy.cols() == out_features(), "Linear: gradient has shape ",
+                    dy.rows(), "x", dy.cols(), ", expected ", input_.rows(), "x", out_features());
+    weight_.grad.noalias() += dy.transpose() * input_;
+    if (has_bias_) bias_.grad.row(0) += dy.colwise().sum();
+    grad_input_.resize(dy.rows(), in_features());
+    grad_input_.noalias() = dy * weight_.value;
+    return grad_input_;
+  }
+
+  ParameterList<Scalar> named_parameters() {
+    ParameterList<Scalar> list{{"weight", &weight_}};
+    if (has_bias_) list.push_back({"bias", &bias_});
+    return list;
+  }
+
+  Parameter<Scalar>& weight() { return weight_; }
+  Parameter<Scalar>& bias() { return bias_; }
+
+ private:
+  Parameter<Scalar> weight_;
+  Parameter<Scalar> bias_;
+  bool has_bias_;
+  MatrixX<Scalar> input_, output_, grad_input_;
+};
+
+}  // namespace moe

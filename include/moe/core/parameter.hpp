@@ -41,6 +41,7 @@ template <class Scalar>
 struct NamedBuffer {
   std::string name;
   MatrixX<Scalar>* value;
+  bool is_vector = false;  // a PyTorch 1-D tensor stored as one row
 };
 
 template <class Scalar>

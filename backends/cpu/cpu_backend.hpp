@@ -1,0 +1,130 @@
+#pragma once
+// The CPU backend: counting-sort dispatch, gathers into one contiguous block per expert, and a combine
+// that sums each token's K contributions in slot order (no atomics), so the result has the same bits
+// for any number of threads.
+
+#include <cmath>
+
+#include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
+#include "moe/core/types.hpp"
+
+namespace moe::backends {
+
+/// Where each (token, slot) assignment goes. Rows of expert e in the gathered buffer are
+/// [offsets(e), offsets(e + 1)), in token order.
+struct DispatchPlan {
+  IndexVector offsets;  // N + 1
+  IndexVector slot;     // per gathered row: t * K + j of the assignment it holds
+  IndexMatrix position; // [T x K]: gathered row of each assignment, -1 if dropped by the capacity
+  IndexVector routed;   // assignments per expert before any capacity drop
+  Index dropped = 0;
+
+  Index rows() const { return slot.size(); }
+  Index count(Index expert) const { return offsets(expert + 1) - offsets(expert); }
+};
+
+struct Cpu {
+  /// Stable counting sort of the assignments by expert. With capacity > 0 an expert keeps its first
+  /// `capacity` assignments in token order and the rest are dropped (Fedus et al. 2021).
+  static void plan(const IndexMatrix& experts, Index num_experts, Index capacity, DispatchPlan& plan) {
+    const Index tokens = experts.rows(), k = experts.cols();
+    plan.routed.setZero(num_experts);
+    for (Index t = 0; t < tokens; ++t)
+      for (Index j = 0; j < k; ++j) {
+        const Index e = experts(t, j);
+        detail::require(e >= 0 && e < num_experts, "Cpu::plan: expert index ", e, " at token ", t, ", expected [0, ",
+                        num_experts, ")");
+        ++plan.routed(e);
+      }
+    plan.offsets.resize(num_experts + 1);
+    plan.offsets(0) = 0;
+    for (Index e = 0; e < num_experts; ++e) {
+      const Index kept = capacity > 0 ? std::min(plan.routed(e), capacity) : plan.routed(e);
+      plan.offsets(e + 1) = plan.offsets(e) + kept;
+    }
+    plan.dropped = tokens * k - plan.offsets(num_experts);
+    plan.slot.resize(plan.offsets(num_experts));
+    plan.position.resize(tokens, k);
+    IndexVector next = plan.offsets.head(num_experts);
+    for (Index t = 0; t < tokens; ++t)
+      for (Index j = 0; j < k; ++j) {
+        const Index e = experts(t, j);
+        if (next(e) == plan.offsets(e + 1)) {
+          plan.position(t, j) = -1;
+          continue;
+        }
+        plan.position(t, j) = next(e);
+        plan.slot(next(e)++) = t * k + j;
+      }
+  }
+
+  /// rows[r] = x[token of r].
+  template <class Scalar>
+  static void gather(ConstRef<Scalar> x, const DispatchPlan& plan, MatrixX<Scalar>& rows) {
+    const Index k = plan.position.cols();
+    rows.resize(plan.rows(), x.cols());
+    parallel_for(plan.rows(), [&](Index r) { rows.row(r) = x.row(plan.slot(r) / k); });
+  }
+
+  /// rows[r] = gate of r's assignment * dy[token of r]: the gradient each expert's output receives.
+  template <class Scalar>
+  static void gather_scaled(ConstRef<Scalar> dy, const MatrixX<Scalar>& gates, const DispatchPlan& plan,
+                            MatrixX<Scalar>& rows) {
+    const Index k = plan.position.cols();
+    rows.resize(plan.rows(), dy.cols());
+    parallel_for(plan.rows(), [&](Index r) {
+      const Index s = plan.slot(r);
+      rows.row(r) = gates(s / k, s % k) * dy.row(s / k);
+    });
+  }
+
+  /// y[t] = sum over kept slots j, in order, of gates(t, j) * outputs[position(t, j)].
+  template <class Scalar>
+  static void combine(const MatrixX<Scalar>& outputs, const MatrixX<Scalar>& gates, const DispatchPlan& plan,
+                      MatrixX<Scalar>& y) {
+    y.resize(plan.position.rows(), outputs.cols());
+    parallel_for(plan.position.rows(), [&](Index t) {
+      y.row(t).setZero();
+      for (Index j = 0; j < plan.position.cols(); ++j) {
+        const Index r = plan.position(t, j);
+        if (r >= 0) y.row(t) += gates(t, j) * outputs.row(r);
+      }
+    });
+  }
+
+  /// d_gates(t, j) = dy[t] . outputs[position(t, j)], 0 for a dropped slot.
+  template <class Scalar>
+  static void gate_gradients(ConstRef<Scalar> dy, const MatrixX<Scalar>& outputs, const DispatchPlan& plan,
+                             MatrixX<Scalar>& d_gates) {
+    d_gates.resize(plan.position.rows(), plan.position.cols());
+    parallel_for(plan.position.rows(), [&](Index t) {
+      for (Index j = 0; j < plan.position.cols(); ++j) {
+        const Index r = plan.position(t, j);
+        d_gates(t, j) = r >= 0 ? dy.row(t).dot(outputs.row(r)) : Scalar(0);
+      }
+    });
+  }
+
+  /// dx[t] = sum over kept slots j, in order, of rows[position(t, j)].
+  template <class Scalar>
+  static void scatter(const MatrixX<Scalar>& rows, const DispatchPlan& plan, MatrixX<Scalar>& dx) {
+    dx.resize(plan.position.rows(), rows.cols());
+    parallel_for(plan.position.rows(), [&](Index t) {
+      dx.row(t).setZero();
+      for (Index j = 0; j < plan.position.cols(); ++j) {
+        const Index r = plan.position(t, j);
+        if (r >= 0) dx.row(t) += rows.row(r);
+      }
+    });
+  }
+
+  /// Runs body(e) for every expert, experts spread over threads; each expert's work is single-threaded,
+  /// so its result does not depend on the thread count.
+  template <class Body>
+  static void for_each_expert(Index num_experts, Body&& body) {
+    parallel_for(num_experts, body, /*dynamic=*/true);
+  }
+};
+
+}  // namespace moe::backends

@@ -1,0 +1,286 @@
+#pragma once
+// MoELayer<Expert, Router, K, Balancer, Backend>: routes each row of x to K of N experts and mixes their
+// outputs with the router's gates (Shazeer et al. 2017), with optional always-on shared experts
+// (DeepSeekMoE, Dai et al. 2024) and an optional capacity (Fedus et al. 2021).
+
+#include <cmath>
+#include <concepts>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/cpu_backend.hpp"
+#include "moe/balancing/balancer.hpp"
+#include "moe/core/error.hpp"
+#include "moe/core/module.hpp"
+#include "moe/core/parameter.hpp"
+#include "moe/core/random.hpp"
+#include "moe/core/types.hpp"
+#include "moe/routing/routing.hpp"
+
+namespace moe {
+
+/// An expert is a module built from (d_model, Options, Rng&) that reports its output width.
+template <class E>
+concept Expert = Module<E> && requires { typename E::Options; } &&
+                 std::constructible_from<E, Index, const typename E::Options&, Rng&> &&
+                 requires(const E e) {
+                   { e.out_features() } -> std::convertible_to<Index>;
+                 };
+
+/// Which rows go where, and the per-token load, of every forward; accumulated until reset().
+struct LoadTracker {
+  IndexVector counts;  // assignments per expert (before capacity drops)
+  Index tokens = 0;
+  Index dropped = 0;
+
+  void reset(Index num_experts) {
+    counts.setZero(num_experts);
+    tokens = 0;
+    dropped = 0;
+  }
+  void add(const backends::DispatchPlan& plan, Index batch_tokens) {
+    counts += plan.routed;
+    tokens += batch_tokens;
+    dropped += plan.dropped;
+  }
+};
+
+template <class ExpertT, template <class> class RouterT, int K, template <class> class BalancerT,
+          class Backend = backends::Cpu>
+class MoELayer {
+  static_assert(requires { typename ExpertT::Scalar; },
+                "moe::MoELayer: the Expert type must declare `using Scalar = float;` (or double)");
+  static_assert(HasForward<ExpertT>,
+                "moe::MoELayer: the Expert type must provide `const MatrixX<Scalar>& forward(ConstRef<Scalar> x)`");
+  static_assert(HasBackward<ExpertT>,
+                "moe::MoELayer: the Expert type must provide `const MatrixX<Scalar>& backward(ConstRef<Scalar> dy)` "
+                "(returns dx, adds parameter gradients)");
+  static_assert(HasNamedParameters<ExpertT>,
+                "moe::MoELayer: the Expert type must provide `ParameterList<Scalar> named_parameters()`");
+  static_assert(Expert<ExpertT>,
+                "moe::MoELayer: the Expert type must have `struct Options`, a constructor "
+                "`Expert(Index d_model, const Options&, Rng&)` and `Index out_features() const`");
+  static_assert(Router<RouterT<typename ExpertT::Scalar>>,
+                "moe::MoELayer: the Router must satisfy moe::Router (see moe/routing/routing.hpp)");
+  static_assert(Balancer<BalancerT<typename ExpertT::Scalar>>,
+                "moe::MoELayer: the Balancer must satisfy moe::Balancer (see moe/balancing/balancer.hpp)");
+  static_assert(K == Dynamic || K >= 1, "moe::MoELayer: K must be at least 1, or moe::Dynamic");
+
+  template <class, template <class> class, int, template <class> class, class>
+  friend class MoELayer;
+
+ public:
+  using Scalar = typename ExpertT::Scalar;
+  using ExpertType = ExpertT;
+  using RouterType = RouterT<Scalar>;
+  using BalancerType = BalancerT<Scalar>;
+
+  struct Options {
+    Index d_model = 0;
+    Index num_experts = 0;
+    Index k = K == Dynamic ? 0 : K;  // set it only when K is moe::Dynamic
+    Index num_shared_experts = 0;
+    double capacity_factor = 0.0;  // 0: dropless; else each expert takes at most ceil(cf * T K / N) rows
+    bool check_finite = false;     // throw when the output or the aux loss is not finite
+    typename ExpertT::Options expert{};
+    typename ExpertT::Options shared_expert{};
+    typename RouterType::Options router{};
+    typename BalancerType::Options balancer{};
+  };
+
+  MoELayer(const Options& options, Rng& rng)
+      : options_(validated(options)),
+        router_(options.d_model, options.num_experts, options.router, rng),
+        balancer_(options.num_experts, options.balancer) {
+    experts_.reserve(static_cast<std::size_t>(options.num_experts));
+    for (Index e = 0; e < options.num_experts; ++e) experts_.emplace_back(options.d_model, options.expert, rng);
+    shared_.reserve(static_cast<std::size_t>(options.num_shared_experts));
+    for (Index s = 0; s < options.num_shared_experts; ++s)
+      shared_.emplace_back(options.d_model, options.shared_expert, rng);
+    const Index width = experts_.front().out_features();
+    for (const auto& s : shared_)
+      detail::require(s.out_features() == width, "MoELayer: shared experts output ", s.out_features(),
+                      " features, routed experts ", width);
+    step_load_.setZero(options.num_experts);
+    load_.reset(options.num_experts);
+  }
+
+  /// The same experts, shared experts and balancer state behind a different router: how the documents'
+  /// ablation swaps a learned router for RandomRouter without retraining.
+  template <template <class> class NewRouter>
+  MoELayer<ExpertT, NewRouter, K, BalancerT, Backend> with_router(const typename NewRouter<Scalar>::Options& router,
+                                                                 Rng& rng) const {
+    using Result = MoELayer<ExpertT, NewRouter, K, BalancerT, Backend>;
+    typename Result::Options options{options_.d_model, options_.num_experts, options_.k,
+                                     options_.num_shared_experts, options_.capacity_factor, options_.check_finite,
+                                     options_.expert, options_.shared_expert, router, options_.balancer};
+    Result result(options, rng);
+    result.experts_ = experts_;
+    result.shared_ = shared_;
+    result.balancer_ = balancer_;
+    result.set_training(training_);
+    return result;
+  }
+
+  Index d_model() const { return options_.d_model; }
+  Index num_experts() const { return options_.num_experts; }
+  Index k() const { return options_.k; }
+  Index out_features() const { return experts_.front().out_features(); }
+  const Options& options() const { return options_; }
+
+  const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
+    detail::require(x.cols() == options_.d_model, "MoELayer: input has ", x.cols(), " columns, d_model is ",
+                    options_.d_model);
+    const MatrixX<Scalar>& scores = router_.forward(x);
+    const MatrixX<Scalar>* bias = nullptr;
+    if constexpr (requires { balancer_.selection_bias(); }) bias = balancer_.selection_bias();
+    if constexpr (requires { router_.select(scores, bias, Index{}, routing_.experts); })
+      router_.select(scores, bias, options_.k, routing_.experts);
+    else
+      select_top_k(scores, bias, options_.k, routing_.experts);
+    gather_gates(scores, routing_.experts, router_.renormalize(), routing_.gates);
+    routing_.scores = &scores;
+    routing_.logits = &router_.logits();
+    aux_loss_ = balancer_.forward(routing_);
+
+    Backend::plan(routing_.experts, options_.num_experts, capacity(x.rows()), plan_);
+    load_.add(plan_, x.rows());
+    if (training_) step_load_ += plan_.routed;
+
+    Backend::gather(x, plan_, expert_in_);
+    expert_out_.resize(plan_.rows(), out_features());
+    Backend::for_each_expert(options_.num_experts, [&](Index e) {
+      const Index count = plan_.count(e);
+      if (count == 0) return;
+      expert_out_.middleRows(plan_.offsets(e), count) =
+          experts_[static_cast<std::size_t>(e)].forward(expert_in_.middleRows(plan_.offsets(e), count));
+    });
+    Backend::combine(expert_out_, routing_.gates, plan_, output_);
+    for (auto& s : shared_) output_ += s.forward(x);
+
+    if (options_.check_finite) {
+      detail::require(std::isfinite(static_cast<double>(aux_loss_)), "MoELayer: aux loss is not finite (",
+                      aux_loss_, ")");
+      detail::require(output_.allFinite(), "MoELayer: output is not finite");
+    }
+    return output_;
+  }
+
+  /// dx for dy = d loss / d output; adds the gradients of every expert, the router and the aux loss.
+  const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
+    detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "MoELayer: gradient has shape ",
+                    dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
+    Backend::gather_scaled(dy, routing_.gates, plan_, d_expert_out_);
+    d_expert_in_.resize(plan_.rows(), options_.d_model);
+    Backend::for_each_expert(options_.num_experts, [&](Index e) {
+      const Index count = plan_.count(e);
+      if (count == 0) return;
+      d_expert_in_.middleRows(plan_.offsets(e), count) =
+          experts_[static_cast<std::size_t>(e)].backward(d_expert_out_.middleRows(plan_.offsets(e), count));
+    });
+    Backend::scatter(d_expert_in_, plan_, grad_input_);
+
+    Backend::gate_gradients(dy, expert_out_, plan_, d_gates_);
+    const MatrixX<Scalar>& scores = *routing_.scores;
+    d_scores_.setZero(scores.rows(), scores.cols());
+    d_logits_.setZero(scores.rows(), scores.cols());
+    gates_backward(scores, routing_.experts, routing_.gates, router_.renormalize(), d_gates_, d_scores_);
+    balancer_.backward(d_scores_, d_logits_);
+    grad_input_ += router_.backward(d_scores_, d_logits_);
+    for (auto& s : shared_) grad_input_ += s.backward(dy);
+    return grad_input_;
+  }
+
+  /// The aux loss of the last forward: add it to the task loss (its gradient is already in backward).
+  Scalar aux_loss() const { return aux_loss_; }
+
+  /// Call after each optimizer step: feeds the load since the last call to the balancer (aux-loss-free
+  /// bias update). Only training-mode forwards count.
+  void update_balancing() {
+    if constexpr (requires { balancer_.update(step_load_); }) balancer_.update(step_load_);
+    step_load_.setZero();
+  }
+
+  /// Assignments per expert, tokens and drops accumulated since the last reset_load().
+  const LoadTracker& load() const { return load_; }
+  void reset_load() { load_.reset(options_.num_experts); }
+  /// Assignments per expert of the last forward.
+  const IndexVector& batch_load() const { return plan_.routed; }
+  const Routing<Scalar>& routing() const { return routing_; }
+  const backends::DispatchPlan& plan() const { return plan_; }
+
+  void train(bool on = true) { set_training(on); }
+  void eval() { set_training(false); }
+  bool training() const { return training_; }
+
+  ParameterList<Scalar> named_parameters() {
+    ParameterList<Scalar> list;
+    append_prefixed(list, router_.named_parameters(), "router.");
+    for (std::size_t e = 0; e < experts_.size(); ++e)
+      append_prefixed(list, experts_[e].named_parameters(), "experts." + std::to_string(e) + ".");
+    for (std::size_t s = 0; s < shared_.size(); ++s)
+      append_prefixed(list, shared_[s].named_parameters(), "shared_experts." + std::to_string(s) + ".");
+    return list;
+  }
+
+  BufferList<Scalar> named_buffers() {
+    BufferList<Scalar> list;
+    append_prefixed(list, buffers_of(router_), "router.");
+    append_prefixed(list, buffers_of(balancer_), "balancer.");
+    for (std::size_t e = 0; e < experts_.size(); ++e)
+      append_prefixed(list, buffers_of(experts_[e]), "experts." + std::to_string(e) + ".");
+    for (std::size_t s = 0; s < shared_.size(); ++s)
+      append_prefixed(list, buffers_of(shared_[s]), "shared_experts." + std::to_string(s) + ".");
+    return list;
+  }
+
+  RouterType& router() { return router_; }
+  BalancerType& balancer() { return balancer_; }
+  ExpertT& expert(Index e) { return experts_.at(static_cast<std::size_t>(e)); }
+  ExpertT& shared_expert(Index s) { return shared_.at(static_cast<std::size_t>(s)); }
+
+ private:
+  static const Options& validated(const Options& o) {
+    detail::require(o.d_model > 0, "MoELayer: d_model must be positive, got ", o.d_model);
+    detail::require(o.num_experts > 0, "MoELayer: num_experts must be positive, got ", o.num_experts);
+    if constexpr (K != Dynamic)
+      detail::require(o.k == K, "MoELayer: k is fixed to ", K, " by the template argument, got ", o.k);
+    detail::require(o.k >= 1 && o.k <= o.num_experts, "MoELayer: k must be in [1, num_experts = ", o.num_experts,
+                    "], got ", o.k);
+    detail::require(o.num_shared_experts >= 0, "MoELayer: num_shared_experts must be >= 0, got ",
+                    o.num_shared_experts);
+    detail::require(o.capacity_factor >= 0.0 && std::isfinite(o.capacity_factor),
+                    "MoELayer: capacity_factor must be >= 0 (0: dropless), got ", o.capacity_factor);
+    return o;
+  }
+
+  Index capacity(Index tokens) const {
+    if (options_.capacity_factor == 0.0) return 0;
+    const double balanced = static_cast<double>(tokens * options_.k) / static_cast<double>(options_.num_experts);
+    return std::max<Index>(1, static_cast<Index>(std::ceil(options_.capacity_factor * balanced)));
+  }
+
+  void set_training(bool on) {
+    training_ = on;
+    moe::set_training(router_, on);
+    for (auto& e : experts_) moe::set_training(e, on);
+    for (auto& s : shared_) moe::set_training(s, on);
+  }
+
+  Options options_;
+  RouterType router_;
+  BalancerType balancer_;
+  std::vector<ExpertT> experts_;
+  std::vector<ExpertT> shared_;
+  bool training_ = true;
+
+  Routing<Scalar> routing_;
+  backends::DispatchPlan plan_;
+  Scalar aux_loss_ = 0;
+  IndexVector step_load_;
+  LoadTracker load_;
+  MatrixX<Scalar> expert_in_, expert_out_, output_;
+  MatrixX<Scalar> d_expert_out_, d_expert_in_, d_gates_, d_scores_, d_logits_, grad_input_;
+};
+
+}  // namespace moe

@@ -1,0 +1,134 @@
+#pragma once
+// The Transformer's position-wise feed-forward block, the usual MoE expert: fc2(dropout(act(fc1(x)))),
+// and its gated variant SwiGLU.
+
+#include <optional>
+
+#include "moe/core/error.hpp"
+#include "moe/core/module.hpp"
+#include "moe/core/parameter.hpp"
+#include "moe/core/random.hpp"
+#include "moe/core/types.hpp"
+#include "moe/nn/activation.hpp"
+#include "moe/nn/dropout.hpp"
+#include "moe/nn/linear.hpp"
+
+namespace moe {
+
+namespace detail {
+
+/// Checked before the layers are built, so the error names `hidden` rather than a Linear's width.
+inline Index require_hidden(const char* layer, Index hidden) {
+  require(hidden > 0, layer, ": Options::hidden must be positive, got ", hidden);
+  return hidden;
+}
+
+}  // namespace detail
+
+/// fc1 (d_model -> hidden), Activation, Dropout (only when dropout > 0), fc2 (hidden -> out_features).
+/// Parameter names fc1.weight, fc1.bias, fc2.weight, fc2.bias, as a PyTorch module with those attributes.
+template <template <class> class Activation, class ScalarT = float>
+class FeedForward {
+ public:
+  using Scalar = ScalarT;
+
+  struct Options {
+    Index hidden = 0;
+    Index out_features = 0;  // 0 means d_model
+    double dropout = 0.0;
+    bool bias = true;
+  };
+
+  /// fc1 and fc2 are initialised first, so their weights do not depend on whether dropout is on.
+  FeedForward(Index d_model, const Options& options, Rng& rng)
+      : fc1_(d_model, detail::require_hidden("FeedForward", options.hidden), rng, options.bias),
+        fc2_(options.hidden, options.out_features > 0 ? options.out_features : d_model, rng, options.bias) {
+    if (options.dropout > 0.0) dropout_.emplace(options.dropout, rng);
+  }
+
+  Index in_features() const { return fc1_.in_features(); }
+  Index out_features() const { return fc2_.out_features(); }
+
+  const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
+    const MatrixX<Scalar>* h = &activation_.forward(fc1_.forward(x));
+    if (dropout_) h = &dropout_->forward(*h);
+    return fc2_.forward(*h);
+  }
+
+  const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
+    const MatrixX<Scalar>* g = &fc2_.backward(dy);
+    if (dropout_) g = &dropout_->backward(*g);
+    return fc1_.backward(activation_.backward(*g));
+  }
+
+  ParameterList<Scalar> named_parameters() {
+    ParameterList<Scalar> list;
+    append_prefixed(list, fc1_.named_parameters(), "fc1.");
+    append_prefixed(list, fc2_.named_parameters(), "fc2.");
+    return list;
+  }
+
+  void train(bool on) {
+    if (dropout_) dropout_->train(on);
+  }
+
+ private:
+  Linear<Scalar> fc1_;
+  Linear<Scalar> fc2_;
+  Activation<Scalar> activation_;
+  std::optional<Dropout<Scalar>> dropout_;
+};
+
+/// Shazeer 2020, "GLU Variants Improve Transformer": y = down_proj(silu(gate_proj(x)) * up_proj(x)), with
+/// LLaMA's parameter names gate_proj, up_proj, down_proj (no biases by default).
+template <class ScalarT = float>
+class SwiGLUFeedForward {
+ public:
+  using Scalar = ScalarT;
+
+  struct Options {
+    Index hidden = 0;
+    Index out_features = 0;  // 0 means d_model
+    bool bias = false;
+  };
+
+  SwiGLUFeedForward(Index d_model, const Options& options, Rng& rng)
+      : gate_proj_(d_model, detail::require_hidden("SwiGLUFeedForward", options.hidden), rng, options.bias),
+        up_proj_(d_model, options.hidden, rng, options.bias),
+        down_proj_(options.hidden, options.out_features > 0 ? options.out_features : d_model, rng, options.bias) {}
+
+  Index in_features() const { return gate_proj_.in_features(); }
+  Index out_features() const { return down_proj_.out_features(); }
+
+  const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
+    gate_ = silu_.forward(gate_proj_.forward(x));
+    up_ = up_proj_.forward(x);
+    product_ = gate_.cwiseProduct(up_);
+    return down_proj_.forward(product_);
+  }
+
+  /// With h = s * u (s = silu(gate), u = up): dh/du = s and dh/ds = u; dx sums both branches.
+  const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
+    const MatrixX<Scalar>& d_product = down_proj_.backward(dy);
+    d_branch_ = d_product.cwiseProduct(up_);
+    grad_input_ = gate_proj_.backward(silu_.backward(d_branch_));
+    d_branch_ = d_product.cwiseProduct(gate_);
+    grad_input_ += up_proj_.backward(d_branch_);
+    return grad_input_;
+  }
+
+  ParameterList<Scalar> named_parameters() {
+    ParameterList<Scalar> list;
+    append_prefixed(list, gate_proj_.named_parameters(), "gate_proj.");
+    append_prefixed(list, up_proj_.named_parameters(), "up_proj.");
+    append_prefixed(list, down_proj_.named_parameters(), "down_proj.");
+    return list;
+  }
+
+ private:
+  Linear<Scalar> gate_proj_, up_proj_, down_proj_;
+  SiLU<Scalar> silu_;
+  MatrixX<Scalar> gate_, up_, product_, d_branch_, grad_input_;  // gate_ = silu(gate_proj(x))
+};
+
+}  // namespace moe

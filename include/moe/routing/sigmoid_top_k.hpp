@@ -1,0 +1,54 @@
+#pragma once
+// DeepSeek-V3's router (DeepSeek-AI 2024): scores = sigmoid(x W^T), top-K selection on score + the
+// balancer's bias, gates = the chosen scores divided by their sum.
+
+#include "moe/core/error.hpp"
+#include "moe/core/parameter.hpp"
+#include "moe/nn/linear.hpp"
+#include "moe/routing/routing.hpp"
+
+namespace moe {
+
+template <class ScalarT = float>
+class SigmoidTopK {
+ public:
+  using Scalar = ScalarT;
+
+  struct Options {
+    bool bias = false;  // a bias in the router's linear map
+  };
+
+  SigmoidTopK(Index d_model, Index num_experts, const Options& options, Rng& rng)
+      : linear_(d_model, num_experts, rng, options.bias) {}
+
+  const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
+    logits_ = linear_.forward(x);
+    scores_.resize(logits_.rows(), logits_.cols());
+    scores_.array() = ((-logits_.array()).exp() + Scalar(1)).inverse();
+    return scores_;
+  }
+
+  const MatrixX<Scalar>& logits() const { return logits_; }
+
+  /// d logits = d scores .* s .* (1 - s), plus the balancer's d logits (may be empty).
+  const MatrixX<Scalar>& backward(ConstRef<Scalar> d_scores, ConstRef<Scalar> d_logits) {
+    detail::require(d_scores.rows() == scores_.rows() && d_scores.cols() == scores_.cols(),
+                    "SigmoidTopK: d_scores has shape ", d_scores.rows(), "x", d_scores.cols(), ", expected ",
+                    scores_.rows(), "x", scores_.cols());
+    d_logits_.resize(scores_.rows(), scores_.cols());
+    d_logits_.array() = d_scores.array() * scores_.array() * (Scalar(1) - scores_.array());
+    if (d_logits.size() > 0) d_logits_ += d_logits;
+    return linear_.backward(d_logits_);
+  }
+
+  /// Sigmoid scores do not sum to 1, so the K gates are always renormalised.
+  bool renormalize() const { return true; }
+
+  ParameterList<Scalar> named_parameters() { return linear_.named_parameters(); }
+
+ private:
+  Linear<Scalar> linear_;
+  MatrixX<Scalar> logits_, scores_, d_logits_;
+};
+
+}  // namespace moe

@@ -130,7 +130,7 @@ TEST_CASE("select_top_k breaks ties towards the lower expert", "[routing][top_k]
   CHECK(experts.row(1) == (IndexMatrix(1, 2) << 3, 0).finished());
 }
 
-TEST_CASE("select_top_k rejects k outside [1, N] and a misshapen bias", "[routing][top_k][errors]") {
+TEST_CASE("select_top_k rejects k outside 1..N and a misshapen bias", "[routing][top_k][errors]") {
   MatrixX<float> scores = MatrixX<float>::Random(3, 4);
   IndexMatrix experts;
   const MatrixX<float>* none = nullptr;

@@ -7,7 +7,7 @@
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 #include "moe/routing/routing.hpp"
-#include "moe/routing/softmax_top_k.hpp"
+#include "moe/nn/softmax.hpp"
 
 namespace moe {
 

@@ -17,8 +17,9 @@ class LayerNorm {
 
   /// weight ones and bias zeros, as PyTorch.
   explicit LayerNorm(Index features, double eps = 1e-5)
-      : weight_(Parameter<Scalar>::vector(features)), bias_(Parameter<Scalar>::vector(features)), eps_(eps) {
-    detail::require(features > 0, "LayerNorm: features must be positive, got ", features);
+      : weight_(Parameter<Scalar>::vector(checked_features(features))),
+        bias_(Parameter<Scalar>::vector(features)),
+        eps_(eps) {
     detail::require(eps >= 0.0, "LayerNorm: eps must be non-negative, got ", eps);
     weight_.value.setOnes();
   }
@@ -63,6 +64,12 @@ class LayerNorm {
   Parameter<Scalar>& bias() { return bias_; }
 
  private:
+  /// Checked before the parameters are sized, so a negative count is an Error, not an Eigen assertion.
+  static Index checked_features(Index features) {
+    detail::require(features > 0, "LayerNorm: features must be positive, got ", features);
+    return features;
+  }
+
   Parameter<Scalar> weight_, bias_;
   double eps_;
   MatrixX<Scalar> normalized_, output_, grad_input_;

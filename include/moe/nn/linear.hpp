@@ -25,9 +25,7 @@ class Linear {
   /// PyTorch's nn.Linear initialisation: weight and bias uniform in +-1/sqrt(in_features)
   /// (kaiming_uniform with a = sqrt(5)).
   Linear(Index in_features, Index out_features, Rng& rng, bool bias = true)
-      : weight_(out_features, in_features), has_bias_(bias) {
-    detail::require(in_features > 0, "Linear: in_features must be positive, got ", in_features);
-    detail::require(out_features > 0, "Linear: out_features must be positive, got ", out_features);
+      : weight_(checked(out_features, "out_features"), checked(in_features, "in_features")), has_bias_(bias) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
     fill_uniform(weight_.value, rng, -bound, bound);
     if (has_bias_) {
@@ -72,6 +70,11 @@ class Linear {
   Parameter<Scalar>& bias() { return bias_; }
 
  private:
+  static Index checked(Index features, const char* name) {
+    detail::require(features > 0, "Linear: ", name, " must be positive, got ", features);
+    return features;
+  }
+
   Parameter<Scalar> weight_;
   Parameter<Scalar> bias_;
   bool has_bias_;

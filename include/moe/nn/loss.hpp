@@ -98,11 +98,13 @@ class BCEWithLogitsLoss {
   MatrixX<Scalar> grad_;
 };
 
-/// Rows whose argmax (ties to the lower index) equals the target; no target is ignored.
-template <class Derived>
-Index count_correct(const Eigen::MatrixBase<Derived>& logits, std::span<const Index> targets) {
+/// Rows whose argmax (ties to the lower index) equals the target; no target is ignored. Called as
+/// count_correct<float>(logits, targets): the Scalar is not deduced through ConstRef.
+template <class Scalar>
+Index count_correct(ConstRef<Scalar> logits, std::span<const Index> targets) {
   detail::require(static_cast<Index>(targets.size()) == logits.rows(), "count_correct: got ", targets.size(),
                   " targets for ", logits.rows(), " rows of logits");
+  detail::require(logits.cols() > 0, "count_correct: logits have no columns");
   Index correct = 0;
   for (Index t = 0; t < logits.rows(); ++t) {
     Index best = 0;

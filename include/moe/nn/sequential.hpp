@@ -50,7 +50,9 @@ class Sequential {
 
   BufferList<Scalar> named_buffers() {
     BufferList<Scalar> list;
-    for_each_layer([&](auto& layer, std::size_t i) { append_prefixed(list, buffers_of(layer), std::to_string(i) + "."); });
+    for_each_layer([&](auto& layer, std::size_t i) {
+      append_prefixed(list, buffers_of(layer), std::to_string(i) + ".");
+    });
     return list;
   }
 

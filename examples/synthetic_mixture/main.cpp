@@ -1,0 +1,105 @@
+// Demo: an MoE of linear experts learns a task whose input regions each need their own expert.
+// Prints loss, accuracy and expert load per epoch; writes report.md, metrics.csv and
+// region_by_expert.csv into --out.
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "common/cli.hpp"
+#include "common/progress.hpp"
+#include "moe/analysis/csv.hpp"
+#include "synthetic_mixture/synthetic_training.hpp"
+
+namespace {
+
+moe::examples::SyntheticRunOptions preset_options(const std::string& preset, std::uint64_t seed) {
+  moe::examples::SyntheticRunOptions options;
+  options.seed = seed;
+  if (preset == "smoke") {
+    options.task.samples = 1024;
+    options.test_samples = 256;
+    options.epochs = 2;
+  }
+  return options;
+}
+
+std::string percent(double fraction) {
+  char text[16];
+  std::snprintf(text, sizeof text, "%.1f%%", 100.0 * fraction);
+  return text;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const auto args = moe::examples::parse_args(
+      argc, argv, "synthetic_mixture: an MoE learns a task whose input regions need different experts",
+      {"quick", "smoke"}, "out/synthetic_mixture");
+  const auto options = preset_options(args.preset, args.seed);
+  const moe::Index steps_per_epoch = options.task.samples / options.batch;
+
+  std::printf("synthetic mixture: %lld samples, %lld features, %lld regions; %lld linear experts, top-1, "
+              "Switch aux loss %.0e; %d epochs, %d threads\n\n",
+              static_cast<long long>(options.task.samples), static_cast<long long>(options.task.features),
+              static_cast<long long>(options.task.regions), static_cast<long long>(options.experts),
+              options.aux_alpha, options.epochs, moe::num_threads());
+  std::printf("%5s %10s %9s %9s %9s %7s  %s\n", "epoch", "train_loss", "aux_loss", "train_acc", "test_acc",
+              "MaxVio", "relative load per expert");
+
+  moe::CsvWriter metrics(args.out / "metrics.csv");
+  metrics.row("epoch", "train_loss", "aux_loss", "train_accuracy", "test_accuracy", "max_violation");
+  moe::examples::Progress progress("train", steps_per_epoch * options.epochs, 5.0);
+  const auto result = moe::examples::train_synthetic_mixture(
+      options,
+      [&](const moe::examples::EpochRecord& r) {
+        std::printf("%5d %10.4f %9.5f %9s %9s %7.3f ", r.epoch, r.train_loss, r.aux_loss,
+                    percent(r.train_accuracy).c_str(), percent(r.test_accuracy).c_str(), r.max_violation);
+        for (moe::Index e = 0; e < r.relative_load.size(); ++e) std::printf(" %.2f", r.relative_load(e));
+        std::printf("\n");
+        std::fflush(stdout);
+        metrics.row(r.epoch, r.train_loss, r.aux_loss, r.train_accuracy, r.test_accuracy, r.max_violation);
+      },
+      [&](moe::Index samples, double loss) { progress.step(samples, loss); });
+  metrics.close();
+
+  const Eigen::MatrixXd fractions = result.region_by_expert.fractions();
+  std::vector<std::string> regions, experts;
+  for (moe::Index r = 0; r < fractions.rows(); ++r) regions.push_back("region " + std::to_string(r));
+  for (moe::Index e = 0; e < fractions.cols(); ++e) experts.push_back("expert " + std::to_string(e));
+  moe::write_matrix_csv(args.out / "region_by_expert.csv", fractions, regions, experts, "region");
+
+  std::ostringstream table;
+  table << "| region |";
+  for (const auto& e : experts) table << ' ' << e << " |";
+  table << "\n|---|";
+  for (std::size_t e = 0; e < experts.size(); ++e) table << "---|";
+  table << '\n';
+  for (moe::Index r = 0; r < fractions.rows(); ++r) {
+    table << "| " << regions[static_cast<std::size_t>(r)] << " |";
+    for (moe::Index e = 0; e < fractions.cols(); ++e) table << ' ' << percent(fractions(r, e)) << " |";
+    table << '\n';
+  }
+  std::cout << "\nshare of each region's test points routed to each expert:\n" << table.str();
+
+  const auto& last = result.epochs.back();
+  std::ofstream report(args.out / "report.md");
+  report << "# Synthetic mixture: does each region get its own expert?\n\n"
+         << "Command: `synthetic_mixture --preset " << args.preset << " --seed " << args.seed << "`\n\n"
+         << "Points lie in " << options.task.regions << " clusters; inside each, the class is the side of a "
+         << "cluster-specific hyperplane, so no single linear map solves the task. The model is one MoE layer of "
+         << options.experts << " linear experts with a softmax top-1 router and the Switch aux loss (alpha "
+         << options.aux_alpha << "), trained " << options.epochs << " epochs with Adam (lr " << options.lr << ").\n\n"
+         << "Final test accuracy: " << percent(last.test_accuracy) << " (train loss " << last.train_loss
+         << ", MaxVio over the last epoch " << last.max_violation << ").\n\n"
+         << "Share of each region's test points routed to each expert:\n\n"
+         << table.str() << "\nPer-epoch figures are in metrics.csv; the table above is region_by_expert.csv.\n";
+  report.close();
+  if (!report) {
+    std::cerr << "error: could not write " << (args.out / "report.md") << '\n';
+    return 1;
+  }
+  std::printf("\nwall time %.2f s\n", progress.elapsed_seconds());
+  return 0;
+}

@@ -1,0 +1,110 @@
+#pragma once
+// Trains an MoE of linear experts on moe::make_synthetic_mixture: shared by the demo program and the
+// training test, so the test checks exactly what the demo shows.
+
+#include <algorithm>
+#include <functional>
+#include <numeric>
+#include <vector>
+
+#include "moe/analysis/label_table.hpp"
+#include "moe/analysis/load.hpp"
+#include "moe/balancing/aux_loss.hpp"
+#include "moe/data/synthetic_mixture.hpp"
+#include "moe/layer/moe_layer.hpp"
+#include "moe/nn/linear.hpp"
+#include "moe/nn/loss.hpp"
+#include "moe/optim/optimizer.hpp"
+#include "moe/routing/softmax_top_k.hpp"
+
+namespace moe::examples {
+
+struct SyntheticRunOptions {
+  SyntheticMixtureOptions task{.samples = 8192};
+  Index test_samples = 1024;
+  Index experts = 4;
+  int epochs = 30;
+  Index batch = 64;
+  double lr = 3e-2;
+  double aux_alpha = 1e-2;
+  std::uint64_t seed = 1;
+};
+
+struct EpochRecord {
+  int epoch = 0;
+  double train_loss = 0, aux_loss = 0, train_accuracy = 0, test_accuracy = 0;
+  double max_violation = 0;        // of the training load over the epoch
+  Eigen::VectorXd relative_load;   // per expert, training load over the epoch
+};
+
+struct SyntheticRunResult {
+  std::vector<EpochRecord> epochs;
+  LabelExpertTable region_by_expert;  // test set, after training
+};
+
+using SyntheticMoE = MoELayer<Linear<float>, SoftmaxTopK, 1, SwitchAuxLoss>;
+
+inline SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& options,
+                                                  const std::function<void(const EpochRecord&)>& on_epoch = {},
+                                                  const std::function<void(Index, double)>& on_step = {}) {
+  const auto train = make_synthetic_mixture<float>(options.task, options.seed, options.seed + 1);
+  SyntheticMixtureOptions test_task = options.task;
+  test_task.samples = options.test_samples;
+  const auto test = make_synthetic_mixture<float>(test_task, options.seed, options.seed + 2);
+
+  Rng rng(options.seed + 3);
+  SyntheticMoE layer({.d_model = options.task.features, .num_experts = options.experts,
+                      .expert = {.out_features = 2}, .balancer = {.alpha = options.aux_alpha}},
+                     rng);
+  Adam<float> optimizer(layer.named_parameters(), {.lr = options.lr});
+  CrossEntropyLoss<float> loss;
+
+  std::vector<Index> order(static_cast<std::size_t>(options.task.samples));
+  std::iota(order.begin(), order.end(), 0);
+  Matrix xb(options.batch, options.task.features);
+  std::vector<Index> yb(static_cast<std::size_t>(options.batch));
+  SyntheticRunResult result{.epochs = {}, .region_by_expert = LabelExpertTable(options.task.regions, options.experts)};
+
+  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
+    EpochRecord record;
+    record.epoch = epoch;
+    for (std::size_t i = order.size() - 1; i > 0; --i)
+      std::swap(order[i], order[static_cast<std::size_t>(uniform_index(rng, static_cast<Index>(i) + 1))]);
+    layer.train();
+    layer.reset_load();
+    Index batches = 0, correct = 0;
+    for (Index start = 0; start + options.batch <= options.task.samples; start += options.batch, ++batches) {
+      for (Index b = 0; b < options.batch; ++b) {
+        const auto i = static_cast<std::size_t>(order[static_cast<std::size_t>(start + b)]);
+        xb.row(b) = train.inputs.row(static_cast<Index>(i));
+        yb[static_cast<std::size_t>(b)] = train.labels[i];
+      }
+      optimizer.zero_grad();
+      const Matrix& logits = layer.forward(xb);
+      const double task_loss = loss.forward(logits, yb);
+      correct += count_correct<float>(logits, yb);
+      layer.backward(loss.backward());
+      optimizer.step();
+      layer.update_balancing();
+      record.train_loss += task_loss;
+      record.aux_loss += layer.aux_loss();
+      if (on_step) on_step(options.batch, task_loss);
+    }
+    record.train_loss /= static_cast<double>(batches);
+    record.aux_loss /= static_cast<double>(batches);
+    record.train_accuracy = static_cast<double>(correct) / static_cast<double>(batches * options.batch);
+    record.max_violation = max_violation(layer.load().counts);
+    record.relative_load = relative_load(layer.load().counts, layer.load().tokens, layer.k());
+
+    layer.eval();
+    const Matrix& logits = layer.forward(test.inputs);
+    record.test_accuracy = static_cast<double>(count_correct<float>(logits, test.labels)) /
+                           static_cast<double>(options.test_samples);
+    if (epoch == options.epochs) result.region_by_expert.add(test.regions, layer.routing().experts);
+    if (on_epoch) on_epoch(record);
+    result.epochs.push_back(std::move(record));
+  }
+  return result;
+}
+
+}  // namespace moe::examples

@@ -1,0 +1,43 @@
+#pragma once
+// moe: Mixture-of-Experts layers on Eigen. This header brings in everything that needs only Eigen and
+// the C++ standard library.
+
+#include "moe/core/error.hpp"
+#include "moe/core/module.hpp"
+#include "moe/core/parallel.hpp"
+#include "moe/core/parameter.hpp"
+#include "moe/core/random.hpp"
+#include "moe/core/types.hpp"
+
+#include "moe/nn/activation.hpp"
+#include "moe/nn/dropout.hpp"
+#include "moe/nn/feed_forward.hpp"
+#include "moe/nn/layer_norm.hpp"
+#include "moe/nn/linear.hpp"
+#include "moe/nn/loss.hpp"
+#include "moe/nn/sequential.hpp"
+#include "moe/nn/softmax.hpp"
+
+#include "moe/routing/mlp_router.hpp"
+#include "moe/routing/random_router.hpp"
+#include "moe/routing/routing.hpp"
+#include "moe/routing/sigmoid_top_k.hpp"
+#include "moe/routing/softmax_top_k.hpp"
+
+#include "moe/balancing/aux_loss.hpp"
+#include "moe/balancing/aux_loss_free.hpp"
+#include "moe/balancing/balancer.hpp"
+#include "moe/balancing/combine.hpp"
+#include "moe/balancing/entropy_regularization.hpp"
+#include "moe/balancing/router_z_loss.hpp"
+
+#include "moe/layer/moe_layer.hpp"
+
+#include "moe/optim/optimizer.hpp"
+#include "moe/optim/schedule.hpp"
+
+#include "moe/analysis/csv.hpp"
+#include "moe/analysis/label_table.hpp"
+#include "moe/analysis/load.hpp"
+
+#include "moe/data/synthetic_mixture.hpp"

@@ -1,0 +1,33 @@
+#pragma once
+// Row-wise softmax and its backward, shared by the routers and the z-loss.
+
+#include "moe/core/types.hpp"
+
+namespace moe {
+
+namespace detail {
+
+/// Row-wise softmax, shifted by the row maximum for stability.
+template <class Scalar>
+void softmax_rows(const MatrixX<Scalar>& logits, MatrixX<Scalar>& out) {
+  out.resize(logits.rows(), logits.cols());
+  for (Index t = 0; t < logits.rows(); ++t) {
+    out.row(t) = (logits.row(t).array() - logits.row(t).maxCoeff()).exp();
+    out.row(t) /= out.row(t).sum();
+  }
+}
+
+/// d logits = p .* (d p - <d p, p>) for p = softmax(logits), row by row.
+template <class Scalar>
+void softmax_rows_backward(const MatrixX<Scalar>& probabilities, ConstRef<Scalar> d_probabilities,
+                           MatrixX<Scalar>& d_logits) {
+  d_logits.resize(probabilities.rows(), probabilities.cols());
+  for (Index t = 0; t < probabilities.rows(); ++t) {
+    const Scalar dot = d_probabilities.row(t).dot(probabilities.row(t));
+    d_logits.row(t) = probabilities.row(t).array() * (d_probabilities.row(t).array() - dot);
+  }
+}
+
+}  // namespace detail
+
+}  // namespace moe

@@ -266,7 +266,7 @@ TEST_CASE("AuxLossFree updates its bias by the sign of the load error", "[balanc
   const auto buffers = plain.named_buffers();
   REQUIRE(buffers.size() == 1);
   CHECK(buffers[0].name == "expert_bias");
-  CHECK(buffers[0].is_vector);
+  CHECK(buffers[0].shape == moe::Shape{plain.bias().cols()});
   CHECK(buffers[0].value == &plain.bias());
   CHECK(moe::buffers_of(plain).size() == 1);
 

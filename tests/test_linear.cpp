@@ -29,7 +29,8 @@ TEST_CASE("Linear initialises within PyTorch's bound", "[nn][linear]") {
   CHECK(layer.weight().value.cwiseAbs().maxCoeff() <= bound);
   CHECK(layer.weight().value.cwiseAbs().maxCoeff() > 0.9f * bound);
   CHECK(layer.bias().value.cwiseAbs().maxCoeff() <= bound);
-  CHECK(layer.bias().is_vector);
+  CHECK(layer.bias().shape == moe::Shape{32});
+  CHECK(layer.weight().shape == moe::Shape{32, 64});
 }
 
 TEST_CASE("Linear rejects an input of the wrong width", "[nn][linear][errors]") {

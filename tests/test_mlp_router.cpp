@@ -57,7 +57,8 @@ TEST_CASE("MLPRouter names its Linears as torch.nn.Sequential would", "[routing]
     for (std::size_t i = 0; i < 6; ++i) CHECK(params[i].name == names[i]);
     CHECK(params[0].parameter->value.rows() == 5);
     CHECK(params[0].parameter->value.cols() == 6);
-    CHECK(params[1].parameter->is_vector);
+    CHECK(params[1].parameter->shape == moe::Shape{5});
+    CHECK(params[0].parameter->shape == moe::Shape{5, 6});
     CHECK(params[4].parameter->value.rows() == 3);
     CHECK(params[4].parameter->value.cols() == 4);
   }

@@ -5,12 +5,22 @@
 #include "moe/core/parallel.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/linear.hpp"
+#include "moe/balancing/aux_loss.hpp"
+#include "moe/balancing/aux_loss_free.hpp"
+#include "moe/balancing/combine.hpp"
+#include "moe/nn/activation.hpp"
+#include "moe/nn/feed_forward.hpp"
+#include "moe/routing/random_router.hpp"
+#include "moe/routing/sigmoid_top_k.hpp"
 #include "moe/routing/softmax_top_k.hpp"
 
 using moe::Index;
 using moe::MatrixX;
 
 namespace {
+
+template <class S>
+using SequenceAuxLossFree = moe::Combine<S, moe::SequenceAuxLoss, moe::AuxLossFree>;
 
 template <int K>
 using LinearMoE = moe::MoELayer<moe::Linear<double>, moe::SoftmaxTopK, K, moe::NoBalancing>;
@@ -169,4 +179,54 @@ TEST_CASE("MoELayer tracks load per batch and accumulated", "[moe][layer][load]"
   CHECK(moe::relative_load(layer.load().counts, layer.load().tokens, 2).mean() == Approx(1.0));
   layer.reset_load();
   CHECK(layer.load().counts.sum() == 0);
+}
+
+TEST_CASE("MoELayer of feed-forward experts with balancers: gradients include the aux loss",
+          "[moe][layer][gradient][balancing]") {
+  moe::Rng rng(21);
+  using Expert = moe::FeedForward<moe::GELU, double>;
+  SECTION("softmax top-2, Switch aux loss + z-loss, shared expert") {
+    moe::MoELayer<Expert, moe::SoftmaxTopK, 2, moe::SwitchWithZLoss> layer(
+        {.d_model = 5, .num_experts = 4, .num_shared_experts = 1, .expert = {.hidden = 6},
+         .shared_expert = {.hidden = 3}, .router = {.renormalize = true}, .balancer = {{0.5}, {0.1}}},
+        rng);
+    moe::test::check_module_gradients<decltype(layer)>(layer, random_input(8, 5, 22), 23,
+                                                       [](auto& l) { return double(l.aux_loss()); });
+  }
+  SECTION("sigmoid top-2, sequence aux loss with the aux-loss-free bias") {
+    moe::MoELayer<Expert, moe::SigmoidTopK, 2, SequenceAuxLossFree> layer(
+        {.d_model = 5, .num_experts = 4, .expert = {.hidden = 6}, .balancer = {{0.5, 4}, {1e-2}}}, rng);
+    layer.forward(random_input(8, 5, 24));
+    layer.update_balancing();  // a non-zero bias, so selection and gates differ
+    moe::test::check_module_gradients<decltype(layer)>(layer, random_input(8, 5, 24), 25,
+                                                       [](auto& l) { return double(l.aux_loss()); });
+  }
+}
+
+TEST_CASE("A trained layer takes a RandomRouter without retraining", "[moe][layer][random_router]") {
+  moe::Rng rng(31);
+  LinearMoE<1> learned({.d_model = 4, .num_experts = 3, .num_shared_experts = 1}, rng);
+  const MatrixX<double> x = random_input(300, 4, 32);
+  const MatrixX<double> learned_output = learned.forward(x);
+
+  auto ablated = learned.with_router<moe::RandomRouter>({.seed = 7}, rng);
+  static_assert(std::is_same_v<decltype(ablated)::RouterType, moe::RandomRouter<double>>);
+  // Same experts, shared experts and names, minus the learned router's weight.
+  auto learned_params = learned.named_parameters();
+  auto ablated_params = ablated.named_parameters();
+  REQUIRE(ablated_params.size() + 1 == learned_params.size());
+  for (std::size_t i = 0; i < ablated_params.size(); ++i) {
+    CHECK(ablated_params[i].name == learned_params[i + 1].name);
+    CHECK(ablated_params[i].parameter->value == learned_params[i + 1].parameter->value);
+    CHECK(ablated_params[i].parameter != learned_params[i + 1].parameter);  // a copy, not shared
+  }
+  const MatrixX<double> ablated_output = ablated.forward(x);
+  // Every expert is used about equally, and each row is its expert's output plus the shared expert's.
+  const auto counts = ablated.batch_load();
+  CHECK(counts.minCoeff() > 70);
+  CHECK(moe::max_violation(counts) < 0.3);
+  CHECK(ablated_output.isApprox(reference_output(ablated, x), 1e-12));
+  CHECK(!ablated_output.isApprox(learned_output, 1e-3));
+  // The learned layer is untouched.
+  CHECK(learned.forward(x) == learned_output);
 }

@@ -47,7 +47,8 @@ void check_parameters(const moe::ParameterList<Scalar>& params, const std::vecto
     CHECK(params[i].name == expected[i].name);
     CHECK(params[i].parameter->value.rows() == expected[i].rows);
     CHECK(params[i].parameter->value.cols() == expected[i].cols);
-    CHECK(params[i].parameter->is_vector == expected[i].is_vector);
+    const moe::Shape shape = expected[i].is_vector ? moe::Shape{expected[i].cols} : moe::Shape{expected[i].rows, expected[i].cols};
+    CHECK(params[i].parameter->shape == shape);
   }
 }
 

@@ -42,7 +42,7 @@ class AuxLossFree {
     if (zero_mean_) bias_.array() -= bias_.mean();
   }
 
-  BufferList<Scalar> named_buffers() { return {{"expert_bias", &bias_, true}}; }
+  BufferList<Scalar> named_buffers() { return {{"expert_bias", &bias_, {bias_.cols()}}}; }
 
   const MatrixX<Scalar>& bias() const { return bias_; }
 

@@ -8,20 +8,24 @@
 
 namespace moe {
 
-/// A trained tensor and its accumulated gradient. PyTorch's 1-D tensors (biases, norm weights) are
-/// stored as a single row and marked `is_vector`, so their PyTorch shape can be restored.
+/// The shape a tensor has in PyTorch. Tensors are stored as row-major matrices whose elements are in
+/// PyTorch's order: a 1-D bias of n is one row, shape {n}; a conv weight [out x in*kh*kw] has shape
+/// {out, in, kh, kw}.
+using Shape = std::vector<Index>;
+
+/// A trained tensor and its accumulated gradient.
 template <class Scalar>
 struct Parameter {
   MatrixX<Scalar> value;
   MatrixX<Scalar> grad;
-  bool is_vector = false;
+  Shape shape;
 
   Parameter() = default;
   Parameter(Index rows, Index cols)
-      : value(MatrixX<Scalar>::Zero(rows, cols)), grad(MatrixX<Scalar>::Zero(rows, cols)) {}
+      : value(MatrixX<Scalar>::Zero(rows, cols)), grad(MatrixX<Scalar>::Zero(rows, cols)), shape{rows, cols} {}
   static Parameter vector(Index size) {
     Parameter p(1, size);
-    p.is_vector = true;
+    p.shape = {size};
     return p;
   }
   void zero_grad() { grad.setZero(); }
@@ -41,7 +45,7 @@ template <class Scalar>
 struct NamedBuffer {
   std::string name;
   MatrixX<Scalar>* value;
-  bool is_vector = false;  // a PyTorch 1-D tensor stored as one row
+  Shape shape;  // PyTorch's shape
 };
 
 template <class Scalar>

@@ -18,6 +18,7 @@ struct DispatchPlan {
   IndexVector slot;     // per gathered row: t * K + j of the assignment it holds
   IndexMatrix position; // [T x K]: gathered row of each assignment, -1 if dropped by the capacity
   IndexVector routed;   // assignments per expert before any capacity drop
+  IndexVector cursor;   // scratch: next free row of each expert while the plan is built
   Index dropped = 0;
 
   Index rows() const { return slot.size(); }
@@ -46,16 +47,17 @@ struct Cpu {
     plan.dropped = tokens * k - plan.offsets(num_experts);
     plan.slot.resize(plan.offsets(num_experts));
     plan.position.resize(tokens, k);
-    IndexVector next = plan.offsets.head(num_experts);
+    plan.cursor = plan.offsets.head(num_experts);
     for (Index t = 0; t < tokens; ++t)
       for (Index j = 0; j < k; ++j) {
         const Index e = experts(t, j);
-        if (next(e) == plan.offsets(e + 1)) {
+        Index& next = plan.cursor(e);
+        if (next == plan.offsets(e + 1)) {
           plan.position(t, j) = -1;
           continue;
         }
-        plan.position(t, j) = next(e);
-        plan.slot(next(e)++) = t * k + j;
+        plan.position(t, j) = next;
+        plan.slot(next++) = t * k + j;
       }
   }
 

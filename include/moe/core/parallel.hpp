@@ -3,6 +3,8 @@
 // items whose results do not depend on how items are assigned to threads, so any thread count gives
 // the same bits.
 
+#include <atomic>
+
 #include "moe/core/types.hpp"
 
 #ifdef _OPENMP
@@ -17,8 +19,10 @@ void parallel_for(Index count, Body&& body, bool dynamic = false) {
 #ifdef _OPENMP
   if (count > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
     if (dynamic) {
-#pragma omp parallel for schedule(dynamic, 1)
-      for (Index i = 0; i < count; ++i) body(i);
+      // Self-scheduled through one counter: LLVM's libomp allocates for every chunk of schedule(dynamic).
+      std::atomic<Index> next{0};
+#pragma omp parallel
+      for (Index i = next++; i < count; i = next++) body(i);
     } else {
 #pragma omp parallel for schedule(static)
       for (Index i = 0; i < count; ++i) body(i);

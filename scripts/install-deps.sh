@@ -5,12 +5,16 @@ set -euo pipefail
 packages=(
   g++ clang cmake ninja-build make pkg-config python3
   libeigen3-dev libcereal-dev catch2 libbenchmark-dev libomp-dev
+  zlib1g-dev libcairo2-dev
+  python3-torch  # the peer of the cross-checks and benchmarks, run with /usr/bin/python3
 )
 
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
+# node and npm run the reference GPT-2 encoder and install npm data packages; any install of them will do.
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: everything is installed"
   exit 0

@@ -1,0 +1,70 @@
+#pragma once
+// Writing a file so that a crash or a failed write leaves the old file or the new one, never a part.
+
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+#include <random>
+#include <string>
+#include <system_error>
+
+#if __has_include(<fcntl.h>) && __has_include(<unistd.h>)
+#include <fcntl.h>
+#include <unistd.h>
+#endif
+
+#include "moe/core/error.hpp"
+
+namespace moe::detail {
+
+/// Pushes a file's blocks, or a directory's entries, to the disk where the system offers a way.
+inline bool sync_to_disk([[maybe_unused]] const std::filesystem::path& path, [[maybe_unused]] bool directory) {
+#if __has_include(<fcntl.h>) && __has_include(<unistd.h>)
+  const int fd = ::open(path.c_str(), directory ? O_RDONLY : O_WRONLY);
+  if (fd < 0) return false;
+  const bool synced = ::fsync(fd) == 0;
+  return ::close(fd) == 0 && synced;
+#else
+  return true;
+#endif
+}
+
+/// Calls write(std::ostream&) on a uniquely named temporary file beside `path`, syncs it and renames it
+/// over `path`. On failure the temporary file is removed, `path` is left as it was, and the moe::Error
+/// starts with `context`.
+template <class Write>
+void write_file_atomically(const std::filesystem::path& path, const std::string& context, Write&& write) {
+  namespace fs = std::filesystem;
+  std::random_device random;
+  const fs::path temporary = path.parent_path() / ("." + path.filename().string() + ".tmp" + std::to_string(random()));
+  bool created = false;
+  const auto remove_temporary = [&] {
+    std::error_code ignored;
+    if (created) fs::remove(temporary, ignored);
+  };
+  try {
+    {
+      std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+      require(out.is_open(), context, ": cannot create the temporary file ", temporary.string());
+      created = true;
+      write(static_cast<std::ostream&>(out));
+      out.close();
+      require(!out.fail(), context, ": writing ", temporary.string(), " failed (is the disk full?)");
+    }
+    require(sync_to_disk(temporary, false), context, ": cannot sync ", temporary.string(), " to the disk");
+    std::error_code error;
+    fs::rename(temporary, path, error);
+    require(!error, context, ": cannot rename ", temporary.string(), " to ", path.string(), ": ", error.message());
+  } catch (const Error&) {
+    remove_temporary();
+    throw;
+  } catch (const std::exception& e) {  // a serialiser's own exception
+    remove_temporary();
+    fail(context, ": ", e.what());
+  }
+  // Not every file system syncs directories; the rename is done either way.
+  sync_to_disk(path.has_parent_path() ? path.parent_path() : fs::path("."), true);
+}
+
+}  // namespace moe::detail

@@ -1,0 +1,208 @@
+#pragma once
+// A module's parameters and buffers by PyTorch name (its state dict), and loading one back: whole, or a
+// chosen part into a chosen place, as when one expert slot starts from a pretrained network.
+
+#include <algorithm>
+#include <concepts>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "moe/core/error.hpp"
+#include "moe/core/module.hpp"
+#include "moe/core/parameter.hpp"
+#include "moe/core/types.hpp"
+#include "moe/io/tensor.hpp"
+
+namespace moe {
+
+namespace detail {
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters (dots included).
+inline bool glob_match(std::string_view pattern, std::string_view name) {
+  std::size_t p = 0, n = 0;
+  std::size_t star = std::string_view::npos, resume = 0;  // the last `*` seen, and where its match ends
+  while (n < name.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      resume = n;
+    } else if (p < pattern.size() && pattern[p] == name[n]) {
+      ++p;
+      ++n;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      n = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+}  // namespace detail
+
+/// Which tensors of a state dict to take, by name: all of them (the default), those matching any of a
+/// list of patterns where `*` is any run of characters ({"fc1.*"}, {"experts.*.fc2.bias"}), or those a
+/// predicate accepts.
+class NameFilter {
+ public:
+  NameFilter() = default;
+  NameFilter(std::initializer_list<std::string> patterns) : NameFilter(std::vector<std::string>(patterns)) {}
+  explicit NameFilter(std::vector<std::string> patterns)
+      : select_([patterns = std::move(patterns)](const std::string& name) {
+          return std::ranges::any_of(patterns, [&](const std::string& p) { return detail::glob_match(p, name); });
+        }) {}
+  template <class Predicate>
+    requires(!std::same_as<std::remove_cvref_t<Predicate>, NameFilter> &&
+             std::predicate<const Predicate&, const std::string&>)
+  NameFilter(Predicate predicate) : select_(std::move(predicate)) {}
+
+  bool selects_all() const { return !select_; }
+  bool operator()(const std::string& name) const { return !select_ || select_(name); }
+
+ private:
+  std::function<bool(const std::string&)> select_;  // empty: every name
+};
+
+struct LoadOptions {
+  /// Every selected tensor must land in the module, and every tensor of the module must be loaded.
+  bool strict = true;
+  /// Source prefix -> destination prefix, the longest matching source prefix winning: {{"", "experts.0."}}
+  /// loads a single expert's file into expert 0, {{"experts.1.", ""}} takes expert 1 out of an MoE's file.
+  /// Empty: names as they are. Tensors under no source prefix are skipped.
+  std::map<std::string, std::string> prefix_map{};
+  /// Which source tensors to take, by their name in the state dict (before prefix_map). Set, it is an
+  /// explicit choice: each tensor it selects must exist in the module, even when not strict.
+  NameFilter only{};
+};
+
+/// What load_state_dict did.
+struct LoadReport {
+  std::vector<std::string> loaded;      // module names written, in the module's order
+  std::vector<std::string> skipped;     // source names left out by `only` or prefix_map
+  std::vector<std::string> unexpected;  // selected source names the module does not have (not strict only)
+  std::vector<std::string> missing;     // module names nothing was loaded into (not strict only)
+};
+
+namespace detail {
+
+/// Every parameter value and buffer of `module` as {name, matrix, PyTorch shape}, checked to be unique
+/// and to hold as many elements as their shape says.
+template <HasNamedParameters M>
+BufferList<typename M::Scalar> module_tensors(M& module, const std::string& context) {
+  BufferList<typename M::Scalar> list;
+  for (const auto& p : module.named_parameters()) list.push_back({p.name, &p.parameter->value, p.parameter->shape});
+  for (auto& b : buffers_of(module)) {
+    if (b.shape.empty()) b.shape = {b.value->rows(), b.value->cols()};
+    list.push_back(std::move(b));
+  }
+  std::vector<std::string> names;
+  for (const auto& t : list) {
+    if (numel(t.shape) != t.value->size())
+      fail(context, ": module tensor ", t.name, " has shape ", shape_to_string(t.shape), " but holds ",
+           t.value->rows(), "x", t.value->cols(), " values");
+    names.push_back(t.name);
+  }
+  std::ranges::sort(names);
+  if (const auto repeated = std::ranges::adjacent_find(names); repeated != names.end())
+    fail(context, ": the module has two tensors named ", *repeated);
+  return list;
+}
+
+/// The destination name of `source` under the longest matching prefix, or nothing if none matches.
+inline std::optional<std::string> map_name(const std::string& source,
+                                           const std::map<std::string, std::string>& prefix_map) {
+  if (prefix_map.empty()) return source;
+  const std::pair<const std::string, std::string>* best = nullptr;
+  for (const auto& entry : prefix_map)
+    if (source.starts_with(entry.first) && (!best || entry.first.size() > best->first.size())) best = &entry;
+  if (!best) return std::nullopt;
+  return best->second + source.substr(best->first.size());
+}
+
+inline std::string describe(const std::string& source, const std::string& destination) {
+  return source == destination ? source : source + " (as " + destination + ")";
+}
+
+/// load_state_dict with `context` opening every message (the function, and the file when there is one).
+template <HasNamedParameters M>
+LoadReport load_state_dict(M& module, const StateDict<typename M::Scalar>& dict, const LoadOptions& options,
+                           const std::string& context) {
+  using Scalar = typename M::Scalar;
+  const BufferList<Scalar> slots = module_tensors(module, context);
+  std::map<std::string, const NamedBuffer<Scalar>*> slot_of;
+  for (const auto& slot : slots) slot_of.emplace(slot.name, &slot);
+
+  // Validate everything before writing anything, so a failed load leaves the module as it was.
+  LoadReport report;
+  std::map<std::string, const std::string*> source_of;  // destination -> source name
+  std::vector<std::pair<const NamedBuffer<Scalar>*, const Tensor<Scalar>*>> copies;
+  for (const auto& [source, tensor] : dict) {
+    const std::optional<std::string> destination = map_name(source, options.prefix_map);
+    if (!destination || !options.only(source)) {
+      report.skipped.push_back(source);
+      continue;
+    }
+    const auto slot = slot_of.find(*destination);
+    if (slot == slot_of.end()) {
+      if (options.strict || !options.only.selects_all())
+        fail(context, ": tensor ", describe(source, *destination), " is not in the module",
+             options.strict ? "" : " (selected by LoadOptions::only)");
+      report.unexpected.push_back(source);
+      continue;
+    }
+    const NamedBuffer<Scalar>& target = *slot->second;
+    if (tensor.shape != target.shape)
+      fail(context, ": tensor ", describe(source, *destination), " has shape ", shape_to_string(tensor.shape),
+           ", the module expects ", shape_to_string(target.shape));
+    if (tensor.data.size() != target.value->size())
+      fail(context, ": tensor ", source, " has shape ", shape_to_string(tensor.shape), " but holds ",
+           tensor.data.size(), " values");
+    const auto [previous, inserted] = source_of.emplace(*destination, &source);
+    require(inserted, context, ": tensors ", *previous->second, " and ", source, " both map to ", *destination);
+    copies.emplace_back(&target, &tensor);
+  }
+  for (const auto& slot : slots) {
+    if (source_of.contains(slot.name)) {
+      report.loaded.push_back(slot.name);
+    } else {
+      if (options.strict)
+        fail(context, ": module tensor ", slot.name, " ", shape_to_string(slot.shape),
+             " is missing from the state dict");
+      report.missing.push_back(slot.name);
+    }
+  }
+
+  for (const auto& [target, tensor] : copies)
+    Eigen::Map<VectorX<Scalar>>(target->value->data(), target->value->size()) = tensor->data;
+  return report;
+}
+
+}  // namespace detail
+
+/// Copies of every named parameter and buffer of `module`, with their PyTorch shapes.
+template <HasNamedParameters M>
+StateDict<typename M::Scalar> state_dict(M& module) {
+  using Scalar = typename M::Scalar;
+  StateDict<Scalar> dict;
+  for (const auto& t : detail::module_tensors(module, "state_dict"))
+    dict[t.name] = {t.shape, Eigen::Map<const VectorX<Scalar>>(t.value->data(), t.value->size())};
+  return dict;
+}
+
+/// Writes the tensors of `dict` into `module`'s parameters and buffers, by name (see LoadOptions for
+/// partial loads). A wrong shape is always an error naming the tensor and both shapes; on any error the
+/// module is left unchanged.
+template <HasNamedParameters M>
+LoadReport load_state_dict(M& module, const StateDict<typename M::Scalar>& dict, const LoadOptions& options = {}) {
+  return detail::load_state_dict(module, dict, options, "load_state_dict");
+}
+
+}  // namespace moe

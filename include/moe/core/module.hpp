@@ -8,6 +8,7 @@
 // optional:
 //   void train(bool on);                                  // training (default) or evaluation mode
 //   BufferList<Scalar> named_buffers();
+//   GeneratorList named_generators();                     // the generators it owns, named like parameters
 //
 // forward and backward return a reference to a buffer the module owns: it stays valid until the next
 // call, and repeated calls with the same shapes allocate nothing.
@@ -49,6 +50,15 @@ template <class M>
 BufferList<typename M::Scalar> buffers_of(M& module) {
   if constexpr (requires { module.named_buffers(); })
     return module.named_buffers();
+  else
+    return {};
+}
+
+/// A module's generators, or none.
+template <class M>
+GeneratorList generators_of(M& module) {
+  if constexpr (requires { module.named_generators(); })
+    return module.named_generators();
   else
     return {};
 }

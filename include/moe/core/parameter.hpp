@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
 
 namespace moe {
@@ -50,6 +51,15 @@ struct NamedBuffer {
 
 template <class Scalar>
 using BufferList = std::vector<NamedBuffer<Scalar>>;
+
+/// A generator a module owns (a dropout's masks, a random router's choices): a checkpoint saves it so that
+/// a resumed run draws what the uninterrupted one would have.
+struct NamedGenerator {
+  std::string name;
+  Rng* rng;
+};
+
+using GeneratorList = std::vector<NamedGenerator>;
 
 /// Appends `child`'s list to `out`, each name prefixed by `prefix` (as "experts.3.").
 template <class List>

@@ -4,8 +4,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <numbers>
 #include <random>
+#include <ranges>
 
 #include "moe/core/types.hpp"
 
@@ -32,6 +34,15 @@ inline double normal(Rng& rng) {
   const double u1 = 1.0 - uniform01(rng);  // in (0, 1], so the log is finite
   const double u2 = uniform01(rng);
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+}
+
+/// Fisher-Yates shuffle drawing through uniform_index, so the order depends on the seed alone (std::shuffle's
+/// depends on the standard library).
+template <std::ranges::random_access_range Range>
+void shuffle(Range&& items, Rng& rng) {
+  const auto n = static_cast<Index>(std::ranges::size(items));
+  const auto first = std::ranges::begin(items);
+  for (Index i = n - 1; i > 0; --i) std::ranges::iter_swap(first + i, first + uniform_index(rng, i + 1));
 }
 
 template <class Derived>

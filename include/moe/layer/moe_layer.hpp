@@ -234,6 +234,16 @@ class MoELayer {
     return list;
   }
 
+  GeneratorList named_generators() {
+    GeneratorList list;
+    append_prefixed(list, generators_of(router_), "router.");
+    for (std::size_t e = 0; e < experts_.size(); ++e)
+      append_prefixed(list, generators_of(experts_[e]), "experts." + std::to_string(e) + ".");
+    for (std::size_t s = 0; s < shared_.size(); ++s)
+      append_prefixed(list, generators_of(shared_[s]), "shared_experts." + std::to_string(s) + ".");
+    return list;
+  }
+
   RouterType& router() { return router_; }
   BalancerType& balancer() { return balancer_; }
   ExpertT& expert(Index e) { return experts_.at(static_cast<std::size_t>(e)); }

@@ -52,6 +52,8 @@ class Dropout {
 
   ParameterList<Scalar> named_parameters() { return {}; }
 
+  GeneratorList named_generators() { return {{"generator", &rng_}}; }
+
  private:
   double p_;
   Rng rng_;

@@ -68,6 +68,12 @@ class FeedForward {
     return list;
   }
 
+  GeneratorList named_generators() {
+    GeneratorList list;
+    if (dropout_) append_prefixed(list, dropout_->named_generators(), "dropout.");
+    return list;
+  }
+
   void train(bool on) {
     if (dropout_) dropout_->train(on);
   }

@@ -56,6 +56,14 @@ class Sequential {
     return list;
   }
 
+  GeneratorList named_generators() {
+    GeneratorList list;
+    for_each_layer([&](auto& layer, std::size_t i) {
+      append_prefixed(list, generators_of(layer), std::to_string(i) + ".");
+    });
+    return list;
+  }
+
   void train(bool on) {
     for_each_layer([&](auto& layer, std::size_t) { set_training(layer, on); });
   }

@@ -93,6 +93,14 @@ class MLPRouter {
     return list;
   }
 
+  /// Each Dropout under its index in the same `net`: net.2, net.5, ...
+  GeneratorList named_generators() {
+    GeneratorList list;
+    for (std::size_t i = 0; i < dropouts_.size(); ++i)
+      append_prefixed(list, dropouts_[i].named_generators(), "net." + std::to_string(i * 3 + 2) + ".");
+    return list;
+  }
+
   void train(bool on) {
     for (auto& dropout : dropouts_) dropout.train(on);
   }

@@ -69,6 +69,8 @@ class RandomRouter {
 
   ParameterList<Scalar> named_parameters() { return {}; }
 
+  GeneratorList named_generators() { return {{"generator", &generator_}}; }
+
  private:
   Index d_model_;
   Index num_experts_;

@@ -1,0 +1,287 @@
+// Cross-check of moe::MoELayer against PyTorch (tests/peers/torch_moe.py), through safetensors files.
+//
+//   moe_crosscheck write DIR        for each config: DIR/<config>_inputs.safetensors (state dict, x, dy, the
+//                                   selected experts as float; the config in the metadata) and
+//                                   DIR/<config>_outputs.safetensors (y, dx, grad.<parameter>, aux, and with an
+//                                   aux loss aux_only.dx, aux_only.grad.router.weight)
+//   moe_crosscheck check-torch DIR  loads DIR/torch_<config>_model.safetensors (PyTorch's initialisation,
+//                                   written by torch_moe.py) with moe::load_module, runs x and dy from
+//                                   DIR/torch_<config>_data.safetensors and compares with PyTorch's results
+//
+// The loss whose gradients are compared is  sum(y * dy) + aux. The aux_only tensors are the gradients of
+// the aux loss alone (dy = 0): beside the task gradient in router.weight it is too small for a 1e-5
+// norm-wise check to see. Errors are  max|a - b| / max(max|b|, 1e-30)  per tensor, b the reference
+// (torch_moe.py says why).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "moe/io/safetensors.hpp"
+#include "moe/io/state_dict.hpp"
+#include "moe/moe.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using moe::Index;
+using moe::Matrix;
+using Dict = moe::StateDict<float>;
+using Metadata = moe::Metadata;
+using Expert = moe::FeedForward<moe::GELU, float>;
+
+using SoftmaxLayer1 = moe::MoELayer<Expert, moe::SoftmaxTopK, 1, moe::NoBalancing>;
+using SoftmaxLayer2 = moe::MoELayer<Expert, moe::SoftmaxTopK, 2, moe::NoBalancing>;
+using SigmoidLayer2 = moe::MoELayer<Expert, moe::SigmoidTopK, 2, moe::NoBalancing>;
+using DenseLayer = moe::MoELayer<Expert, moe::SoftmaxTopK, moe::Dynamic, moe::NoBalancing>;
+using SwitchAuxLayer1 = moe::MoELayer<Expert, moe::SoftmaxTopK, 1, moe::SwitchAuxLoss>;
+using SwitchAuxLayer2 = moe::MoELayer<Expert, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>;
+using SequenceAuxSigmoid2 = moe::MoELayer<Expert, moe::SigmoidTopK, 2, moe::SequenceAuxLoss>;
+
+constexpr double tolerance = 1e-5;
+
+enum class Mode { write, check_torch };
+
+struct Config;
+using Runner = bool (*)(Mode, const Config&, const fs::path&);
+
+struct Config {
+  std::string name;
+  Index num_experts;
+  Index k;
+  bool renormalize;  // softmax only: sigmoid gates are always renormalised
+  Index num_shared;
+  std::string balancer;  // none | switch | sequence
+  double alpha;
+  Index sequence_length;
+  Runner run;
+  Index d_model = 16;
+  Index hidden = 32;
+  Index tokens = 64;
+};
+
+template <class Layer>
+bool run_config(Mode mode, const Config& config, const fs::path& dir);
+
+// (a) Switch: softmax top-1, gate = the probability; (b) Mixtral: top-2 renormalised; (c) DeepSeek-V3's
+// sigmoid top-2 of 6, renormalised; (d) dense, K = N at run time; (e) DeepSeekMoE's shared experts beside
+// routed top-2; (f) Switch aux loss on (b), and on (a) as Switch has it; (g) DeepSeek-V3's sequence-wise
+// aux loss on (c).
+const std::vector<Config>& configs() {
+  static const std::vector<Config> list{
+      {"a_switch_top1", 8, 1, false, 0, "none", 0.0, 0, &run_config<SoftmaxLayer1>},
+      {"b_softmax_top2_renorm", 8, 2, true, 0, "none", 0.0, 0, &run_config<SoftmaxLayer2>},
+      {"c_sigmoid_top2_of6", 6, 2, true, 0, "none", 0.0, 0, &run_config<SigmoidLayer2>},
+      {"d_dense_k4_of4", 4, 4, false, 0, "none", 0.0, 0, &run_config<DenseLayer>},
+      {"e_shared2_top2", 8, 2, false, 2, "none", 0.0, 0, &run_config<SoftmaxLayer2>},
+      {"f_switch_aux_top2", 8, 2, true, 0, "switch", 0.01, 0, &run_config<SwitchAuxLayer2>},
+      {"f_switch_aux_top1", 8, 1, false, 0, "switch", 0.01, 0, &run_config<SwitchAuxLayer1>},
+      {"g_sequence_aux_sigmoid", 6, 2, true, 0, "sequence", 0.01, 16, &run_config<SequenceAuxSigmoid2>},
+  };
+  return list;
+}
+
+template <class Layer>
+typename Layer::Options options_for(const Config& c) {
+  typename Layer::Options o;
+  o.d_model = c.d_model;
+  o.num_experts = c.num_experts;
+  o.k = c.k;
+  o.num_shared_experts = c.num_shared;
+  o.expert.hidden = c.hidden;
+  o.shared_expert.hidden = c.hidden;
+  if constexpr (requires { o.router.renormalize; }) o.router.renormalize = c.renormalize;
+  if constexpr (requires { o.balancer.alpha; }) o.balancer.alpha = c.alpha;
+  if constexpr (requires { o.balancer.sequence_length; }) o.balancer.sequence_length = c.sequence_length;
+  return o;
+}
+
+template <class Layer>
+Metadata metadata_of(const Config& c, Layer& layer) {
+  const bool softmax = std::is_same_v<typename Layer::RouterType, moe::SoftmaxTopK<float>>;
+  return {{"config", c.name},
+          {"router", softmax ? "softmax" : "sigmoid"},
+          {"num_experts", std::to_string(c.num_experts)},
+          {"k", std::to_string(layer.k())},
+          {"renormalize", layer.router().renormalize() ? "true" : "false"},
+          {"num_shared_experts", std::to_string(c.num_shared)},
+          {"d_model", std::to_string(c.d_model)},
+          {"hidden", std::to_string(c.hidden)},
+          {"tokens", std::to_string(c.tokens)},
+          {"balancer", c.balancer},
+          {"alpha", std::to_string(c.alpha)},
+          {"sequence_length", std::to_string(c.sequence_length)}};
+}
+
+moe::Tensor<float> tensor(const Matrix& m, moe::Shape shape) {
+  return {std::move(shape), Eigen::Map<const moe::VectorX<float>>(m.data(), m.size())};
+}
+moe::Tensor<float> tensor(const Matrix& m) { return tensor(m, {m.rows(), m.cols()}); }
+
+Matrix matrix(const Dict& dict, const std::string& name, Index rows, Index cols, const fs::path& file) {
+  const auto it = dict.find(name);
+  if (it == dict.end()) throw std::runtime_error(file.string() + ": no tensor " + name);
+  if (it->second.shape != moe::Shape{rows, cols})
+    throw std::runtime_error(file.string() + ": " + name + " has shape " + moe::shape_to_string(it->second.shape) +
+                             ", expected " + moe::shape_to_string({rows, cols}));
+  return Eigen::Map<const Matrix>(it->second.data.data(), rows, cols);
+}
+
+/// Forward and backward of sum(y * dy) + aux; then, with an aux loss, the gradients of the aux loss alone.
+template <class Layer>
+Dict compute(Layer& layer, const Matrix& x, const Matrix& dy, bool has_aux, Matrix& selected) {
+  const auto parameters = layer.named_parameters();
+  moe::zero_grad(parameters);
+  Dict out;
+  out["y"] = tensor(layer.forward(x));
+  selected = layer.routing().experts.template cast<float>();
+  out["aux"] = {{}, moe::VectorX<float>::Constant(1, layer.aux_loss())};
+  out["dx"] = tensor(layer.backward(dy));
+  for (const auto& p : parameters) out["grad." + p.name] = tensor(p.parameter->grad, p.parameter->shape);
+  if (has_aux) {
+    moe::zero_grad(parameters);
+    layer.forward(x);
+    out["aux_only.dx"] = tensor(layer.backward(Matrix::Zero(dy.rows(), dy.cols())));
+    for (const auto& p : parameters)
+      if (p.name == "router.weight") out["aux_only.grad.router.weight"] = tensor(p.parameter->grad, p.parameter->shape);
+  }
+  return out;
+}
+
+double rel_err(const moe::Tensor<float>& a, const moe::Tensor<float>& b) {
+  if (a.shape != b.shape) return INFINITY;
+  if (b.data.size() == 0) return 0.0;
+  const Eigen::VectorXd ad = a.data.cast<double>(), bd = b.data.cast<double>();
+  return (ad - bd).cwiseAbs().maxCoeff() / std::max(bd.cwiseAbs().maxCoeff(), 1e-30);
+}
+
+/// Where the selections first differ, or "".
+std::string selection_difference(const Matrix& ours, const Matrix& theirs) {
+  if (ours.rows() != theirs.rows() || ours.cols() != theirs.cols()) return "selection shapes differ";
+  for (Index t = 0; t < ours.rows(); ++t)
+    if (ours.row(t) != theirs.row(t)) {
+      std::string text = "token " + std::to_string(t) + ": moe selected";
+      for (Index j = 0; j < ours.cols(); ++j) text += " " + std::to_string(static_cast<int>(ours(t, j)));
+      text += ", torch";
+      for (Index j = 0; j < theirs.cols(); ++j) text += " " + std::to_string(static_cast<int>(theirs(t, j)));
+      return text;
+    }
+  return "";
+}
+
+/// A seed from the config's name that is the same with every standard library (std::hash is not).
+std::uint64_t fnv1a(const std::string& text) {
+  std::uint64_t hash = 14695981039346656037ull;
+  for (const unsigned char c : text) hash = (hash ^ c) * 1099511628211ull;
+  return hash;
+}
+
+template <class Layer>
+bool run_config(Mode mode, const Config& config, const fs::path& dir) {
+  moe::Rng rng(fnv1a(config.name));
+  Layer layer(options_for<Layer>(config), rng);
+  const bool has_aux = config.balancer != "none";
+  const Metadata metadata = metadata_of(config, layer);
+  Matrix selected;
+
+  if (mode == Mode::write) {
+    Matrix x(config.tokens, config.d_model), dy(config.tokens, config.d_model);
+    moe::fill_normal(x, rng, 0.0, 1.0);
+    moe::fill_normal(dy, rng, 0.0, 1.0);
+    Dict inputs = moe::state_dict(layer);
+    const Dict outputs = compute(layer, x, dy, has_aux, selected);
+    inputs["x"] = tensor(x);
+    inputs["dy"] = tensor(dy);
+    inputs["selected"] = tensor(selected);
+    moe::save_safetensors(dir / (config.name + "_inputs.safetensors"), inputs, metadata);
+    moe::save_safetensors(dir / (config.name + "_outputs.safetensors"), outputs, metadata);
+    std::printf("%-24s wrote %s_{inputs,outputs}.safetensors\n", config.name.c_str(), config.name.c_str());
+    return true;
+  }
+
+  const fs::path model_file = dir / ("torch_" + config.name + "_model.safetensors");
+  const fs::path data_file = dir / ("torch_" + config.name + "_data.safetensors");
+  moe::load_module(model_file, layer);
+  auto [reference, reference_metadata] = moe::load_safetensors<float>(data_file);
+  for (const auto& [key, value] : metadata)
+    if (!reference_metadata.contains(key) || reference_metadata.at(key) != value)
+      throw std::runtime_error(data_file.string() + ": its metadata is not the config " + config.name +
+                             " of this program");
+  const Matrix x = matrix(reference, "x", config.tokens, config.d_model, data_file);
+  const Matrix dy = matrix(reference, "dy", config.tokens, config.d_model, data_file);
+  const Matrix torch_selected = matrix(reference, "selected", config.tokens, layer.k(), data_file);
+  for (const char* name : {"x", "dy", "selected"}) reference.erase(name);
+
+  const Dict ours = compute(layer, x, dy, has_aux, selected);
+  bool ok = true;
+  if (const std::string difference = selection_difference(selected, torch_selected); !difference.empty()) {
+    std::printf("%-24s routing difference: %s\n", config.name.c_str(), difference.c_str());
+    ok = false;
+  }
+  double worst = 0.0;
+  for (const auto& [name, theirs] : reference)
+    if (!ours.contains(name)) {
+      std::printf("%-24s %s: torch wrote it, moe has no such tensor\n", config.name.c_str(), name.c_str());
+      ok = false;
+    }
+  for (const auto& [name, mine] : ours) {
+    const auto it = reference.find(name);
+    if (it == reference.end()) {
+      std::printf("%-24s %s: missing in %s\n", config.name.c_str(), name.c_str(), data_file.c_str());
+      ok = false;
+      continue;
+    }
+    const double error = rel_err(mine, it->second);
+    worst = std::max(worst, error);
+    const bool pass = error <= tolerance;
+    ok = ok && pass;
+    std::printf("%-24s %-34s %12.3e%s\n", config.name.c_str(), name.c_str(), error, pass ? "" : "  FAIL");
+  }
+  std::printf("%-24s max error %.3e  %s\n\n", config.name.c_str(), worst, ok ? "ok" : "FAIL");
+  return ok;
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: moe_crosscheck write DIR | check-torch DIR [CONFIG...]\n"
+               "  write        writes <config>_{inputs,outputs}.safetensors for tests/peers/torch_moe.py\n"
+               "  check-torch  compares with torch_<config>_{model,data}.safetensors that torch_moe.py wrote\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) return usage();
+  const std::string command = argv[1];
+  const fs::path dir = argv[2];
+  const std::vector<std::string> only(argv + 3, argv + argc);
+  Mode mode;
+  if (command == "write")
+    mode = Mode::write;
+  else if (command == "check-torch")
+    mode = Mode::check_torch;
+  else
+    return usage();
+  try {
+    if (mode == Mode::write) fs::create_directories(dir);
+    bool ok = true;
+    for (const Config& config : configs())
+      if (only.empty() || std::find(only.begin(), only.end(), config.name) != only.end())
+        ok = config.run(mode, config, dir) && ok;
+    if (mode == Mode::check_torch) std::printf("moe_crosscheck: %s\n", ok ? "all configs agree with PyTorch" : "FAILED");
+    return ok ? 0 : 1;
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "moe_crosscheck: %s\n", error.what());
+    return 1;
+  }
+}

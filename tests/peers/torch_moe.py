@@ -1,0 +1,262 @@
+#!/usr/bin/python3
+"""Cross-check of moe::MoELayer against an MoE layer written the plain way in PyTorch.
+
+    torch_moe.py DIR
+
+DIR holds what tests/peers/moe_crosscheck.cpp wrote ("moe_crosscheck write DIR"): for each config,
+<config>_inputs.safetensors (the layer's state dict, x, dy, the experts the layer selected, as float; the
+config in the metadata) and <config>_outputs.safetensors (y, dx, grad.<parameter>, aux, and for configs
+with an aux loss aux_only.dx and aux_only.grad.router.weight: the gradients of the aux loss alone).
+
+1. Forward direction: loads the state dict into the PyTorch module (load_state_dict strict=True), runs
+   forward and backward of  sum(y * dy) + aux  in float32 and in float64, checks that the selected
+   experts are ours (else it reports a routing difference, not a numeric one) and compares every tensor.
+2. Reverse direction: for each config, initialises the PyTorch module with PyTorch's own initialisation,
+   draws x and dy, and writes torch_<config>_model.safetensors (its state_dict) and
+   torch_<config>_data.safetensors (x, dy, selected experts and the float64 results, rounded to float32),
+   for "moe_crosscheck check-torch DIR", which loads the model with moe::load_module and compares.
+
+The error of a tensor a against the reference b is  max|a - b| / max(max|b|, 1e-30): a norm-wise error in
+units of the tensor's own scale. Element-wise relative errors are meaningless where an element is near
+zero (most gradients have such elements, and float32 rounding scales with the magnitude of the terms
+summed, not of the sum); the aux loss, whose gradient is small beside the task gradient in
+router.weight, is compared on its own through the aux_only tensors. Exits 1 if an error exceeds the
+tolerance (1e-5), a selection differs, or a tensor is missing.
+"""
+
+import argparse
+import copy
+import math
+import pathlib
+import sys
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as error:  # a failure, not a skip: CI installs python3-torch (scripts/install-deps.sh)
+    print(f"torch_moe.py: PyTorch is missing ({error}); install python3-torch (scripts/install-deps.sh)",
+          file=sys.stderr)
+    sys.exit(1)
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import safetensors_io  # noqa: E402
+
+TINY = 1e-30
+NEAR_TIE = 1e-4  # the reverse direction redraws x until every row's top-K is this far from a tie
+
+
+class Config:
+    """The layer's hyper-parameters, from the metadata moe_crosscheck writes."""
+
+    def __init__(self, meta):
+        self.name = meta["config"]
+        self.router = meta["router"]  # softmax | sigmoid
+        self.num_experts = int(meta["num_experts"])
+        self.k = int(meta["k"])
+        self.renormalize = meta["renormalize"] == "true"
+        self.num_shared = int(meta["num_shared_experts"])
+        self.d_model = int(meta["d_model"])
+        self.hidden = int(meta["hidden"])
+        self.tokens = int(meta["tokens"])
+        self.balancer = meta["balancer"]  # none | switch | sequence
+        self.alpha = float(meta["alpha"])
+        self.sequence_length = int(meta["sequence_length"])
+        if self.router not in ("softmax", "sigmoid") or self.balancer not in ("none", "switch", "sequence"):
+            raise ValueError(f"{self.name}: unknown router {self.router!r} or balancer {self.balancer!r}")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, hidden)
+        self.fc2 = nn.Linear(hidden, d_model)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))  # exact erf GELU, PyTorch's default
+
+
+class MoE(nn.Module):
+    """Router, top-K, a loop over experts with index_add_, shared experts, and the balance loss."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.router = nn.Linear(cfg.d_model, cfg.num_experts, bias=False)
+        self.experts = nn.ModuleList(FeedForward(cfg.d_model, cfg.hidden) for _ in range(cfg.num_experts))
+        self.shared_experts = nn.ModuleList(FeedForward(cfg.d_model, cfg.hidden) for _ in range(cfg.num_shared))
+
+    def forward(self, x):
+        cfg = self.cfg
+        logits = self.router(x)
+        scores = logits.softmax(dim=-1) if cfg.router == "softmax" else logits.sigmoid()
+        top, selected = scores.topk(cfg.k, dim=-1)  # best first, as moe::select_top_k
+        gates = top / top.sum(dim=-1, keepdim=True) if cfg.renormalize else top
+        y = torch.zeros(x.shape[0], cfg.d_model, dtype=x.dtype)
+        for e, expert in enumerate(self.experts):
+            token, slot = torch.where(selected == e)
+            if token.numel():
+                y.index_add_(0, token, gates[token, slot].unsqueeze(1) * expert(x[token]))
+        for shared in self.shared_experts:
+            y = y + shared(x)
+        return y, selected, self.balance_loss(scores, selected), scores
+
+    def balance_loss(self, scores, selected):
+        """alpha N sum_i f_i P_i per sequence (Switch: the batch is one sequence), averaged over sequences:
+        f_i the share of the sequence's L K assignments that went to i, P_i its mean normalised score."""
+        cfg = self.cfg
+        if cfg.balancer == "none":
+            return torch.zeros((), dtype=scores.dtype)
+        length = cfg.tokens if cfg.balancer == "switch" else cfg.sequence_length
+        tokens, n = scores.shape
+        sequences = tokens // length
+        counts = F.one_hot(selected, n).to(scores.dtype).reshape(sequences, length * cfg.k, n).sum(dim=1)
+        f = counts / (cfg.k * length)
+        p = scores / scores.sum(dim=-1, keepdim=True)
+        big_p = p.reshape(sequences, length, n).mean(dim=1)
+        return cfg.alpha * n * (f * big_p).sum(dim=1).mean()
+
+
+def run(model, x, dy, dtype):
+    """Forward and backward of sum(y * dy) + aux in `dtype`; the results, the selection and the scores."""
+    m = copy.deepcopy(model).to(dtype)
+    xx = x.to(dtype).clone().requires_grad_(True)
+    y, selected, aux, scores = m(xx)
+    ((y * dy.to(dtype)).sum() + aux).backward()
+    out = {"y": y.detach(), "dx": xx.grad, "aux": aux.detach()}
+    for name, p in m.named_parameters():
+        out["grad." + name] = p.grad if p.grad is not None else torch.zeros_like(p)
+    if model.cfg.balancer != "none":
+        m.zero_grad(set_to_none=True)
+        xx = x.to(dtype).clone().requires_grad_(True)
+        _, _, aux, _ = m(xx)
+        aux.backward()
+        out["aux_only.dx"] = xx.grad
+        out["aux_only.grad.router.weight"] = m.router.weight.grad
+    return out, selected, scores.detach()
+
+
+def run_scores(model, x):
+    with torch.no_grad():
+        return copy.deepcopy(model).double()(x.double())[3]
+
+
+def tie_margin(scores, k):
+    """The smallest gap, over rows, between consecutive scores among each row's best min(k + 1, N): how far
+    the selection and its order are from a tie."""
+    ranked = scores.sort(dim=-1, descending=True).values[:, : min(k + 1, scores.shape[1])]
+    if ranked.shape[1] < 2:
+        return math.inf
+    return (ranked[:, :-1] - ranked[:, 1:]).min().item()
+
+
+def rel_err(a, b):
+    if tuple(a.shape) != tuple(b.shape):
+        return math.inf
+    if b.numel() == 0:
+        return 0.0
+    a, b = a.double(), b.double()
+    return (a - b).abs().max().item() / max(b.abs().max().item(), TINY)
+
+
+def selection_report(ours, theirs, scores):
+    """None if equal, else where the first difference is."""
+    ours = ours.to(torch.int64)
+    if torch.equal(ours, theirs):
+        return None
+    if ours.shape != theirs.shape:
+        return f"moe selected {list(ours.shape)} experts, torch {list(theirs.shape)}"
+    t = int((ours != theirs).any(dim=1).nonzero()[0])
+    return f"token {t}: moe selected {ours[t].tolist()}, torch {theirs[t].tolist()}, scores {scores[t].tolist()}"
+
+
+def forward_direction(directory, tolerance):
+    inputs = sorted(directory.glob("*_inputs.safetensors"))
+    if not inputs:
+        print(f"torch_moe.py: no *_inputs.safetensors in {directory}; run `moe_crosscheck write {directory}` first",
+              file=sys.stderr)
+        return False, []
+    ok = True
+    configs = []
+    summary = []
+    print(f"{'config':<22} {'tensor':<34} {'shape':<10} {'vs torch f32':>12} {'vs torch f64':>12}")
+    for path in inputs:
+        tensors, meta = safetensors_io.load(path)
+        cfg = Config(meta)
+        configs.append((cfg, meta))
+        outputs, _ = safetensors_io.load(path.with_name(f"{cfg.name}_outputs.safetensors"))
+        x, dy, selected = tensors.pop("x"), tensors.pop("dy"), tensors.pop("selected")
+        model = MoE(cfg)
+        model.load_state_dict(tensors, strict=True)
+
+        worst = {torch.float32: 0.0, torch.float64: 0.0}
+        failures = []
+        results = {}
+        for dtype in (torch.float32, torch.float64):
+            results[dtype], theirs, scores = run(model, x, dy, dtype)
+            difference = selection_report(selected, theirs, scores)
+            if difference:
+                failures.append(f"routing difference ({dtype}): {difference}")
+        margin = tie_margin(run_scores(model, x), cfg.k)
+        expected = set(results[torch.float64])
+        for name in sorted(expected - set(outputs)):
+            failures.append(f"moe_crosscheck wrote no {name}")
+        for name in sorted(set(outputs) - expected):
+            failures.append(f"torch has no counterpart of {name}")
+        for name in sorted(expected & set(outputs)):
+            errors = {dtype: rel_err(outputs[name], results[dtype][name]) for dtype in results}
+            for dtype, e in errors.items():
+                worst[dtype] = max(worst[dtype], e)
+            flag = "" if max(errors.values()) <= tolerance else "  FAIL"
+            shape = "x".join(map(str, outputs[name].shape))
+            print(f"{cfg.name:<22} {name:<34} {shape:<10} {errors[torch.float32]:12.3e} "
+                  f"{errors[torch.float64]:12.3e}{flag}")
+            if flag:
+                failures.append(f"{name}: error {max(errors.values()):.3e} > {tolerance:g}")
+        for failure in failures:
+            print(f"{cfg.name}: {failure}")
+        ok = ok and not failures
+        summary.append((cfg.name, margin, worst[torch.float32], worst[torch.float64], not failures))
+    print()
+    print(f"{'config':<22} {'tie margin':>10} {'max err f32':>12} {'max err f64':>12}  result")
+    for name, margin, w32, w64, passed in summary:
+        print(f"{name:<22} {margin:10.2e} {w32:12.3e} {w64:12.3e}  {'ok' if passed else 'FAIL'}")
+    return ok, configs
+
+
+def reverse_direction(directory, configs):
+    """PyTorch-initialised models and PyTorch's results, for moe_crosscheck check-torch."""
+    for index, (cfg, meta) in enumerate(configs):
+        torch.manual_seed(20240 + index)
+        model = MoE(cfg)
+        for _ in range(100):
+            x = torch.randn(cfg.tokens, cfg.d_model)
+            if tie_margin(run_scores(model, x), cfg.k) > NEAR_TIE:
+                break
+        else:
+            raise RuntimeError(f"{cfg.name}: no draw of x without a near tie in 100 tries")
+        dy = torch.randn(cfg.tokens, cfg.d_model)
+        reference, selected, _ = run(model, x, dy, torch.float64)
+        data = {name: t.detach().float() for name, t in reference.items()}
+        data.update(x=x, dy=dy, selected=selected.float())
+        safetensors_io.save(directory / f"torch_{cfg.name}_model.safetensors", model.state_dict(), meta)
+        safetensors_io.save(directory / f"torch_{cfg.name}_data.safetensors", data, meta)
+    print(f"\nwrote torch_<config>_{{model,data}}.safetensors for {len(configs)} configs "
+          f"(check with `moe_crosscheck check-torch {directory}`)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", type=pathlib.Path)
+    parser.add_argument("--tolerance", type=float, default=1e-5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    ok, configs = forward_direction(args.dir, args.tolerance)
+    if configs:
+        reverse_direction(args.dir, configs)
+    print("torch_moe.py:", "all configs agree" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

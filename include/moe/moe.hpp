@@ -1,8 +1,11 @@
 #pragma once
 // moe: Mixture-of-Experts layers on Eigen. This header brings in everything that needs only Eigen and
-// the C++ standard library.
+// the C++ standard library. Outside it, each needing one more library: moe/io/checkpoint.hpp (cereal),
+// moe/data/idx.hpp, cifar10.hpp, corpus.hpp (zlib), moe/data/gpt2_tokenizer.hpp (ICU),
+// moe/analysis/heatmap.hpp (cairo).
 
 #include "moe/core/error.hpp"
+#include "moe/core/image_shape.hpp"
 #include "moe/core/module.hpp"
 #include "moe/core/parallel.hpp"
 #include "moe/core/parameter.hpp"
@@ -10,13 +13,19 @@
 #include "moe/core/types.hpp"
 
 #include "moe/nn/activation.hpp"
+#include "moe/nn/attention.hpp"
+#include "moe/nn/conv2d.hpp"
 #include "moe/nn/dropout.hpp"
+#include "moe/nn/embedding.hpp"
 #include "moe/nn/feed_forward.hpp"
 #include "moe/nn/layer_norm.hpp"
 #include "moe/nn/linear.hpp"
 #include "moe/nn/loss.hpp"
+#include "moe/nn/pool.hpp"
+#include "moe/nn/rms_norm.hpp"
 #include "moe/nn/sequential.hpp"
 #include "moe/nn/softmax.hpp"
+#include "moe/nn/transformer.hpp"
 
 #include "moe/routing/mlp_router.hpp"
 #include "moe/routing/random_router.hpp"
@@ -40,4 +49,8 @@
 #include "moe/analysis/label_table.hpp"
 #include "moe/analysis/load.hpp"
 
+#include "moe/io/safetensors.hpp"
+#include "moe/io/state_dict.hpp"
+
+#include "moe/data/image_dataset.hpp"
 #include "moe/data/synthetic_mixture.hpp"

@@ -87,7 +87,7 @@ ToyFiles toy_files(const std::vector<std::pair<std::string, std::string>>& merge
   const auto to_unicode = moe::detail::gpt2::byte_to_unicode();
   const auto spell = [&](std::string_view bytes) {
     std::string spelt;
-    for (const char byte : bytes) moe::detail::gpt2::append_utf8(spelt, to_unicode[static_cast<unsigned char>(byte)]);
+    for (const char byte : bytes) moe::detail::append_utf8(spelt, to_unicode[static_cast<unsigned char>(byte)]);
     return spelt;
   };
   json::Object encoder;
@@ -169,7 +169,7 @@ TEST_CASE("GPT-2 Unicode classes are JavaScript's", "[data][tokenizer]") {
 TEST_CASE("GPT-2 invalid UTF-8 becomes U+FFFD per maximal subpart", "[data][tokenizer]") {
   std::string storage;
   const auto valid = [&](std::string_view text) {
-    return std::string(moe::detail::gpt2::replace_invalid_utf8(text, storage));
+    return std::string(moe::detail::replace_invalid_utf8(text, storage));
   };
   const std::string r = "\xEF\xBF\xBD";
   CHECK(valid("abc \xC3\xA9") == "abc \xC3\xA9");

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "moe/core/error.hpp"
+#include "moe/core/utf8.hpp"
 #include "moe/data/text_source.hpp"
 
 namespace moe {
@@ -109,7 +110,7 @@ inline std::string gcide_character(std::string_view name) {
     if (mark != accent.mark || !((letter >= 'a' && letter <= 'z') || (letter >= 'A' && letter <= 'Z'))) continue;
     // precomposed alternates an ASCII letter and its accented form (2 or 3 bytes of UTF-8).
     for (std::size_t i = 0; i < accent.precomposed.size();) {
-      const std::size_t length = utf8_sequence_length(accent.precomposed, i + 1);
+      const std::size_t length = decode_utf8(accent.precomposed, i + 1).length;
       if (accent.precomposed[i] == letter) return std::string(accent.precomposed.substr(i + 1, length));
       i += 1 + length;
     }

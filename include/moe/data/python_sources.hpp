@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "moe/core/error.hpp"
+#include "moe/core/utf8.hpp"
 #include "moe/data/text_source.hpp"
 
 namespace moe {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "moe/core/error.hpp"
+#include "moe/core/utf8.hpp"
 
 namespace moe::json {
 
@@ -261,28 +262,10 @@ class Parser {
   /// The length of the valid UTF-8 sequence at pos_ (RFC 3629: no overlong forms, no surrogates).
   std::size_t utf8_sequence_length() const {
     const unsigned char lead = byte();
-    std::size_t length = 0;
-    unsigned char low = 0x80, high = 0xBF;  // the allowed range of the second byte
-    if (lead >= 0xC2 && lead <= 0xDF) {
-      length = 2;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-      length = 3;
-      if (lead == 0xE0) low = 0xA0;
-      if (lead == 0xED) high = 0x9F;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-      length = 4;
-      if (lead == 0xF0) low = 0x90;
-      if (lead == 0xF4) high = 0x8F;
-    } else {
-      fail("invalid UTF-8 lead " + describe_byte());
-    }
-    for (std::size_t i = 1; i < length; ++i) {
-      const std::size_t at = pos_ + i;
-      const unsigned char next = at < text_.size() ? static_cast<unsigned char>(text_[at]) : 0;
-      if (next < (i == 1 ? low : 0x80) || next > (i == 1 ? high : 0xBF))
-        fail_at("invalid UTF-8 sequence", pos_);
-    }
-    return length;
+    if (lead < 0xC2 || lead > 0xF4) fail("invalid UTF-8 lead " + describe_byte());
+    const moe::detail::Utf8Char c = moe::detail::decode_utf8(text_, pos_);
+    if (!c.valid) fail_at("invalid UTF-8 sequence", pos_);
+    return c.length;
   }
 
   void parse_escape(std::string& out) {

@@ -1,0 +1,463 @@
+// The MoE layer and its parts on the configurations of benchmarks/common.hpp, beside a dense
+// feed-forward of the same active FLOPs and the plain Eigen GEMMs the experts run (the GEMM reference).
+//
+// Names: <what>/<mode>/<config>, mode fwd or fwd_bwd where both exist. All benchmarks use real time
+// (several threads run).
+//
+// gemm/<mode>/<config> is the reference: per expert, exactly T*K/N rows, its own weights, the products
+// of Linear with the bias and the activation left out, single-threaded per expert, experts spread over
+// the threads by moe::parallel_for(dynamic) as backends::Cpu::for_each_expert does:
+//   fwd:     H = X W1^T [r x h], Y = H W2^T [r x d]
+//   fwd_bwd: fwd, then dW2 += dY^T H, dH = dY W2, dW1 += dH^T X, dX = dH W1
+// gemm_square/<n> is one n x n x n product per thread on every thread: the peak of Eigen's GEMM here;
+// stream_copy, the memory bandwidth.
+// expert/<mode>/<config> and expert_gemm/<mode>/<config>: one expert's FeedForward, and its products
+// alone, on T*K/N rows and one thread (tokens_per_s counts those rows); expert_proposed/<mode>/<config>:
+// the same expert computed as benchmarks/perf_notes.md proposes (vectorised GELU, fused bias, no copies).
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <unsupported/Eigen/SpecialFunctions>
+
+#include "common.hpp"
+#include "moe/balancing/balancer.hpp"
+#include "moe/layer/moe_layer.hpp"
+#include "moe/nn/activation.hpp"
+#include "moe/nn/feed_forward.hpp"
+#include "moe/routing/routing.hpp"
+#include "moe/routing/softmax_top_k.hpp"
+
+namespace moe_bench {
+namespace {
+
+template <int K>
+using Layer = moe::MoELayer<moe::FeedForward<moe::GELU>, moe::SoftmaxTopK, K, moe::NoBalancing>;
+using Dense = moe::FeedForward<moe::GELU>;
+
+/// The routing of one batch of random tokens by a freshly initialised softmax router, with its dispatch
+/// plan and a [T*K x d] expert output to combine; shared by the micro-benchmarks of one config.
+struct RoutedBatch {
+  Matrix x, dy, scores, gates, expert_out;
+  moe::IndexMatrix experts;
+  moe::backends::DispatchPlan plan;
+};
+
+const RoutedBatch& routed_batch(const Config& c) {
+  static std::map<std::string, std::unique_ptr<RoutedBatch>> cache;
+  auto& slot = cache[c.name];
+  if (slot) return *slot;
+  slot = std::make_unique<RoutedBatch>();
+  RoutedBatch& b = *slot;
+  moe::Rng rng(7);
+  moe::SoftmaxTopK<float> router(c.d, c.experts, {}, rng);
+  b.x = random_matrix(c.tokens, c.d, 1);
+  b.dy = random_matrix(c.tokens, c.d, 2);
+  b.scores = router.forward(b.x);
+  moe::select_top_k<float>(b.scores, nullptr, c.k, b.experts);
+  moe::gather_gates(b.scores, b.experts, false, b.gates);
+  moe::backends::Cpu::plan(b.experts, c.experts, 0, b.plan);
+  b.expert_out = random_matrix(c.tokens * c.k, c.d, 3);
+  return b;
+}
+
+void router_forward(benchmark::State& state, const Config& c) {
+  moe::Rng rng(7);
+  moe::SoftmaxTopK<float> router(c.d, c.experts, {}, rng);
+  const Matrix x = random_matrix(c.tokens, c.d, 1);
+  for (auto _ : state) benchmark::DoNotOptimize(router.forward(x).data());
+  set_rates(state, double(c.tokens), 2.0 * double(c.tokens) * double(c.d) * double(c.experts));
+}
+
+void top_k(benchmark::State& state, const Config& c) {
+  const RoutedBatch& b = routed_batch(c);
+  moe::IndexMatrix experts;
+  for (auto _ : state) {
+    moe::select_top_k<float>(b.scores, nullptr, c.k, experts);
+    benchmark::DoNotOptimize(experts.data());
+  }
+  set_rates(state, double(c.tokens), 0.0);
+}
+
+void plan(benchmark::State& state, const Config& c) {
+  const RoutedBatch& b = routed_batch(c);
+  moe::backends::DispatchPlan p;
+  for (auto _ : state) {
+    moe::backends::Cpu::plan(b.experts, c.experts, 0, p);
+    benchmark::DoNotOptimize(p.slot.data());
+  }
+  set_rates(state, double(c.tokens), 0.0);
+}
+
+void gather(benchmark::State& state, const Config& c) {
+  const RoutedBatch& b = routed_batch(c);
+  Matrix rows;
+  for (auto _ : state) {
+    moe::backends::Cpu::gather<float>(b.x, b.plan, rows);
+    benchmark::DoNotOptimize(rows.data());
+  }
+  set_rates(state, double(c.tokens), 0.0);
+  state.SetBytesProcessed(state.iterations() * 2 * c.tokens * c.k * c.d * Index(sizeof(float)));
+}
+
+void combine(benchmark::State& state, const Config& c) {
+  const RoutedBatch& b = routed_batch(c);
+  Matrix y;
+  for (auto _ : state) {
+    moe::backends::Cpu::combine<float>(b.expert_out, b.gates, b.plan, y);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_rates(state, double(c.tokens), 2.0 * double(c.tokens * c.k * c.d));
+  state.SetBytesProcessed(state.iterations() * (c.k + 1) * c.tokens * c.d * Index(sizeof(float)));
+}
+
+void gather_scaled(benchmark::State& state, const Config& c) {
+  const RoutedBatch& b = routed_batch(c);
+  Matrix rows;
+  for (auto _ : state) {
+    moe::backends::Cpu::gather_scaled<float>(b.dy, b.gates, b.plan, rows);
+    benchmark::DoNotOptimize(rows.data());
+  }
+  set_rates(state, double(c.tokens), double(c.tokens * c.k * c.d));
+}
+
+void scatter(benchmark::State& state, const Config& c) {
+  const RoutedBatch& b = routed_batch(c);
+  Matrix dx;
+  for (auto _ : state) {
+    moe::backends::Cpu::scatter<float>(b.expert_out, b.plan, dx);
+    benchmark::DoNotOptimize(dx.data());
+  }
+  set_rates(state, double(c.tokens), double(c.tokens * c.k * c.d));
+}
+
+void gate_gradients(benchmark::State& state, const Config& c) {
+  const RoutedBatch& b = routed_batch(c);
+  Matrix d_gates;
+  for (auto _ : state) {
+    moe::backends::Cpu::gate_gradients<float>(b.dy, b.expert_out, b.plan, d_gates);
+    benchmark::DoNotOptimize(d_gates.data());
+  }
+  set_rates(state, double(c.tokens), 2.0 * double(c.tokens * c.k * c.d));
+}
+
+/// Distinct input batches the layer benchmarks cycle through.
+constexpr std::uint64_t batches = 3;
+
+template <int K>
+void moe_layer(benchmark::State& state, const Config& c, bool backward) {
+  moe::Rng rng(11);
+  typename Layer<K>::Options options;
+  options.d_model = c.d;
+  options.num_experts = c.experts;
+  options.k = c.k;
+  options.expert.hidden = c.h;
+  Layer<K> layer(options, rng);
+  // Batches in turn, so that the routing (and every expert's row count) changes between calls as in
+  // training: buffers are resized, not just reused.
+  std::vector<Matrix> xs;
+  for (std::uint64_t b = 0; b < batches; ++b) xs.push_back(random_matrix(c.tokens, c.d, 1 + 10 * b));
+  const Matrix dy = random_matrix(c.tokens, c.d, 2);
+  std::size_t next = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(layer.forward(xs[next]).data());
+    if (backward) benchmark::DoNotOptimize(layer.backward(dy).data());
+    next = (next + 1) % xs.size();
+  }
+  set_rates(state, double(c.tokens), backward ? c.forward_backward_flops() : c.forward_flops());
+  const moe::IndexVector& load = layer.batch_load();
+  state.counters["load_max_over_mean"] =
+      double(load.maxCoeff()) * double(c.experts) / double(c.tokens * c.k);
+}
+
+/// A dense feed-forward with hidden = K*h on all T tokens: the same active FLOPs as the MoE layer. With
+/// `split` the tokens are cut in `threads` consecutive blocks, one module each, run by parallel_for
+/// (a module's GEMMs are single-threaded: moe builds Eigen with EIGEN_DONT_PARALLELIZE).
+void dense(benchmark::State& state, const Config& c, bool backward, bool split) {
+  const Index parts = split ? Index(moe::num_threads()) : 1;
+  moe::Rng rng(11);
+  std::vector<Dense> modules;
+  modules.reserve(static_cast<std::size_t>(parts));
+  modules.emplace_back(c.d, Dense::Options{c.k * c.h}, rng);
+  for (Index p = 1; p < parts; ++p) modules.push_back(modules.front());
+  const Matrix x = random_matrix(c.tokens, c.d, 1);
+  const Matrix dy = random_matrix(c.tokens, c.d, 2);
+  auto block = [&](Index p) { return std::pair{p * c.tokens / parts, (p + 1) * c.tokens / parts - p * c.tokens / parts}; };
+  for (auto _ : state) {
+    moe::parallel_for(parts, [&](Index p) {
+      const auto [first, count] = block(p);
+      Dense& m = modules[static_cast<std::size_t>(p)];
+      benchmark::DoNotOptimize(m.forward(x.middleRows(first, count)).data());
+      if (backward) benchmark::DoNotOptimize(m.backward(dy.middleRows(first, count)).data());
+    });
+  }
+  set_rates(state, double(c.tokens), backward ? c.forward_backward_flops() : c.forward_flops());
+}
+
+struct ExpertGemm {
+  Matrix x, w1, w2, hidden, y, dy, dhidden, dw1, dw2, dx;
+};
+
+void gemm(benchmark::State& state, const Config& c, bool backward) {
+  const Index r = c.rows_per_expert();
+  std::vector<ExpertGemm> experts(static_cast<std::size_t>(c.experts));
+  std::uint64_t seed = 100;
+  for (auto& e : experts) {
+    e.x = random_matrix(r, c.d, seed++);
+    e.dy = random_matrix(r, c.d, seed++);
+    e.w1 = random_matrix(c.h, c.d, seed++, 1.0 / std::sqrt(double(c.d)));
+    e.w2 = random_matrix(c.d, c.h, seed++, 1.0 / std::sqrt(double(c.h)));
+    e.hidden.resize(r, c.h);
+    e.y.resize(r, c.d);
+    e.dhidden.resize(r, c.h);
+    e.dx.resize(r, c.d);
+    e.dw1.setZero(c.h, c.d);
+    e.dw2.setZero(c.d, c.h);
+  }
+  for (auto _ : state) {
+    moe::parallel_for(
+        c.experts,
+        [&](Index i) {
+          ExpertGemm& e = experts[static_cast<std::size_t>(i)];
+          e.hidden.noalias() = e.x * e.w1.transpose();
+          e.y.noalias() = e.hidden * e.w2.transpose();
+          if (!backward) return;
+          e.dw2.noalias() += e.dy.transpose() * e.hidden;
+          e.dhidden.noalias() = e.dy * e.w2;
+          e.dw1.noalias() += e.dhidden.transpose() * e.x;
+          e.dx.noalias() = e.dhidden * e.w1;
+        },
+        /*dynamic=*/true);
+    benchmark::ClobberMemory();
+  }
+  const double rows = double(r * c.experts);
+  const double flops = 4.0 * rows * double(c.d) * double(c.h) * (backward ? 3.0 : 1.0);
+  set_rates(state, double(c.tokens), flops);
+  state.counters["rows_per_expert"] = double(r);
+}
+
+/// One expert on its T*K/N rows, on the calling thread only: FeedForward<GELU> (`expert`) against the
+/// same two products without bias and activation (`expert_gemm`): the per-expert overhead apart from
+/// threading, routing and dispatch.
+void expert(benchmark::State& state, const Config& c, bool backward, bool gemm_only) {
+  const Index r = c.rows_per_expert();
+  moe::Rng rng(11);
+  Dense module(c.d, Dense::Options{c.h}, rng);
+  ExpertGemm e;
+  e.x = random_matrix(r, c.d, 1);
+  e.dy = random_matrix(r, c.d, 2);
+  e.w1 = random_matrix(c.h, c.d, 3, 1.0 / std::sqrt(double(c.d)));
+  e.w2 = random_matrix(c.d, c.h, 4, 1.0 / std::sqrt(double(c.h)));
+  e.dw1.setZero(c.h, c.d);
+  e.dw2.setZero(c.d, c.h);
+  for (auto _ : state) {
+    if (!gemm_only) {
+      benchmark::DoNotOptimize(module.forward(e.x).data());
+      if (backward) benchmark::DoNotOptimize(module.backward(e.dy).data());
+      continue;
+    }
+    e.hidden.noalias() = e.x * e.w1.transpose();
+    e.y.noalias() = e.hidden * e.w2.transpose();
+    if (backward) {
+      e.dw2.noalias() += e.dy.transpose() * e.hidden;
+      e.dhidden.noalias() = e.dy * e.w2;
+      e.dw1.noalias() += e.dhidden.transpose() * e.x;
+      e.dx.noalias() = e.dhidden * e.w1;
+    }
+    benchmark::ClobberMemory();
+  }
+  const double flops = 4.0 * double(r) * double(c.d) * double(c.h) * (backward ? 3.0 : 1.0);
+  set_rates(state, double(r), flops);
+}
+
+/// One expert as the proposals of benchmarks/perf_notes.md would compute it, for `expert_proposed`: the
+/// math of FeedForward<GELU> (fc1, exact GELU, fc2, with biases), but (1) each bias is written into the
+/// output before the product accumulates onto it (Eigen's `noalias() =` zeroes the destination first
+/// anyway), (2) GELU goes through Eigen's vectorised erf and keeps its CDF, so backward needs one exp per
+/// element instead of erf + exp, (3) the input is referenced, not copied (the caller's block lives until
+/// backward, as MoELayer's expert_in_ does), and nothing else is copied.
+class ProposedExpert {
+ public:
+  ProposedExpert(Index d, Index h, std::uint64_t seed)
+      : w1_(random_matrix(h, d, seed, 1.0 / std::sqrt(double(d)))),
+        b1_(random_matrix(1, h, seed + 1, 0.01)),
+        w2_(random_matrix(d, h, seed + 2, 1.0 / std::sqrt(double(h)))),
+        b2_(random_matrix(1, d, seed + 3, 0.01)),
+        dw1_(Matrix::Zero(h, d)), db1_(Matrix::Zero(1, h)), dw2_(Matrix::Zero(d, h)), db2_(Matrix::Zero(1, d)) {}
+
+  const Matrix& forward(const Matrix& x) {
+    input_ = &x;
+    pre_ = b1_.replicate(x.rows(), 1);
+    pre_.noalias() += x * w1_.transpose();
+    cdf_ = (0.5f * (1.0f + (pre_.array() * inv_sqrt2).erf())).matrix();
+    act_ = pre_.cwiseProduct(cdf_);
+    out_ = b2_.replicate(x.rows(), 1);
+    out_.noalias() += act_ * w2_.transpose();
+    return out_;
+  }
+
+  const Matrix& backward(const Matrix& dy) {
+    dw2_.noalias() += dy.transpose() * act_;
+    db2_ += dy.colwise().sum();
+    dpre_.noalias() = dy * w2_;
+    dpre_.array() *= cdf_.array() + pre_.array() * inv_sqrt_2pi * (-0.5f * pre_.array().square()).exp();
+    dw1_.noalias() += dpre_.transpose() * *input_;
+    db1_ += dpre_.colwise().sum();
+    dx_.noalias() = dpre_ * w1_;
+    return dx_;
+  }
+
+ private:
+  static constexpr float inv_sqrt2 = 0.70710678118654752f;
+  static constexpr float inv_sqrt_2pi = 0.39894228040143268f;
+  Matrix w1_, b1_, w2_, b2_, dw1_, db1_, dw2_, db2_;
+  const Matrix* input_ = nullptr;
+  Matrix pre_, cdf_, act_, out_, dpre_, dx_;
+};
+
+void expert_proposed(benchmark::State& state, const Config& c, bool backward) {
+  const Index r = c.rows_per_expert();
+  ProposedExpert e(c.d, c.h, 3);
+  const Matrix x = random_matrix(r, c.d, 1);
+  const Matrix dy = random_matrix(r, c.d, 2);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(e.forward(x).data());
+    if (backward) benchmark::DoNotOptimize(e.backward(dy).data());
+  }
+  set_rates(state, double(r), 4.0 * double(r) * double(c.d) * double(c.h) * (backward ? 3.0 : 1.0));
+}
+
+/// Memory bandwidth: every thread copies its own 128 MiB buffer (far past the caches); bytes_per_second
+/// counts bytes read plus bytes written. What streaming expert weights from memory costs.
+void stream_copy(benchmark::State& state) {
+  const Index threads = moe::num_threads(), floats = Index(32) << 20;
+  std::vector<Eigen::VectorXf> from, to;
+  for (Index t = 0; t < threads; ++t) {
+    from.push_back(Eigen::VectorXf::Constant(floats, 1.0f));
+    to.push_back(Eigen::VectorXf::Zero(floats));
+  }
+  for (auto _ : state) {
+    moe::parallel_for(threads, [&](Index t) { to[std::size_t(t)] = from[std::size_t(t)]; });
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * threads * floats * Index(2 * sizeof(float)));
+}
+
+void gemm_square(benchmark::State& state) {
+  const Index n = state.range(0), threads = moe::num_threads();
+  std::vector<Matrix> a, b, out;
+  for (Index t = 0; t < threads; ++t) {
+    a.push_back(random_matrix(n, n, 1 + std::uint64_t(t)));
+    b.push_back(random_matrix(n, n, 50 + std::uint64_t(t)));
+    out.emplace_back(n, n);
+  }
+  for (auto _ : state) {
+    moe::parallel_for(threads, [&](Index t) {
+      const auto i = static_cast<std::size_t>(t);
+      out[i].noalias() = a[i] * b[i];
+    });
+    benchmark::ClobberMemory();
+  }
+  set_rates(state, double(n * threads), 2.0 * double(n) * double(n) * double(n) * double(threads));
+}
+
+/// GELU on the [T*K x h] hidden activations: the library's scalar std::erf form (moe::GELU), and the
+/// same formula through Eigen's vectorised erf (unsupported/Eigen/SpecialFunctions), which shows what a
+/// vectorised activation would save. Counts one "flop" per element.
+void gelu(benchmark::State& state, const Config& c, bool backward, bool vectorised) {
+  const Matrix x = random_matrix(c.tokens * c.k, c.h, 5);
+  const Matrix dy = random_matrix(c.tokens * c.k, c.h, 6);
+  const Index parts = moe::num_threads();
+  std::vector<moe::GELU<float>> scalar(static_cast<std::size_t>(parts));
+  std::vector<Matrix> y(static_cast<std::size_t>(parts)), dx(static_cast<std::size_t>(parts));
+  const float inv_sqrt2 = float(1.0 / std::sqrt(2.0)), inv_sqrt_2pi = float(1.0 / std::sqrt(2.0 * 3.14159265358979));
+  for (auto _ : state) {
+    // Split in row blocks over the threads, as the experts are.
+    moe::parallel_for(parts, [&](Index p) {
+      const Index first = p * x.rows() / parts, count = (p + 1) * x.rows() / parts - first;
+      const auto i = static_cast<std::size_t>(p);
+      const auto xb = x.middleRows(first, count);
+      if (!vectorised) {
+        benchmark::DoNotOptimize(scalar[i].forward(xb).data());
+        if (backward) benchmark::DoNotOptimize(scalar[i].backward(dy.middleRows(first, count)).data());
+        return;
+      }
+      const auto cdf = 0.5f * (1.0f + (xb.array() * inv_sqrt2).erf());
+      y[i] = (xb.array() * cdf).matrix();
+      if (backward)
+        dx[i] = (dy.middleRows(first, count).array() *
+                 (cdf + xb.array() * inv_sqrt_2pi * (-0.5f * xb.array().square()).exp()))
+                    .matrix();
+      benchmark::DoNotOptimize(y[i].data());
+      benchmark::DoNotOptimize(dx[i].data());
+    });
+  }
+  set_rates(state, double(c.tokens), double(x.size()) * (backward ? 2.0 : 1.0));
+}
+
+template <int K>
+void register_layer(const Config& c) {
+  for (bool backward : {false, true}) {
+    const std::string mode = backward ? "fwd_bwd/" : "fwd/";
+    benchmark::RegisterBenchmark(("moe_layer/" + mode + c.name).c_str(),
+                                 [c, backward](benchmark::State& s) { moe_layer<K>(s, c, backward); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+}
+
+void register_all() {
+  for (const Config& c : configs()) {
+    auto add = [&](const std::string& name, auto body) {
+      return benchmark::RegisterBenchmark(name.c_str(), body)->UseRealTime()->Unit(benchmark::kMicrosecond);
+    };
+    add(std::string("router/") + c.name, [c](benchmark::State& s) { router_forward(s, c); });
+    add(std::string("top_k/") + c.name, [c](benchmark::State& s) { top_k(s, c); });
+    add(std::string("plan/") + c.name, [c](benchmark::State& s) { plan(s, c); });
+    add(std::string("gather/") + c.name, [c](benchmark::State& s) { gather(s, c); });
+    add(std::string("combine/") + c.name, [c](benchmark::State& s) { combine(s, c); });
+    add(std::string("gather_scaled/") + c.name, [c](benchmark::State& s) { gather_scaled(s, c); });
+    add(std::string("scatter/") + c.name, [c](benchmark::State& s) { scatter(s, c); });
+    add(std::string("gate_gradients/") + c.name, [c](benchmark::State& s) { gate_gradients(s, c); });
+    for (bool backward : {false, true}) {
+      const std::string mode = backward ? "fwd_bwd/" : "fwd/";
+      add("gelu/" + mode + c.name, [c, backward](benchmark::State& s) { gelu(s, c, backward, false); });
+      add("gelu_vectorised/" + mode + c.name, [c, backward](benchmark::State& s) { gelu(s, c, backward, true); });
+    }
+    switch (c.k) {
+      case 1: register_layer<1>(c); break;
+      case 2: register_layer<2>(c); break;
+      case 4: register_layer<4>(c); break;
+      case 6: register_layer<6>(c); break;
+      default: register_layer<moe::Dynamic>(c);
+    }
+    for (bool backward : {false, true}) {
+      const std::string mode = backward ? "fwd_bwd/" : "fwd/";
+      add("gemm/" + mode + c.name, [c, backward](benchmark::State& s) { gemm(s, c, backward); })
+          ->Unit(benchmark::kMillisecond);
+      add("dense/" + mode + c.name, [c, backward](benchmark::State& s) { dense(s, c, backward, false); })
+          ->Unit(benchmark::kMillisecond);
+      add("dense_split/" + mode + c.name, [c, backward](benchmark::State& s) { dense(s, c, backward, true); })
+          ->Unit(benchmark::kMillisecond);
+      add("expert/" + mode + c.name, [c, backward](benchmark::State& s) { expert(s, c, backward, false); })
+          ->Unit(benchmark::kMillisecond);
+      add("expert_gemm/" + mode + c.name, [c, backward](benchmark::State& s) { expert(s, c, backward, true); })
+          ->Unit(benchmark::kMillisecond);
+      add("expert_proposed/" + mode + c.name, [c, backward](benchmark::State& s) { expert_proposed(s, c, backward); })
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+  benchmark::RegisterBenchmark("gemm_square", gemm_square)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("stream_copy", stream_copy)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+}  // namespace moe_bench
+
+int main(int argc, char** argv) {
+  moe_bench::register_all();
+  return moe_bench::run_main(argc, argv);
+}

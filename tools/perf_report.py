@@ -281,12 +281,19 @@ def main():
     others_mean = sum(p[1] * p[2] for p in phases) / measured if measured else None
     add(f"| other processes | {fmt(others_mean, 2)} CPUs busy on average during the {fmt(measured)} s of timed "
         f"phases (worst phase {fmt(max((p[2] for p in phases), default=None), 2)}); waited "
-        f"{machine.get('waited_for_idle', 0)} s for idle CPUs; load average {machine.get('loadavg_before', '?')} "
+        f"{machine.get('waited_for_idle', 0)} s for idle CPUs; benchmarks at niceness {machine.get('niceness', 0)}; load average {machine.get('loadavg_before', '?')} "
         f"before, {machine.get('loadavg_after', '?')} after |")
     add(f"| run time | {machine.get('seconds', '?')} s for the whole script |")
     add("")
     busy = [p for p in phases if p[2] >= 0.1]
-    if busy:
+    niceness = machine.get("niceness", 0)
+    if busy and isinstance(niceness, int) and niceness < 0:
+        add(f"**Note:** other processes were busy during {len(busy)} of the {len(phases)} timed phases (table below). "
+            f"The benchmarks ran at niceness {niceness}, so the scheduler ran those processes only on CPU time our "
+            "threads left (single-threaded benchmarks, serial parts, waits); they still shared the caches and "
+            "the memory bandwidth, so treat the rates as slightly low.")
+        add("")
+    elif busy:
         add(f"**Warning:** other processes shared the CPUs during {len(busy)} of the {len(phases)} timed phases: "
             + "; ".join(f"{name} ({others:.2f} CPUs)" for name, _, others in busy)
             + ". Every parallel region waits for its slowest thread, so short parallel steps lose whole "

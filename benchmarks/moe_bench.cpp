@@ -274,11 +274,11 @@ void expert(benchmark::State& state, const Config& c, bool backward, bool gemm_o
 }
 
 /// One expert as the proposals of benchmarks/perf_notes.md would compute it, for `expert_proposed`: the
-/// math of FeedForward<GELU> (fc1, exact GELU, fc2, with biases), but (1) each bias is written into the
-/// output before the product accumulates onto it (Eigen's `noalias() =` zeroes the destination first
-/// anyway), (2) GELU goes through Eigen's vectorised erf and keeps its CDF, so backward needs one exp per
-/// element instead of erf + exp, (3) the input is referenced, not copied (the caller's block lives until
-/// backward, as MoELayer's expert_in_ does), and nothing else is copied.
+/// math of FeedForward<GELU> (fc1, exact GELU, fc2, with biases), but (1) GELU goes through Eigen's
+/// vectorised erf and keeps its CDF, so backward needs one exp per element instead of erf + exp, (2) the
+/// input is referenced, not copied (the caller's block lives until backward, as MoELayer's expert_in_
+/// does), and the activation is not copied into fc2's cache. (Writing the bias first and accumulating the
+/// product onto it is slower: Eigen's replicate() into a row-major matrix is not vectorised.)
 class ProposedExpert {
  public:
   ProposedExpert(Index d, Index h, std::uint64_t seed)
@@ -290,12 +290,12 @@ class ProposedExpert {
 
   const Matrix& forward(const Matrix& x) {
     input_ = &x;
-    pre_ = b1_.replicate(x.rows(), 1);
-    pre_.noalias() += x * w1_.transpose();
+    pre_.noalias() = x * w1_.transpose();
+    pre_.rowwise() += b1_.row(0);
     cdf_ = (0.5f * (1.0f + (pre_.array() * inv_sqrt2).erf())).matrix();
     act_ = pre_.cwiseProduct(cdf_);
-    out_ = b2_.replicate(x.rows(), 1);
-    out_.noalias() += act_ * w2_.transpose();
+    out_.noalias() = act_ * w2_.transpose();
+    out_.rowwise() += b2_.row(0);
     return out_;
   }
 

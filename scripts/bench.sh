@@ -21,9 +21,12 @@
 #
 # The peer's BLAS: Debian's python3-torch calls libblas.so.3 for its GEMMs, which is netlib's reference
 # BLAS unless an optimised one is installed (2-3 GFLOP/s here). MOE_PEER_BLAS=openblas (the default) runs
-# PyTorch with Debian's OpenBLAS (pthread) instead, through LD_LIBRARY_PATH: the system's copy when
-# libopenblas0-pthread is installed, else the package fetched with `apt-get download` and unpacked into
-# the build folder (nothing is installed). The reference-BLAS peer is measured too, on small configs.
+# PyTorch with Debian's OpenBLAS built for OpenMP instead, through LD_LIBRARY_PATH: the system's copy when
+# libopenblas0-openmp is installed, else the package fetched with `apt-get download` and unpacked into
+# the build folder (nothing is installed). The OpenMP build shares PyTorch's libgomp threads; the
+# pthread build (MOE_PEER_BLAS=openblas-pthread) fights them (libgomp's spinning threads and OpenBLAS's
+# own take turns on two cores) and runs PyTorch 2-3x slower on the small configs. The reference-BLAS
+# peer is measured too, on small configs (MOE_PEER_BLAS=system: on every config but C4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -157,17 +160,22 @@ phase_end
 
 # --- PyTorch -------------------------------------------------------------------------------------------
 openblas_dir=""
-if [ "$peer_blas" = openblas ]; then
-  system_dir=/usr/lib/x86_64-linux-gnu/openblas-pthread
-  local_dir=$build/peer-blas/usr/lib/x86_64-linux-gnu/openblas-pthread
+case "$peer_blas" in
+  openblas) openblas_variant=openmp ;;
+  openblas-pthread) openblas_variant=pthread ;;
+  *) openblas_variant="" ;;
+esac
+if [ -n "$openblas_variant" ]; then
+  system_dir=/usr/lib/x86_64-linux-gnu/openblas-$openblas_variant
+  local_dir=$build/peer-blas/usr/lib/x86_64-linux-gnu/openblas-$openblas_variant
   if [ -e "$system_dir/libblas.so.3" ]; then
     openblas_dir=$system_dir
   elif [ -e "$local_dir/libblas.so.3" ]; then
     openblas_dir=$local_dir
   else
-    log "fetching libopenblas0-pthread for the peer (apt-get download; unpacked into $build/peer-blas, not installed)"
-    if (cd "$build" && apt-get download libopenblas0-pthread >/dev/null 2>&1); then
-      dpkg-deb -x "$build"/libopenblas0-pthread_*.deb "$build/peer-blas"
+    log "fetching libopenblas0-$openblas_variant for the peer (apt-get download; unpacked into $build/peer-blas, not installed)"
+    if (cd "$build" && apt-get download "libopenblas0-$openblas_variant" >/dev/null 2>&1); then
+      dpkg-deb -x "$build"/libopenblas0-"$openblas_variant"_*.deb "$build/peer-blas"
       openblas_dir=$local_dir
     else
       log "could not fetch OpenBLAS: PyTorch runs with the system BLAS"
@@ -177,7 +185,7 @@ fi
 peer_args=(--threads "$threads" --repeats "$peer_repeats" --min-time "$min_time")
 if [ -n "$openblas_dir" ]; then
   for c in "${configs[@]}"; do
-    phase_begin "PyTorch $c (OpenBLAS)"
+    phase_begin "PyTorch $c (OpenBLAS, $openblas_variant)"
     OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
       LD_LIBRARY_PATH="$openblas_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
       $python benchmarks/peers/pytorch_moe.py "${peer_args[@]}" --configs "$c" --gemm --out "$results/peer_$c.json"

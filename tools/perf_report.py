@@ -507,8 +507,7 @@ def main():
             "`expert_gemm`: the same two (fwd) or six (fwd_bwd) products without bias and activation. No "
             "routing, no dispatch, no threads: what the expert module itself costs over its GEMMs. "
             "`expert_proposed`: the same math computed as the notes below propose (GELU through Eigen's "
-            "vectorised erf with its CDF kept for backward, each bias written before the product accumulates "
-            "onto it, no copies of inputs); it agrees with FeedForward<GELU> to float rounding.")
+            "vectorised erf with its CDF kept for backward, no copies of inputs); it agrees with FeedForward<GELU> to float rounding.")
         add("")
         add("| config | mode | rows | expert ms | expert_gemm ms | expert_proposed ms | expert / gemm | proposed / gemm |")
         add("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -635,8 +634,8 @@ def main():
         add("")
         sblas = ", ".join(os.path.basename(b) for b in system_doc["context"].get("blas", [])) or "unknown"
         add(f"Debian's python3-torch as `scripts/install-deps.sh` installs it calls `libblas.so.3` for its GEMMs; "
-            f"here that is: {sblas}. The table above runs PyTorch on OpenBLAS instead; this is the peer as "
-            "installed (one repeat):")
+            f"here that is: {sblas} (netlib's reference BLAS). The tables above run PyTorch on OpenBLAS "
+            "(OpenMP build) instead; this is the peer as installed (one repeat):")
         add("")
         add("| config | mode | PyTorch tokens/s (system BLAS) | GFLOP/s | moe / this |")
         add("|---|---|---:|---:|---:|")

@@ -33,6 +33,7 @@
 #include "moe/routing/mlp_router.hpp"
 #include "moe/routing/random_router.hpp"
 #include "moe/routing/softmax_top_k.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -45,25 +46,7 @@ using SwitchAndBias = moe::Combine<S, moe::SwitchAuxLoss, moe::AuxLossFree>;
 
 namespace {
 
-/// A fresh directory, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("moe_checkpoint_" + std::to_string(std::random_device{}()))) {
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using moe::test::TempDir;
 
 template <class Scalar>
 bool bit_identical(const MatrixX<Scalar>& a, const MatrixX<Scalar>& b) {

@@ -21,12 +21,15 @@
 #include <vector>
 
 #include "moe/data/corpus.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using moe::MathModule;
 using moe::Rational;
 
 namespace {
+
+using moe::test::TempDir;
 
 // ---------------------------------------------------------------------------------------------------------
 // An evaluator for the generated questions and answers, written apart from the generator: it parses the
@@ -345,29 +348,6 @@ std::string check_problem(MathModule module, const moe::MathProblem& p) {
 
 // ---------------------------------------------------------------------------------------------------------
 // Files for the readers.
-
-/// A fresh directory, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("moe_test_corpus_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
 
 void write_file(const fs::path& path, std::string_view text) {
   fs::create_directories(path.parent_path());

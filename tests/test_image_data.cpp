@@ -14,6 +14,7 @@
 #include "moe/data/file_bytes.hpp"
 #include "moe/data/idx.hpp"
 #include "moe/data/image_dataset.hpp"
+#include "temp_dir.hpp"
 
 using moe::Compression;
 using moe::ImageShape;
@@ -23,26 +24,7 @@ using Bytes = std::vector<unsigned char>;
 
 namespace {
 
-/// A fresh directory under the system's temporary directory, removed with its files at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = std::filesystem::temp_directory_path() /
-            ("moe_test_image_data_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string path() const { return path_.string(); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using moe::test::TempDir;
 
 Bytes read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -228,7 +210,7 @@ TEST_CASE("read_cifar10 takes the five training batches and the test batch", "[d
     write_bytes(dir.file("data_batch_" + std::to_string(i) + ".bin"), batch);
   }
   CHECK_THROWS_WITH(moe::read_cifar10(dir.path()),
-                    Catch::Contains("read_cifar10: cannot open file " + dir.path() + "/test_batch.bin"));
+                    Catch::Contains("read_cifar10: cannot open file " + dir.file("test_batch.bin")));
   Bytes test;
   append_cifar_record(test, 7, 0);
   write_bytes(dir.file("test_batch.bin"), test);

@@ -22,6 +22,8 @@
 #include "moe/nn/activation.hpp"
 #include "moe/nn/feed_forward.hpp"
 #include "moe/routing/softmax_top_k.hpp"
+#include "temp_dir.hpp"
+#include "state_dict_fixtures.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -32,43 +34,15 @@ using moe::VectorX;
 
 namespace {
 
-template <class S>
-using GeluExpert = moe::FeedForward<moe::GELU, S>;
-template <class S>
-using SwitchMoE = moe::MoELayer<GeluExpert<S>, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>;
-template <class S>
-using BiasMoE = moe::MoELayer<GeluExpert<S>, moe::SoftmaxTopK, 2, moe::AuxLossFree>;
-using ReluExpert = moe::FeedForward<moe::ReLU, float>;
-using ReluMoE = moe::MoELayer<ReluExpert, moe::SoftmaxTopK, 1, moe::NoBalancing>;
+using moe::test::BiasMoE;
+using moe::test::identical;
+using moe::test::make_feed_forward;
+using moe::test::make_moe;
+using moe::test::ReluExpert;
+using moe::test::ReluMoE;
+using moe::test::SwitchMoE;
 
-/// A fresh directory under the system's temporary directory, removed with everything in it.
-class TemporaryDirectory {
- public:
-  TemporaryDirectory() {
-    std::random_device random;
-    do {
-      path_ = fs::temp_directory_path() /
-              ("moe_test_safetensors_" + std::to_string(random()) + "_" +
-               std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
-    } while (!fs::create_directory(path_));
-  }
-  ~TemporaryDirectory() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TemporaryDirectory(const TemporaryDirectory&) = delete;
-  TemporaryDirectory& operator=(const TemporaryDirectory&) = delete;
-
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-  std::vector<std::string> files() const {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(path_)) names.push_back(entry.path().filename().string());
-    return names;
-  }
-
- private:
-  fs::path path_;
-};
+using moe::test::TempDir;
 
 std::string little_endian(std::uint64_t value, int bytes) {
   std::string out;
@@ -92,29 +66,6 @@ std::string read_bytes(const fs::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-/// Same names, shapes and bits.
-template <class S>
-bool identical(const moe::StateDict<S>& a, const moe::StateDict<S>& b) {
-  return std::ranges::equal(a, b, [](const auto& x, const auto& y) {
-    return x.first == y.first && x.second.shape == y.second.shape && x.second.data.size() == y.second.data.size() &&
-           std::memcmp(x.second.data.data(), y.second.data.data(), sizeof(S) * x.second.data.size()) == 0;
-  });
-}
-
-template <class Layer>
-Layer make_moe(std::uint64_t seed) {
-  moe::Rng rng(seed);
-  return Layer({.d_model = 5, .num_experts = 3, .num_shared_experts = 1, .expert = {.hidden = 7},
-                .shared_expert = {.hidden = 4}},
-               rng);
-}
-
-template <class S>
-GeluExpert<S> make_feed_forward(std::uint64_t seed, Index hidden = 7) {
-  moe::Rng rng(seed);
-  return GeluExpert<S>(5, {.hidden = hidden}, rng);
-}
-
 template <class S>
 moe::Tensor<S> tensor(Shape shape, std::vector<S> values) {
   return {std::move(shape), Eigen::Map<const VectorX<S>>(values.data(), static_cast<Index>(values.size()))};
@@ -129,7 +80,7 @@ std::string header_with(const std::string& a, const std::string& b) {
 }  // namespace
 
 TEST_CASE("save_safetensors writes the layout of the specification", "[io][safetensors]") {
-  TemporaryDirectory dir;
+  TempDir dir;
   const fs::path path = dir / "small.safetensors";
   moe::StateDict<float> dict;
   dict["b.weight"] = tensor<float>({2, 3}, {1, 2, 3, 4, 5, 6});
@@ -160,7 +111,7 @@ TEST_CASE("save_safetensors writes the layout of the specification", "[io][safet
 
 TEMPLATE_TEST_CASE("save_module and load_module round-trip modules bit for bit", "[io][safetensors]", float, double) {
   using S = TestType;
-  TemporaryDirectory dir;
+  TempDir dir;
   const fs::path path = dir / "model.safetensors";
   MatrixX<S> x(16, 5);
   moe::Rng rng(3);
@@ -214,7 +165,7 @@ TEMPLATE_TEST_CASE("save_module and load_module round-trip modules bit for bit",
 }
 
 TEST_CASE("safetensors converts between F32 and F64", "[io][safetensors]") {
-  TemporaryDirectory dir;
+  TempDir dir;
   moe::StateDict<double> dict;
   dict["w"] = tensor<double>({3}, {0.1, -1.0 / 3.0, 1e300});
   moe::save_safetensors(dir / "f32.safetensors", dict, {}, moe::DType::F32);
@@ -234,7 +185,7 @@ TEST_CASE("safetensors converts between F32 and F64", "[io][safetensors]") {
 }
 
 TEST_CASE("safetensors metadata round-trips", "[io][safetensors]") {
-  TemporaryDirectory dir;
+  TempDir dir;
   const moe::Metadata metadata{{"config", R"({"d_model": 5, "experts": [1, 2], "name": "moe \"test\""})"},
                                {"format", "pt"},
                                {"note", "caf\xC3\xA9\n\ttab"},
@@ -287,7 +238,7 @@ TEST_CASE("a file in PyTorch's safetensors layout with F16 and BF16 loads", "[io
   // 2^-14 (the smallest normal), inf, -inf, nan, -0
   for (const std::uint16_t v : {0x3C00, 0xC100, 0x7BFF, 0x0001, 0x03FF, 0x0400, 0x7C00, 0xFC00, 0x7E00, 0x8000})
     data += little_endian(v, 2);
-  TemporaryDirectory dir;
+  TempDir dir;
   write_bytes(dir / "torch.safetensors", safetensors_bytes(header, data));
 
   const auto check = [](const auto& file) {
@@ -330,7 +281,7 @@ TEST_CASE("a file in PyTorch's safetensors layout with F16 and BF16 loads", "[io
 }
 
 TEST_CASE("load_safetensors names the file and the tensor in every error", "[io][safetensors][errors]") {
-  TemporaryDirectory dir;
+  TempDir dir;
   const fs::path path = dir / "bad.safetensors";
   const std::string name = path.string();
   const std::string five_floats(20, '\0');
@@ -432,7 +383,7 @@ TEST_CASE("load_safetensors names the file and the tensor in every error", "[io]
 }
 
 TEST_CASE("save_safetensors refuses what it cannot write", "[io][safetensors][errors]") {
-  TemporaryDirectory dir;
+  TempDir dir;
   const fs::path path = dir / "out.safetensors";
   moe::StateDict<float> dict;
   dict["w"] = tensor<float>({2, 2}, {1, 2, 3, 4});
@@ -455,7 +406,7 @@ TEST_CASE("save_safetensors refuses what it cannot write", "[io][safetensors][er
 }
 
 TEST_CASE("load_module names the file and the tensor and leaves the module unchanged", "[io][safetensors][errors]") {
-  TemporaryDirectory dir;
+  TempDir dir;
   const fs::path path = dir / "wide.safetensors";
   auto wide = make_feed_forward<float>(1, 7);
   moe::save_module(path, wide);
@@ -467,7 +418,7 @@ TEST_CASE("load_module names the file and the tensor and leaves the module uncha
 }
 
 TEST_CASE("load_module loads a pretrained network's first layer into one expert", "[io][safetensors][partial]") {
-  TemporaryDirectory dir;
+  TempDir dir;
   moe::Rng rng(5);
   ReluExpert pretrained(12, {.hidden = 6, .out_features = 4}, rng);
   moe::save_module(dir / "mlp.safetensors", pretrained, {{"task", "mnist"}});

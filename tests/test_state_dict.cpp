@@ -13,6 +13,7 @@
 #include "moe/nn/activation.hpp"
 #include "moe/nn/feed_forward.hpp"
 #include "moe/routing/softmax_top_k.hpp"
+#include "state_dict_fixtures.hpp"
 
 using moe::Index;
 using moe::MatrixX;
@@ -20,37 +21,13 @@ using moe::Shape;
 
 namespace {
 
-template <class S>
-using GeluExpert = moe::FeedForward<moe::GELU, S>;
-template <class S>
-using SwitchMoE = moe::MoELayer<GeluExpert<S>, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>;
-template <class S>
-using BiasMoE = moe::MoELayer<GeluExpert<S>, moe::SoftmaxTopK, 2, moe::AuxLossFree>;
-using ReluExpert = moe::FeedForward<moe::ReLU, float>;
-using ReluMoE = moe::MoELayer<ReluExpert, moe::SoftmaxTopK, 1, moe::NoBalancing>;
-
-template <class Layer>
-Layer make_moe(std::uint64_t seed) {
-  moe::Rng rng(seed);
-  return Layer({.d_model = 5, .num_experts = 3, .num_shared_experts = 1, .expert = {.hidden = 7},
-                .shared_expert = {.hidden = 4}},
-               rng);
-}
-
-template <class S>
-GeluExpert<S> make_feed_forward(std::uint64_t seed) {
-  moe::Rng rng(seed);
-  return GeluExpert<S>(5, {.hidden = 7}, rng);
-}
-
-/// Same names, shapes and bits.
-template <class S>
-bool identical(const moe::StateDict<S>& a, const moe::StateDict<S>& b) {
-  return std::ranges::equal(a, b, [](const auto& x, const auto& y) {
-    return x.first == y.first && x.second.shape == y.second.shape && x.second.data.size() == y.second.data.size() &&
-           std::memcmp(x.second.data.data(), y.second.data.data(), sizeof(S) * x.second.data.size()) == 0;
-  });
-}
+using moe::test::BiasMoE;
+using moe::test::identical;
+using moe::test::make_feed_forward;
+using moe::test::make_moe;
+using moe::test::ReluExpert;
+using moe::test::ReluMoE;
+using moe::test::SwitchMoE;
 
 template <class S>
 MatrixX<S> random_input(Index rows, Index cols) {

@@ -275,29 +275,6 @@ OptimizerRecord<Opt> optimizer_record(const Opt& optimizer) {
   return record;
 }
 
-/// Pairs each of the model's tensors with the checkpoint's tensor of its name; names must match both ways
-/// and shapes exactly. (load_state_dict checks the same, but writes at once: a checkpoint checks the
-/// optimizer and the generators too before it writes anything.)
-template <class Scalar>
-std::vector<std::pair<MatrixX<Scalar>*, const Tensor<Scalar>*>> stage_tensors(const StateDict<Scalar>& dict,
-                                                                             const BufferList<Scalar>& slots) {
-  std::vector<std::pair<MatrixX<Scalar>*, const Tensor<Scalar>*>> staged;
-  std::set<std::string> names;
-  for (const auto& [name, value, shape] : slots) {
-    names.insert(name);
-    const auto found = dict.find(name);
-    require(found != dict.end(), "tensor '", name, "' is missing from the checkpoint");
-    const Tensor<Scalar>& tensor = found->second;
-    require(tensor.shape == shape && tensor.data.size() == value->size(), "tensor '", name, "' has shape ",
-            shape_to_string(tensor.shape), " and ", tensor.data.size(), " values in the checkpoint, ",
-            shape_to_string(shape), " here");
-    staged.emplace_back(value, &tensor);
-  }
-  for (const auto& [name, tensor] : dict)
-    require(names.contains(name), "tensor '", name, "' is in the checkpoint but not in the model");
-  return staged;
-}
-
 /// A copy of each of the model's generators with the checkpoint's state; names must match both ways.
 inline std::vector<std::pair<Rng*, Rng>> stage_generators(const std::map<std::string, std::string>& texts,
                                                           const GeneratorList& list) {
@@ -430,13 +407,12 @@ TrainingProgress load_checkpoint(const std::filesystem::path& path, Model&& mode
   const std::string where = detail::concat("load_checkpoint: '", path.string(), "'");
   auto file = detail::read_checkpoint_file<Scalar, Opt>(path, where);
 
-  const BufferList<Scalar> slots = detail::module_tensors(model, where);  // unique names, consistent shapes
-  std::vector<std::pair<MatrixX<Scalar>*, const Tensor<Scalar>*>> tensors;
+  const detail::LoadPlan<Scalar> tensors =
+      detail::plan_load(detail::module_tensors(model, where), file.model, {.strict = true}, where, "checkpoint");
   std::vector<std::pair<Rng*, Rng>> generators;
   std::optional<Opt> staged_optimizer;
   Rng staged_rng;
   try {
-    tensors = detail::stage_tensors(file.model, slots);
     generators = detail::stage_generators(file.generators, generators_of(model));
     staged_optimizer.emplace(detail::stage_optimizer(file.optimizer, optimizer));
     staged_rng = detail::parse_generator(file.rng, "rng");
@@ -444,8 +420,7 @@ TrainingProgress load_checkpoint(const std::filesystem::path& path, Model&& mode
     detail::fail(where, ": ", e.what());
   }
   // Everything is checked: from here on nothing throws.
-  for (const auto& [target, tensor] : tensors)
-    *target = Eigen::Map<const MatrixX<Scalar>>(tensor->data.data(), target->rows(), target->cols());
+  tensors.apply();
   for (const auto& [target, value] : generators) *target = value;
   optimizer = std::move(*staged_optimizer);
   rng = staged_rng;

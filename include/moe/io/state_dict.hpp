@@ -131,23 +131,34 @@ inline std::string describe(const std::string& source, const std::string& destin
   return source == destination ? source : source + " (as " + destination + ")";
 }
 
-/// load_state_dict with `context` opening every message (the function, and the file when there is one).
-template <HasNamedParameters M>
-LoadReport load_state_dict(M& module, const StateDict<typename M::Scalar>& dict, const LoadOptions& options,
-                           const std::string& context) {
-  using Scalar = typename M::Scalar;
-  const BufferList<Scalar> slots = module_tensors(module, context);
+/// A load checked in full and not yet written: which module tensor receives which source tensor.
+template <class Scalar>
+struct LoadPlan {
+  LoadReport report;
+  std::vector<std::pair<MatrixX<Scalar>*, const Tensor<Scalar>*>> copies;
+
+  /// Writes the planned copies; cannot fail.
+  void apply() const {
+    for (const auto& [target, tensor] : copies)
+      Eigen::Map<VectorX<Scalar>>(target->data(), target->size()) = tensor->data;
+  }
+};
+
+/// Checks a load of `dict` into `slots` (from module_tensors) without writing anything, so a caller can
+/// check more (a checkpoint: the optimizer and the generators) before it changes the module. `context`
+/// opens every message; `source` names where the tensors come from ("state dict", "checkpoint").
+template <class Scalar>
+LoadPlan<Scalar> plan_load(const BufferList<Scalar>& slots, const StateDict<Scalar>& dict, const LoadOptions& options,
+                           const std::string& context, const char* source_kind = "state dict") {
   std::map<std::string, const NamedBuffer<Scalar>*> slot_of;
   for (const auto& slot : slots) slot_of.emplace(slot.name, &slot);
 
-  // Validate everything before writing anything, so a failed load leaves the module as it was.
-  LoadReport report;
+  LoadPlan<Scalar> plan;
   std::map<std::string, const std::string*> source_of;  // destination -> source name
-  std::vector<std::pair<const NamedBuffer<Scalar>*, const Tensor<Scalar>*>> copies;
   for (const auto& [source, tensor] : dict) {
     const std::optional<std::string> destination = map_name(source, options.prefix_map);
     if (!destination || !options.only(source)) {
-      report.skipped.push_back(source);
+      plan.report.skipped.push_back(source);
       continue;
     }
     const auto slot = slot_of.find(*destination);
@@ -155,7 +166,7 @@ LoadReport load_state_dict(M& module, const StateDict<typename M::Scalar>& dict,
       if (options.strict || !options.only.selects_all())
         fail(context, ": tensor ", describe(source, *destination), " is not in the module",
              options.strict ? "" : " (selected by LoadOptions::only)");
-      report.unexpected.push_back(source);
+      plan.report.unexpected.push_back(source);
       continue;
     }
     const NamedBuffer<Scalar>& target = *slot->second;
@@ -167,22 +178,28 @@ LoadReport load_state_dict(M& module, const StateDict<typename M::Scalar>& dict,
            tensor.data.size(), " values");
     const auto [previous, inserted] = source_of.emplace(*destination, &source);
     require(inserted, context, ": tensors ", *previous->second, " and ", source, " both map to ", *destination);
-    copies.emplace_back(&target, &tensor);
+    plan.copies.emplace_back(target.value, &tensor);
   }
   for (const auto& slot : slots) {
     if (source_of.contains(slot.name)) {
-      report.loaded.push_back(slot.name);
+      plan.report.loaded.push_back(slot.name);
     } else {
       if (options.strict)
-        fail(context, ": module tensor ", slot.name, " ", shape_to_string(slot.shape),
-             " is missing from the state dict");
-      report.missing.push_back(slot.name);
+        fail(context, ": module tensor ", slot.name, " ", shape_to_string(slot.shape), " is missing from the ",
+             source_kind);
+      plan.report.missing.push_back(slot.name);
     }
   }
+  return plan;
+}
 
-  for (const auto& [target, tensor] : copies)
-    Eigen::Map<VectorX<Scalar>>(target->value->data(), target->value->size()) = tensor->data;
-  return report;
+/// load_state_dict with `context` opening every message (the function, and the file when there is one).
+template <HasNamedParameters M>
+LoadReport load_state_dict(M& module, const StateDict<typename M::Scalar>& dict, const LoadOptions& options,
+                           const std::string& context) {
+  const LoadPlan<typename M::Scalar> plan = plan_load(module_tensors(module, context), dict, options, context);
+  plan.apply();
+  return plan.report;
 }
 
 }  // namespace detail

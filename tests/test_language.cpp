@@ -18,6 +18,7 @@
 #include "moe/nn/rms_norm.hpp"
 #include "moe/nn/transformer.hpp"
 #include "moe/optim/optimizer.hpp"
+#include "moe/routing/sigmoid_top_k.hpp"
 #include "moe/routing/softmax_top_k.hpp"
 
 using moe::Index;
@@ -525,6 +526,62 @@ TEST_CASE("CausalLM with MoE blocks: gradients of cross entropy plus aux loss ma
     INFO(error.where);
     CHECK(error.worst <= 1.0);
   }
+}
+
+TEST_CASE("CausalLM with a dense first block and MoE blocks after it: names, shapes and gradients",
+          "[nn][transformer][moe][gradient]") {
+  // DeepSeekMoE's layout: a dense SwiGLU block, then MoE blocks with a sigmoid router and the sequence-wise
+  // aux loss, on fixed-length windows (no padding).
+  using SwiGLU = moe::SwiGLUFeedForward<double>;
+  using SigmoidMoE = moe::MoELayer<SwiGLU, moe::SigmoidTopK, 2, moe::SequenceAuxLoss>;
+  constexpr Index vocab = 9, batch = 2, length = 5;
+  moe::Rng rng(48);
+  moe::CausalLM<SwiGLU, SigmoidMoE> lm(
+      {.vocab_size = vocab, .d_model = 8, .num_layers = 3,
+       .block = {.attn = {.num_heads = 2},
+                 .ffn = {.num_experts = 4, .num_shared_experts = 1, .expert = {.hidden = 4},
+                         .shared_expert = {.hidden = 4}, .balancer = {.alpha = 0.1, .sequence_length = length}}},
+       .num_dense_layers = 1,
+       .dense_block = {.attn = {.num_heads = 2}, .ffn = {.hidden = 12}}},
+      rng);
+  CHECK(lm.num_layers() == 3);
+  CHECK(lm.num_dense_layers() == 1);
+  const auto names = names_of(lm.named_parameters());
+  CHECK(names[1] == "layers.0.attn_norm.weight");
+  CHECK(std::find(names.begin(), names.end(), "layers.0.ffn.gate_proj.weight") != names.end());
+  CHECK(std::find(names.begin(), names.end(), "layers.1.ffn.router.weight") != names.end());
+  CHECK(std::find(names.begin(), names.end(), "layers.2.ffn.shared_experts.0.down_proj.weight") != names.end());
+  CHECK(names.back() == "lm_head.weight");
+  CHECK(lm.dense_layer(0).ffn().named_parameters().size() == 3);
+  CHECK(lm.layer(2).ffn().num_experts() == 4);
+  CHECK_THROWS_WITH(lm.layer(0), Catch::Contains("layer 0 is not a DecoderBlock<FFN>; those are layers 1 to 2"));
+  CHECK_THROWS_WITH(lm.dense_layer(1), Catch::Contains("dense layer 1 does not exist; there are 1"));
+
+  for (const auto& p : lm.named_parameters())
+    if (p.name.ends_with("norm.weight")) p.parameter->value = random_matrix(1, 8, 49).array() + 1.0;
+  const std::vector<Index> ids = random_ids(batch * length, vocab, 52);
+  const auto targets = moe::next_token_targets(ids, batch, length, -1);
+  moe::CrossEntropyLoss<double> cross_entropy;
+  auto loss = [&] { return cross_entropy.forward(lm.forward(ids, batch, length), targets) + lm.aux_loss(); };
+  const auto parameters = lm.named_parameters();
+  moe::zero_grad(parameters);
+  const double value = loss();
+  CHECK(lm.forward(ids, batch, length).rows() == batch * length);
+  CHECK(lm.forward(ids, batch, length).cols() == vocab);
+  CHECK(loss() == value);
+  CHECK(lm.aux_loss() > 0.0);
+  lm.backward(cross_entropy.backward());
+  for (const auto& p : parameters) {
+    const MatrixX<double> analytic = p.parameter->grad;
+    const auto error = moe::test::compare_gradient(loss, p.parameter->value, analytic, p.name);
+    INFO(error.where);
+    CHECK(error.worst <= 1.0);
+  }
+
+  CHECK_THROWS_WITH((moe::CausalLM<SwiGLU, SigmoidMoE>({.vocab_size = vocab, .d_model = 8, .num_layers = 1,
+                                                          .num_dense_layers = 2},
+                                                         rng)),
+                    Catch::Contains("num_dense_layers must lie in [0, num_layers = 1], got 2"));
 }
 
 TEST_CASE("CausalLM is causal and ignores padded tokens, bit for bit", "[nn][transformer]") {

@@ -162,41 +162,52 @@ class DecoderBlock {
   MatrixX<Scalar> hidden_, output_, d_hidden_, grad_input_;
 };
 
-/// A decoder-only language model: embed_tokens, num_layers DecoderBlock<FFN> named layers.0, layers.1,
-/// ..., a final RMSNorm named norm and lm_head (Linear without bias): logits [batch * seq_len x
-/// vocab_size] for ids laid out sequence-major. Its input is ids, so it is not a moe::Module; backward
-/// takes d loss / d logits and returns nothing. Add aux_loss() to the task loss; its gradient is part of
-/// backward.
-template <class FFN>
+/// A decoder-only language model: embed_tokens, num_layers decoder blocks named layers.0, layers.1, ...,
+/// a final RMSNorm named norm and lm_head (Linear without bias): logits [batch * seq_len x vocab_size]
+/// for ids laid out sequence-major. The first num_dense_layers blocks are DecoderBlock<DenseFFN> built
+/// from Options::dense_block, the others DecoderBlock<FFN> built from Options::block: DeepSeekMoE's layout
+/// (Dai et al. 2024; DeepSeek-V2/V3 "first_k_dense_replace"), whose first block keeps a dense FFN and the
+/// rest are MoE. CausalLM<FFN> has one kind of block. Its input is ids, so it is not a moe::Module;
+/// backward takes d loss / d logits and returns nothing. Add aux_loss() to the task loss; its gradient is
+/// part of backward.
+template <class DenseFFN, class FFN = DenseFFN>
 class CausalLM {
  public:
   using Scalar = typename FFN::Scalar;
+  using DenseBlock = DecoderBlock<DenseFFN>;
   using Block = DecoderBlock<FFN>;
+  static_assert(std::same_as<typename DenseFFN::Scalar, Scalar>,
+                "moe::CausalLM: DenseFFN and FFN must have the same Scalar");
 
   struct Options {
     Index vocab_size = 0;
     Index d_model = 0;
-    Index num_layers = 1;
+    Index num_layers = 1;                // every block, the dense ones included
     std::optional<Index> padding_idx{};  // the embedding row that gets no gradient
-    typename Block::Options block{};   // block.norm_eps is also the final norm's
+    typename Block::Options block{};     // block.norm_eps is also the final norm's
+    Index num_dense_layers = 0;          // the first ones, DecoderBlock<DenseFFN>
+    typename DenseBlock::Options dense_block{};
   };
 
   /// Draws embed_tokens, then the blocks in order, then lm_head.
   CausalLM(const Options& options, Rng& rng)
       : embed_tokens_(options.vocab_size, options.d_model, rng, options.padding_idx),
-        layers_(make_layers(options, rng)),
+        dense_layers_(make_layers<DenseBlock>(validated(options).num_dense_layers, options.dense_block, options, rng)),
+        layers_(make_layers<Block>(options.num_layers - options.num_dense_layers, options.block, options, rng)),
         norm_(options.d_model, options.block.norm_eps),
         lm_head_(options.d_model, options.vocab_size, rng, false) {}
 
   Index vocab_size() const { return embed_tokens_.num_embeddings(); }
   Index d_model() const { return embed_tokens_.dim(); }
-  Index num_layers() const { return static_cast<Index>(layers_.size()); }
+  Index num_layers() const { return num_dense_layers() + static_cast<Index>(layers_.size()); }
+  Index num_dense_layers() const { return static_cast<Index>(dense_layers_.size()); }
 
   const MatrixX<Scalar>& forward(std::span<const Index> ids, const SequenceLayout& layout) {
     detail::require(static_cast<Index>(ids.size()) == layout.tokens(), "CausalLM: got ", ids.size(),
                     " ids, the layout has batch * seq_len = ", layout.batch(), " * ", layout.seq_len(), " = ",
                     layout.tokens());
     const MatrixX<Scalar>* h = &embed_tokens_.forward(ids);
+    for (auto& layer : dense_layers_) h = &layer.forward(*h, layout);
     for (auto& layer : layers_) h = &layer.forward(*h, layout);
     return lm_head_.forward(norm_.forward(*h));
   }
@@ -211,22 +222,26 @@ class CausalLM {
   void backward(ConstRef<Scalar> d_logits) {
     const MatrixX<Scalar>* g = &norm_.backward(lm_head_.backward(d_logits));
     for (auto layer = layers_.rbegin(); layer != layers_.rend(); ++layer) g = &layer->backward(*g);
+    for (auto layer = dense_layers_.rbegin(); layer != dense_layers_.rend(); ++layer) g = &layer->backward(*g);
     embed_tokens_.backward(*g);
   }
 
   /// Sum of the blocks' aux losses of the last forward.
   Scalar aux_loss() const {
     Scalar total = 0;
+    for (const auto& layer : dense_layers_) total += layer.aux_loss();
     for (const auto& layer : layers_) total += layer.aux_loss();
     return total;
   }
 
   void update_balancing() {
+    for (auto& layer : dense_layers_) layer.update_balancing();
     for (auto& layer : layers_) layer.update_balancing();
   }
 
   void train(bool on = true) {
     training_ = on;
+    for (auto& layer : dense_layers_) layer.train(on);
     for (auto& layer : layers_) layer.train(on);
   }
   void eval() { train(false); }
@@ -235,8 +250,9 @@ class CausalLM {
   ParameterList<Scalar> named_parameters() {
     ParameterList<Scalar> list;
     append_prefixed(list, embed_tokens_.named_parameters(), "embed_tokens.");
-    for (std::size_t i = 0; i < layers_.size(); ++i)
-      append_prefixed(list, layers_[i].named_parameters(), "layers." + std::to_string(i) + ".");
+    for_each_layer([&](Index i, auto& layer) {
+      append_prefixed(list, layer.named_parameters(), "layers." + std::to_string(i) + ".");
+    });
     append_prefixed(list, norm_.named_parameters(), "norm.");
     append_prefixed(list, lm_head_.named_parameters(), "lm_head.");
     return list;
@@ -244,33 +260,65 @@ class CausalLM {
 
   BufferList<Scalar> named_buffers() {
     BufferList<Scalar> list;
-    for (std::size_t i = 0; i < layers_.size(); ++i)
-      append_prefixed(list, layers_[i].named_buffers(), "layers." + std::to_string(i) + ".");
+    for_each_layer([&](Index i, auto& layer) {
+      append_prefixed(list, layer.named_buffers(), "layers." + std::to_string(i) + ".");
+    });
     return list;
   }
 
   GeneratorList named_generators() {
     GeneratorList list;
-    for (std::size_t i = 0; i < layers_.size(); ++i)
-      append_prefixed(list, layers_[i].named_generators(), "layers." + std::to_string(i) + ".");
+    for_each_layer([&](Index i, auto& layer) {
+      append_prefixed(list, layer.named_generators(), "layers." + std::to_string(i) + ".");
+    });
     return list;
   }
 
+  /// Calls visit(i, block) for every block in order, i counting from 0 over all of them.
+  template <class Visit>
+  void for_each_layer(Visit&& visit) {
+    Index i = 0;
+    for (auto& layer : dense_layers_) visit(i++, layer);
+    for (auto& layer : layers_) visit(i++, layer);
+  }
+
   Embedding<Scalar>& embed_tokens() { return embed_tokens_; }
-  Block& layer(Index i) { return layers_.at(static_cast<std::size_t>(i)); }
+  /// Block i of the whole stack; it must be a DecoderBlock<FFN> (any i when DenseFFN is FFN).
+  Block& layer(Index i) {
+    if constexpr (std::same_as<DenseFFN, FFN>)
+      if (i >= 0 && i < num_dense_layers()) return dense_layers_[static_cast<std::size_t>(i)];
+    detail::require(i >= num_dense_layers() && i < num_layers(), "CausalLM: layer ", i,
+                    " is not a DecoderBlock<FFN>; those are layers ", num_dense_layers(), " to ", num_layers() - 1);
+    return layers_[static_cast<std::size_t>(i - num_dense_layers())];
+  }
+  /// Block i < num_dense_layers(), a DecoderBlock<DenseFFN>.
+  DenseBlock& dense_layer(Index i) {
+    detail::require(i >= 0 && i < num_dense_layers(), "CausalLM: dense layer ", i, " does not exist; there are ",
+                    num_dense_layers());
+    return dense_layers_[static_cast<std::size_t>(i)];
+  }
   RMSNorm<Scalar>& norm() { return norm_; }
   Linear<Scalar>& lm_head() { return lm_head_; }
 
  private:
-  static std::vector<Block> make_layers(const Options& options, Rng& rng) {
+  static const Options& validated(const Options& options) {
     detail::require(options.num_layers >= 0, "CausalLM: num_layers must be non-negative, got ", options.num_layers);
-    std::vector<Block> layers;
-    layers.reserve(static_cast<std::size_t>(options.num_layers));
-    for (Index i = 0; i < options.num_layers; ++i) layers.emplace_back(options.d_model, options.block, rng);
+    detail::require(options.num_dense_layers >= 0 && options.num_dense_layers <= options.num_layers,
+                    "CausalLM: num_dense_layers must lie in [0, num_layers = ", options.num_layers, "], got ",
+                    options.num_dense_layers);
+    return options;
+  }
+
+  template <class B>
+  static std::vector<B> make_layers(Index count, const typename B::Options& block, const Options& options, Rng& rng) {
+    std::vector<B> layers;
+    layers.reserve(static_cast<std::size_t>(count));
+    for (Index i = 0; i < count; ++i) layers.emplace_back(options.d_model, block, rng);
     return layers;
   }
 
   Embedding<Scalar> embed_tokens_;
+  std::vector<DenseBlock> dense_layers_;
   std::vector<Block> layers_;
   RMSNorm<Scalar> norm_;
   Linear<Scalar> lm_head_;

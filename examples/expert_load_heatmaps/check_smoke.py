@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Checks what `expert_load_heatmaps --preset smoke` wrote into OUT_DIR.
+
+Every PNG decodes; the CSV files have their headers; both models are there with the same layers, three
+domains and 64 experts per (model, layer, domain); each (model, layer, domain)'s relative load averages 1;
+summary.csv agrees with expert_load.csv and its values are in range; report.md and the two models exist.
+
+Usage: check_smoke.py OUT_DIR   (PYTHONPATH must hold tools/, for check_outputs)
+"""
+
+import math
+import os
+import sys
+from collections import defaultdict
+
+from check_outputs import CheckError, check_png, read_csv
+
+MODELS = ("aux_loss_based", "aux_loss_free")
+DOMAINS = ("prose", "code", "math")
+EXPERTS = 64  # the smoke preset keeps the documents' 64 routed experts
+
+
+def check(out):
+    pngs = [os.path.join(out, "figure10.png")]
+    heatmaps = os.path.join(out, "heatmaps")
+    if not os.path.isdir(heatmaps):
+        raise CheckError(f"{heatmaps}: missing")
+    layer_pngs = sorted(f for f in os.listdir(heatmaps) if f.endswith(".png"))
+    pngs += [os.path.join(heatmaps, f) for f in layer_pngs]
+    for path in pngs:
+        check_png(path, min_width=200, min_height=100)
+
+    load = read_csv(os.path.join(out, "expert_load.csv"), ["model", "layer", "domain", "expert", "relative_load"])
+    groups = defaultdict(dict)
+    for row in load:
+        key = (row["model"], int(row["layer"]), row["domain"])
+        expert = int(row["expert"])
+        if expert in groups[key]:
+            raise CheckError(f"expert_load.csv: expert {expert} twice in {key}")
+        value = float(row["relative_load"])
+        if not (value >= 0 and math.isfinite(value)):
+            raise CheckError(f"expert_load.csv: relative_load {value} of {key} expert {expert}")
+        groups[key][expert] = value
+    models = {m for m, _, _ in groups}
+    if models != set(MODELS):
+        raise CheckError(f"expert_load.csv: models {sorted(models)}, expected {list(MODELS)}")
+    layers = sorted({layer for _, layer, _ in groups})
+    if not layers or layers != list(range(1, len(layers) + 1)):
+        raise CheckError(f"expert_load.csv: layers {layers}, expected 1..L")
+    expected_pngs = [f"layer_{layer:02d}.png" for layer in layers]
+    if layer_pngs != expected_pngs:
+        raise CheckError(f"heatmaps/: {layer_pngs}, expected {expected_pngs}")
+    for model in MODELS:
+        for layer in layers:
+            for domain in DOMAINS:
+                key = (model, layer, domain)
+                experts = groups.get(key)
+                if experts is None:
+                    raise CheckError(f"expert_load.csv: no rows for {key}")
+                if sorted(experts) != list(range(1, EXPERTS + 1)):
+                    raise CheckError(f"expert_load.csv: {key} has experts {sorted(experts)[:5]}..., "
+                                     f"expected 1..{EXPERTS}")
+                mean = sum(experts.values()) / len(experts)
+                if abs(mean - 1.0) > 1e-6:
+                    raise CheckError(f"expert_load.csv: relative load of {key} averages {mean}, expected 1")
+
+    summary = read_csv(os.path.join(out, "summary.csv"),
+                       ["model", "layer", "domain", "max_relative_load", "top10_share", "entropy"])
+    if len(summary) != len(groups):
+        raise CheckError(f"summary.csv: {len(summary)} rows, expected one per (model, layer, domain): {len(groups)}")
+    for row in summary:
+        key = (row["model"], int(row["layer"]), row["domain"])
+        if key not in groups:
+            raise CheckError(f"summary.csv: {key} is not in expert_load.csv")
+        top10, entropy = float(row["top10_share"]), float(row["entropy"])
+        max_load = float(row["max_relative_load"])
+        if not 0.1 - 1e-9 <= top10 <= 1 + 1e-9:
+            raise CheckError(f"summary.csv: top10_share {top10} of {key} is outside [0.1, 1]")
+        if not 0 <= entropy <= math.log(EXPERTS) + 1e-9:
+            raise CheckError(f"summary.csv: entropy {entropy} of {key} is outside [0, log {EXPERTS}]")
+        if abs(max_load - max(groups[key].values())) > 1e-9 * max(1.0, max_load):
+            raise CheckError(f"summary.csv: max_relative_load {max_load} of {key} differs from expert_load.csv")
+
+    metrics = read_csv(os.path.join(out, "metrics.csv"),
+                       ["model", "step", "train_loss"] + [f"val_loss_{d}" for d in DOMAINS] + ["maxvio_batch"])
+    if {row["model"] for row in metrics} != set(MODELS):
+        raise CheckError("metrics.csv: expected rows for both models")
+    for row in metrics:
+        for column in ["train_loss"] + [f"val_loss_{d}" for d in DOMAINS]:
+            value = float(row[column])
+            if not (0 < value < 20):
+                raise CheckError(f"metrics.csv: {column} = {value} at step {row['step']} of {row['model']}")
+
+    for name in ("report.md", "aux_loss_based.safetensors", "aux_loss_free.safetensors"):
+        path = os.path.join(out, name)
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            raise CheckError(f"{path}: missing or empty")
+    with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
+        report = f.read()
+    for needed in ("## Validation loss and balance", "## Specialization per layer", "## Finding"):
+        if needed not in report:
+            raise CheckError(f"report.md: no section '{needed}'")
+    print(f"{out}: {len(pngs)} PNGs decode; {len(layers)} MoE layers x {len(DOMAINS)} domains x {EXPERTS} "
+          f"experts for both models; relative loads average 1; summary in range")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    try:
+        check(sys.argv[1])
+    except (CheckError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

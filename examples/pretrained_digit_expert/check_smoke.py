@@ -5,7 +5,7 @@ Usage: check_smoke.py OUT_DIR   (PYTHONPATH must hold tools/, for check_outputs)
 
 Both runs (expert 0 pretrained, control) must be present; the digit-by-expert tables are 10 x 4 with rows
 that sum to 1 (mean gate weights, top-1 shares); the expert-0 shares are consistent with their ratio and
-difference; the PNG figures decode; report.md holds the main table and the verdicts.
+difference and their share over all digits; the PNG figures decode; report.md holds the main table and the verdicts.
 """
 
 import math
@@ -34,7 +34,8 @@ def check_digit_table(path):
 
 
 def check_shares(path):
-    rows = read_csv(path, ["seed", "run", "measure", "digits_0_7", "other_digits", "ratio", "difference"], min_rows=4)
+    columns = ["seed", "run", "measure", "digits_0_7", "other_digits", "all_digits", "ratio", "difference"]
+    rows = read_csv(path, columns, min_rows=4)
     present = {(row["run"], row["measure"]) for row in rows}
     for run in RUNS:
         for measure in ("mean_gate", "top1_share"):
@@ -44,6 +45,9 @@ def check_shares(path):
         zero_seven, other = float(row["digits_0_7"]), float(row["other_digits"])
         if abs(float(row["difference"]) - (zero_seven - other)) > TOLERANCE:
             raise CheckError(f"{path}: difference {row['difference']} is not {zero_seven} - {other}")
+        everything = float(row["all_digits"])
+        if not min(zero_seven, other) - TOLERANCE <= everything <= max(zero_seven, other) + TOLERANCE:
+            raise CheckError(f"{path}: all_digits {everything} is not between {zero_seven} and {other}")
         ratio = float(row["ratio"])
         if other > 0 and not math.isclose(ratio, zero_seven / other, rel_tol=1e-6):
             raise CheckError(f"{path}: ratio {ratio} is not {zero_seven} / {other}")

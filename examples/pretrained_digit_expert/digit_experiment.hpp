@@ -191,6 +191,7 @@ inline PretrainResult pretrain_zero_or_seven_expert(const ImageDataset<float>& t
 struct ZeroSevenShare {
   double zero_seven = 0.0;
   double other = 0.0;
+  double all = 0.0;  // over every image: how much the gate leans on the expert overall
   double ratio = 0.0;
   double difference = 0.0;
 };
@@ -213,6 +214,8 @@ inline ZeroSevenShare zero_seven_share(const Eigen::MatrixXd& per_digit, const E
   ZeroSevenShare share;
   share.zero_seven = count_07 > 0 ? sum_07 / count_07 : std::numeric_limits<double>::quiet_NaN();
   share.other = count_other > 0 ? sum_other / count_other : std::numeric_limits<double>::quiet_NaN();
+  share.all = count_07 + count_other > 0 ? (sum_07 + sum_other) / (count_07 + count_other)
+                                         : std::numeric_limits<double>::quiet_NaN();
   share.ratio = share.other > 0 ? share.zero_seven / share.other : std::numeric_limits<double>::infinity();
   share.difference = share.zero_seven - share.other;
   return share;

@@ -68,14 +68,35 @@ inline IndexMatrix as_routing_column(const std::vector<Index>& experts) {
   return m;
 }
 
-/// How far routing depends on the class, 0 to 1: the mean over classes of (largest share - 1/N) / (1 -
-/// 1/N). 0 when every class is spread evenly over the experts, 1 when each class goes to one expert.
-inline double class_concentration(const MatrixX<double>& fractions) {
-  const auto n = static_cast<double>(fractions.cols());
-  if (fractions.cols() < 2) return 0.0;
+/// Share of all images (counts summed over classes) that the busiest expert receives: 1 / N when the load
+/// is balanced, 1 when the router has collapsed onto one expert.
+inline double busiest_expert_share(const IndexMatrix& counts) {
+  const auto total = static_cast<double>(counts.sum());
+  return total > 0 ? static_cast<double>(counts.colwise().sum().maxCoeff()) / total : 0.0;
+}
+
+/// Experts that receive at least `min_share` of all images.
+inline Index experts_in_use(const IndexMatrix& counts, double min_share = 0.01) {
+  const auto total = static_cast<double>(counts.sum());
+  Index used = 0;
+  for (Index e = 0; e < counts.cols(); ++e)
+    used += total > 0 && static_cast<double>(counts.col(e).sum()) >= min_share * total ? 1 : 0;
+  return used;
+}
+
+/// How differently classes are routed, whatever the load: the root mean over experts of the variance over
+/// classes of each class's share in that expert (population variance). 0 when every class is routed alike,
+/// including when one expert takes everything; 0.5 with 2 experts when each class goes wholly to one of them
+/// and the classes are split in halves. The covariance matrix counts a collapsed router (every class to one
+/// expert) as the strongest routing; this does not.
+inline double class_spread(const MatrixX<double>& fractions) {
+  if (fractions.rows() == 0 || fractions.cols() == 0) return 0.0;
   double sum = 0;
-  for (Index c = 0; c < fractions.rows(); ++c) sum += (fractions.row(c).maxCoeff() - 1.0 / n) / (1.0 - 1.0 / n);
-  return sum / static_cast<double>(fractions.rows());
+  for (Index e = 0; e < fractions.cols(); ++e) {
+    const double m = fractions.col(e).mean();
+    sum += (fractions.col(e).array() - m).square().mean();
+  }
+  return std::sqrt(sum / static_cast<double>(fractions.cols()));
 }
 
 /// Share of a group's test images that go to the one expert receiving most of them.

@@ -10,7 +10,7 @@ from check_outputs import CheckError, check_png, read_csv
 SUMMARY = ["experts", "trials", "learned_accuracy", "random_accuracy", "decrease_percent",
            "document_learned_accuracy", "document_random_accuracy", "document_decrease_percent"]
 TRIALS = ["experts", "trial", "seed", "learned_accuracy", "random_accuracy", "decrease_percent", "mean_gate",
-          "final_train_loss", "validation_accuracy", "seconds"]
+          "busiest_expert_share", "experts_in_use", "final_train_loss", "validation_accuracy", "seconds"]
 
 
 def check(out):
@@ -33,6 +33,11 @@ def check(out):
     for row in trials:
         if not 0.0 < float(row["mean_gate"]) <= 1.0:
             raise CheckError(f"trials.csv: mean_gate {row['mean_gate']} outside (0, 1]")
+        experts = int(row["experts"])
+        if not 1.0 / experts - 1e-9 <= float(row["busiest_expert_share"]) <= 1.0:
+            raise CheckError(f"trials.csv: busiest_expert_share {row['busiest_expert_share']} outside [1/N, 1]")
+        if not 1 <= int(row["experts_in_use"]) <= experts:
+            raise CheckError(f"trials.csv: experts_in_use {row['experts_in_use']} outside [1, {experts}]")
     check_png(os.path.join(out, "routing_by_class.png"))
     with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
         report = f.read()

@@ -1,7 +1,8 @@
 // Experiment 2 of "Do Experts Specialize?": do experts specialize along lines a person would draw? Trains
 // the CNN + MoE model with 2, 3 and 5 experts, several trials each, and reads which expert each test image
 // of each class is routed to. Expert numbers are arbitrary in each trial, so each trial's experts are
-// matched to the first trial's by their class profiles (align_experts) before the tables are averaged.
+// matched to a reference trial's (the one using the most experts) by their class profiles (align_experts)
+// before the tables are averaged.
 // Writes report.md (Tables 2 and 3 with the document's beside ours), CSV tables and the class-by-class
 // correlation heatmaps (Figures 2-4) into --out.
 
@@ -24,8 +25,8 @@ using moe::Index;
 using moe::MatrixX;
 
 struct TrialRouting {
-  MatrixX<double> aligned_fractions;  // columns in the first trial's expert order
-  std::vector<Index> mapping;         // trial expert -> first-trial expert
+  MatrixX<double> aligned_fractions;  // columns in the reference trial's expert order
+  std::vector<Index> mapping;         // trial expert -> reference-trial expert
   double accuracy = 0;
   double spread = 0;        // class_spread of the routing table
   double busiest_share = 0;
@@ -33,14 +34,15 @@ struct TrialRouting {
   GroupCorrelation groups;
   std::vector<double> group_share;  // per group: share of its images in its majority expert
   bool first_group_apart = false;   // the first group's main expert is not the second group's
-  double majority_agreement = 0;    // classes whose majority expert is the first trial's, over classes
-  double mean_abs_difference = 0;   // of the aligned fractions from the first trial's
-  double correlation_similarity = 0;  // of the class-by-class correlation matrix with the first trial's
+  double majority_agreement = 0;    // classes whose majority expert is the reference trial's, over classes
+  double mean_abs_difference = 0;   // of the aligned fractions from the reference trial's
+  double correlation_similarity = 0;  // of the class-by-class correlation matrix with the reference trial's
 };
 
 struct ModelRouting {
   Index experts = 0;
   std::vector<TrialRouting> trials;
+  int reference = 0;  // the trial whose expert numbering the others are aligned to
   moe::LabelExpertTable pooled{1, 1};  // every trial's aligned routing together
 };
 
@@ -127,16 +129,31 @@ int main(int argc, char** argv) {
     model.experts = experts;
     model.pooled = moe::LabelExpertTable(classes, experts);
     trial_options.model.experts = experts;
-    MatrixX<double> reference, reference_correlation;
+    std::vector<TrialResult> runs;
+    std::vector<std::uint64_t> seeds;
     for (int trial = 0; trial < preset.trials; ++trial) {
-      const std::uint64_t seed = args.seed * 1000 + static_cast<std::uint64_t>(experts * 100 + trial);
-      const TrialResult r =
-          run_trial(data, trial_options, seed, [&](Index images, double loss) { progress.step(images, loss); });
+      seeds.push_back(args.seed * 1000 + static_cast<std::uint64_t>(experts * 100 + trial));
+      runs.push_back(
+          run_trial(data, trial_options, seeds.back(), [&](Index images, double loss) { progress.step(images, loss); }));
+      std::printf("%lld experts, trial %d: accuracy %.2f%%, %lld experts in use, %.0f s\n",
+                  static_cast<long long>(experts), trial + 1, 100 * runs.back().learned.accuracy,
+                  static_cast<long long>(experts_in_use(runs.back().routing.counts())), runs.back().seconds);
+      std::fflush(stdout);
+    }
+    // The reference numbering: the trial that uses the most experts, then splits the classes the most; a
+    // trial whose router collapsed onto one expert would give the others nothing to be matched by.
+    for (std::size_t i = 1; i < runs.size(); ++i) {
+      const auto key = [&](std::size_t k) {
+        return std::pair(experts_in_use(runs[k].routing.counts()), class_spread(runs[k].routing.fractions()));
+      };
+      if (key(i) > key(static_cast<std::size_t>(model.reference))) model.reference = static_cast<int>(i);
+    }
+    const MatrixX<double> reference = runs[static_cast<std::size_t>(model.reference)].routing.fractions();
+    const MatrixX<double> reference_correlation = runs[static_cast<std::size_t>(model.reference)].routing.correlation();
+    for (int trial = 0; trial < preset.trials; ++trial) {
+      const TrialResult& r = runs[static_cast<std::size_t>(trial)];
+      const std::uint64_t seed = seeds[static_cast<std::size_t>(trial)];
       const MatrixX<double> fractions = r.routing.fractions();
-      if (trial == 0) {
-        reference = fractions;
-        reference_correlation = r.routing.correlation();
-      }
       TrialRouting t;
       t.accuracy = r.learned.accuracy;
       t.mapping = align_experts(reference, fractions);
@@ -169,12 +186,10 @@ int main(int argc, char** argv) {
       for (double s : t.group_share) trials_csv.field(s);
       trials_csv.field(t.majority_agreement).field(t.mean_abs_difference).field(t.correlation_similarity);
       trials_csv.end_row();
-      std::printf("%lld experts, trial %d: accuracy %.2f%%, class spread %.3f, busiest expert %.0f%%, %lld in use, "
-                  "within-group r %.2f, between %.2f, agreement with trial 1 %.0f%%, %.0f s\n",
-                  static_cast<long long>(experts), trial + 1, 100 * t.accuracy, t.spread, 100 * t.busiest_share,
-                  static_cast<long long>(t.in_use), t.groups.within,
-                  t.groups.between, 100 * t.majority_agreement, r.seconds);
-      std::fflush(stdout);
+      std::printf("  trial %d: class spread %.3f, busiest expert %.0f%%, within-group r %.2f, between %.2f, "
+                  "agreement with trial %d %.0f%%\n",
+                  trial + 1, t.spread, 100 * t.busiest_share, t.groups.within, t.groups.between, model.reference + 1,
+                  100 * t.majority_agreement);
       model.trials.push_back(std::move(t));
     }
     models.push_back(std::move(model));
@@ -185,7 +200,7 @@ int main(int argc, char** argv) {
   std::ostringstream tables;
   MarkdownTable strength({"experts", "mean accuracy", "experts in use", "busiest expert's share", "class spread",
                           "within-group r", "between-group r", "gap",
-                          "majority agreement with trial 1", "correlation-matrix similarity with trial 1"});
+                          "majority agreement with the reference", "correlation-matrix similarity with the reference"});
   MarkdownTable group_shares([&] {
     std::vector<std::string> h{"experts"};
     for (const auto& g : data.groups) h.push_back(g.name + ": mean (lowest trial)");
@@ -225,7 +240,8 @@ int main(int argc, char** argv) {
         rows.push_back("trial " + std::to_string(t + 1) + ", expert " + std::to_string(e + 1));
       }
     moe::HeatmapOptions trials_fig;
-    trials_fig.title = "Share of each class per expert, aligned to trial 1, " + std::to_string(m.experts) + " experts";
+    trials_fig.title = "Share of each class per expert, aligned to trial " + std::to_string(m.reference + 1) + ", " +
+                       std::to_string(m.experts) + " experts";
     trials_fig.row_labels = rows;
     trials_fig.column_labels = data.classes;
     trials_fig.min = 0;
@@ -247,7 +263,7 @@ int main(int argc, char** argv) {
       between.push_back(r.groups.between);
       gap.push_back(r.groups.gap());
       for (std::size_t g = 0; g < data.groups.size(); ++g) shares[g].push_back(r.group_share[g]);
-      if (t > 0) {
+      if (static_cast<int>(t) != m.reference) {
         agreement.push_back(r.majority_agreement);
         similarity.push_back(r.correlation_similarity);
       }
@@ -270,7 +286,7 @@ int main(int argc, char** argv) {
 
     tables << "### " << m.experts << " experts\n\n"
            << "Class breakdown of expert routing, " << data.dataset << ", averaged over " << m.trials.size()
-           << " trials after aligning experts to trial 1 (`fractions_" << stem << ".csv`; each trial's table is in "
+           << " trials after aligning experts to trial " << m.reference + 1 << " (`fractions_" << stem << ".csv`; each trial's table is in "
            << "`trials_" << stem << ".png`):\n\n"
            << fraction_table(fractions, data.classes) << '\n'
            << "Correlation matrix of the averaged table: `correlation_" << stem << ".png` (`.csv`).\n\n";
@@ -307,7 +323,9 @@ int main(int argc, char** argv) {
                                         : " play the part of CIFAR-10's vehicles and animals: footwear is the small "
                                           "group of alike classes, as vehicles are.")
          << "\n\n"
-         << "Expert numbers are arbitrary in each trial. Each trial's experts are matched to the first trial's by "
+         << "Expert numbers are arbitrary in each trial. Each trial's experts are matched to a reference trial's "
+            "(the one that uses the most experts, then splits the classes most: a collapsed router would give "
+            "nothing to match by) by "
             "the permutation that makes their class profiles (the share of each class each expert receives) most "
             "alike (all permutations tried), and the tables are averaged in that order. The correlation matrices "
             "do not depend on the numbering.\n\n"
@@ -322,8 +340,9 @@ int main(int argc, char** argv) {
             "*within-group r* and "
             "*between-group r* are the mean class-by-class correlations of routing between two classes of the same "
             "group and of different groups; *majority agreement* is the share of classes whose main expert is the "
-            "same as in trial 1 (after alignment); *correlation-matrix similarity* is the Pearson correlation of "
-            "a trial's class-by-class correlations with trial 1's.\n\n"
+            "same as in the reference trial (after alignment); *correlation-matrix similarity* is the Pearson "
+            "correlation of a trial's class-by-class correlations with the reference trial's; both are averaged over "
+            "the other trials.\n\n"
          << strength.str() << '\n'
          << "Share of each group's test images in the one expert receiving most of them, mean over trials (lowest "
             "trial in brackets). From the document's Table 2 (2 experts): vehicles "
@@ -339,7 +358,7 @@ int main(int argc, char** argv) {
             "correlation above between-group, in every trial): "
          << held(grouped_each_trial) << ".\n"
          << "3. *The split is consistent across trials* (2 experts; taken here as the main expert of at least 90% "
-            "of classes matching trial 1's): "
+            "of classes matching the reference trial's, on average over the other trials): "
          << (models[0].trials.size() < 2 ? "not tested (one trial)" : held(agreement_2 >= 0.9)) << " ("
          << percent(agreement_2, 0) << ").\n"
          << "4. *Grouping by high-level subject weakens as experts are added* (within- minus between-group "
@@ -352,7 +371,7 @@ int main(int argc, char** argv) {
          << "- `fractions_N_experts.csv`, `correlation_N_experts.csv`: the averaged tables and their correlation "
             "matrices; `correlation_N_experts.png`: the matrices as heatmaps (the document's Figures 2-4).\n"
          << "- `trials_N_experts.png`: every trial's aligned table; `trials.csv`: per-trial accuracy, the expert "
-            "mapping to trial 1, and the figures above.\n";
+            "mapping to the reference trial, and the figures above.\n";
   report.close();
   if (!report) {
     std::cerr << "error: could not write " << (args.out / "report.md") << '\n';

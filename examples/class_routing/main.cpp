@@ -6,6 +6,7 @@
 // Writes report.md (Tables 2 and 3 with the document's beside ours), CSV tables and the class-by-class
 // correlation heatmaps (Figures 2-4) into --out.
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -200,7 +201,8 @@ int main(int argc, char** argv) {
   std::ostringstream tables;
   MarkdownTable strength({"experts", "mean accuracy", "experts in use", "busiest expert's share", "class spread",
                           "within-group r", "between-group r", "gap",
-                          "majority agreement with the reference", "correlation-matrix similarity with the reference"});
+                          "majority agreement with the reference", "correlation-matrix similarity with the reference",
+                          "collapsed trials"});
   MarkdownTable group_shares([&] {
     std::vector<std::string> h{"experts"};
     for (const auto& g : data.groups) h.push_back(g.name + ": mean (lowest trial)");
@@ -253,10 +255,12 @@ int main(int argc, char** argv) {
 
     std::vector<double> accuracy, spread, busiest, in_use, within, between, gap, agreement, similarity;
     std::vector<std::vector<double>> shares(data.groups.size());
+    int collapsed = 0;  // trials whose router sends (nearly) every image to one expert
     for (std::size_t t = 0; t < m.trials.size(); ++t) {
       const TrialRouting& r = m.trials[t];
       accuracy.push_back(r.accuracy);
       spread.push_back(r.spread);
+      collapsed += r.in_use == 1 ? 1 : 0;
       busiest.push_back(r.busiest_share);
       in_use.push_back(static_cast<double>(r.in_use));
       within.push_back(r.groups.within);
@@ -265,7 +269,8 @@ int main(int argc, char** argv) {
       for (std::size_t g = 0; g < data.groups.size(); ++g) shares[g].push_back(r.group_share[g]);
       if (static_cast<int>(t) != m.reference) {
         agreement.push_back(r.majority_agreement);
-        similarity.push_back(r.correlation_similarity);
+        // NaN when either trial routes every class alike (a collapsed router): nothing to compare.
+        if (!std::isnan(r.correlation_similarity)) similarity.push_back(r.correlation_similarity);
       }
       if (m.experts == 2) {
         footwear_each_trial = footwear_each_trial && r.group_share[0] >= 0.885 && r.first_group_apart;
@@ -278,7 +283,8 @@ int main(int argc, char** argv) {
                   percent(mean(busiest), 0), format("%.3f", mean(spread)),
                   format("%.2f", mean(within)), format("%.2f", mean(between)), format("%.2f", mean(gap)),
                   agreement.empty() ? "(one trial)" : percent(mean(agreement), 0),
-                  similarity.empty() ? "(one trial)" : format("%.2f", mean(similarity))});
+                  similarity.empty() ? "n/a" : format("%.2f", mean(similarity)),
+                  std::to_string(collapsed) + " / " + std::to_string(m.trials.size())});
     std::vector<std::string> share_row{std::to_string(m.experts)};
     for (const auto& s : shares)
       share_row.push_back(percent(mean(s)) + " (" + percent(*std::min_element(s.begin(), s.end())) + ")");
@@ -342,7 +348,9 @@ int main(int argc, char** argv) {
             "group and of different groups; *majority agreement* is the share of classes whose main expert is the "
             "same as in the reference trial (after alignment); *correlation-matrix similarity* is the Pearson "
             "correlation of a trial's class-by-class correlations with the reference trial's; both are averaged over "
-            "the other trials.\n\n"
+            "the other trials (where a collapsed trial makes it undefined, it is left out). A *collapsed* trial's router "
+            "sends at least 99% of the test images to one expert; such trials are kept in every average and in the "
+            "findings.\n\n"
          << strength.str() << '\n'
          << "Share of each group's test images in the one expert receiving most of them, mean over trials (lowest "
             "trial in brackets). From the document's Table 2 (2 experts): vehicles "

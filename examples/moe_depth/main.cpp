@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
                                {"quick", "smoke", "paper"}, "out/moe_depth");
   CnnPreset preset = cnn_preset(args.preset, args.seed);
   // The short model costs a few per cent of the base model, so the quick run affords more trials.
-  if (preset.name == "quick") preset.trials = 5;
+  if (preset.name == "quick") preset.trials = 8;
   constexpr Index experts = 2;
 
   const VisionData data = load_vision_data(args.data_dir, preset.data);
@@ -141,12 +141,17 @@ int main(int argc, char** argv) {
   for (std::size_t t = 0; t < base.strength.size(); ++t) trials_base_stronger += base.strength[t] > shallow.strength[t];
 
   MarkdownTable table({"model", "MoE after", "M MACs / image", "test accuracy", "S (mean covariance)",
-                       "S per trial (mean ± sd)", "class spread", "busiest expert's share", "within - between r"});
+                       "S per trial (mean ± sd)", "class spread", "busiest expert's share", "collapsed trials",
+                       "within - between r"});
   for (const DepthResult& r : results) {
     table.row({depth_name(r.depth), r.depth == CnnDepth::base ? "4 convolutions + pool" : "1 convolution + pool",
                format("%.2f", r.forward_macs / 1e6), mean_sd(r.accuracy, "%.4f"),
                format("%.4f", off_diagonal_norm(r.mean_covariance())), mean_sd(r.strength, "%.4f"),
-               mean_sd(r.spread, "%.3f"), mean_sd(r.busiest_share, "%.3f"), mean_sd(r.gap, "%.2f")});
+               mean_sd(r.spread, "%.3f"), mean_sd(r.busiest_share, "%.3f"),
+               std::to_string(std::count_if(r.busiest_share.begin(), r.busiest_share.end(),
+                                            [](double share) { return share >= 0.99; })) +
+                   " / " + std::to_string(r.busiest_share.size()),
+               mean_sd(r.gap, "%.2f")});
   }
   std::vector<std::string> share_header{"class"};
   for (const DepthResult& r : results)
@@ -186,7 +191,8 @@ int main(int argc, char** argv) {
             "expert takes every image, so two more columns guard against reading a collapse as specialization: "
             "*class spread*, the root mean over experts of the variance over classes of a class's share in the "
             "expert (0 for class-blind routing and for a collapse, 0.5 for a clean split into two halves), and the "
-            "busiest expert's share of the test images. Within - between r is the mean correlation of routing "
+            "busiest expert's share of the test images (a trial is counted as collapsed when it is at least 99%). "
+            "Within - between r is the mean correlation of routing "
             "between classes of one group minus that between classes of different groups (footwear / tops / other; "
             "see class_routing's report).\n\n"
          << table.str() << '\n'

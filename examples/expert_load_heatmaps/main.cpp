@@ -51,8 +51,8 @@ Preset preset_config(const std::string& name) {
     p.train = {.batch = 16, .steps = 600, .warmup_steps = 60, .eval_every = 100, .eval_windows_in_training = 48};
   } else {  // paper: the documents' routing (64 routed, 2 shared, K = 6) and depth (1 dense + 27 MoE)
     // alpha 1e-3: DeepSeekMoE 16B's expert-level balance factor, for a run long enough to balance with it.
-    // Widths keep DeepSeekMoE 16B's ratios to d_model (expert 1408 / 2048, dense 10944 / 2048 ~ 5.5); about
-    // 7 times the quick model's work per token, 6M tokens per run: hours per run on two cores.
+    // Widths keep DeepSeekMoE 16B's ratios to d_model (expert 1408 / 2048, dense 10944 / 2048 ~ 5.5); 6M
+    // tokens per run: hours per run on two cores.
     p.model = {.d_model = 64, .num_heads = 4, .num_moe_layers = 27, .dense_hidden = 352, .expert_hidden = 44,
                .seq_len = 128, .aux_alpha = 1e-3};
     p.data = {.max_chars_per_domain = 6'000'000, .max_vocabulary = 8192, .max_validation_windows = 192};

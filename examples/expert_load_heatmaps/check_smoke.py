@@ -8,8 +8,10 @@ summary.csv agrees with expert_load.csv and its values are in range; report.md a
 Usage: check_smoke.py OUT_DIR   (PYTHONPATH must hold tools/, for check_outputs)
 """
 
+import json
 import math
 import os
+import struct
 import sys
 from collections import defaultdict
 
@@ -18,6 +20,31 @@ from check_outputs import CheckError, check_png, read_csv
 MODELS = ("aux_loss_based", "aux_loss_free")
 DOMAINS = ("prose", "code", "math")
 EXPERTS = 64  # the smoke preset keeps the documents' 64 routed experts
+
+
+def check_model(path, moe_layers):
+    """The safetensors header: the vocabulary map in the metadata, one embedding row per compact id, and
+    the expert weights of every MoE layer (blocks 1..L after the dense block 0)."""
+    with open(path, "rb") as f:
+        (header_bytes,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_bytes))
+    metadata = header.get("__metadata__", {})
+    vocabulary = metadata.get("vocabulary", "")
+    if not vocabulary.startswith("moe.VocabularyMap/1 source_size=50257 ids="):
+        raise CheckError(f"{path}: no GPT-2 vocabulary map in __metadata__.vocabulary")
+    size = len(vocabulary.split("ids=", 1)[1].split(",")) + 1  # + <unk>
+    embedding = header.get("embed_tokens.weight", {}).get("shape")
+    if not embedding or embedding[0] != size:
+        raise CheckError(f"{path}: embed_tokens.weight has shape {embedding}, expected {size} rows (the map's ids)")
+    if "layers.0.ffn.gate_proj.weight" not in header:
+        raise CheckError(f"{path}: block 0 is not the dense SwiGLU block")
+    for layer in range(1, moe_layers + 1):
+        names = [f"layers.{layer}.ffn.experts.{EXPERTS - 1}.down_proj.weight"]
+        if path.endswith("aux_loss_free.safetensors"):
+            names.append(f"layers.{layer}.ffn.balancer.expert_bias")  # AuxLossFree's state
+        for name in names:
+            if name not in header:
+                raise CheckError(f"{path}: no {name}")
 
 
 def check(out):
@@ -91,10 +118,11 @@ def check(out):
             if not (0 < value < 20):
                 raise CheckError(f"metrics.csv: {column} = {value} at step {row['step']} of {row['model']}")
 
-    for name in ("report.md", "aux_loss_based.safetensors", "aux_loss_free.safetensors"):
-        path = os.path.join(out, name)
-        if not os.path.isfile(path) or os.path.getsize(path) == 0:
-            raise CheckError(f"{path}: missing or empty")
+    path = os.path.join(out, "report.md")
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        raise CheckError(f"{path}: missing or empty")
+    for model in MODELS:
+        check_model(os.path.join(out, f"{model}.safetensors"), len(layers))
     with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
         report = f.read()
     for needed in ("## Validation loss and balance", "## Specialization per layer", "## Finding"):

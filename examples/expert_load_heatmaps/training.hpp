@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <functional>
+#include <span>
 #include <string>
 #include <vector>
 

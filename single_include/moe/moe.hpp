@@ -393,6 +393,8 @@ inline int num_threads() {
 #include <cmath>
 #include <numbers>
 
+#include <unsupported/Eigen/SpecialFunctions>
+
 // #include "moe/core/error.hpp" (inlined)
 // #include "moe/core/parameter.hpp" (inlined)
 // #include "moe/core/types.hpp" (inlined)
@@ -410,9 +412,13 @@ class Elementwise {
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     input_ = x;
-    output_ = x.unaryExpr([](Scalar v) { return Function::value(v); });
-    return output_;
+    return activate();
   }
+
+  /// For a caller that computes x anyway: writing x into input_buffer() and then calling
+  /// forward_in_place() is forward(x) without the copy.
+  MatrixX<Scalar>& input_buffer() { return input_; }
+  const MatrixX<Scalar>& forward_in_place() { return activate(); }
 
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     require(dy.rows() == input_.rows() && dy.cols() == input_.cols(), Function::name, ": gradient has shape ",
@@ -421,9 +427,17 @@ class Elementwise {
     return grad_input_;
   }
 
+  /// The output of the last forward.
+  const MatrixX<Scalar>& output() const { return output_; }
+
   ParameterList<Scalar> named_parameters() { return {}; }
 
  private:
+  const MatrixX<Scalar>& activate() {
+    output_ = input_.unaryExpr([](Scalar v) { return Function::value(v); });
+    return output_;
+  }
+
   MatrixX<Scalar> input_, output_, grad_input_;
 };
 
@@ -437,25 +451,6 @@ struct ReLUFunction {
   template <class Scalar>
   static Scalar derivative(Scalar x) {
     return x > Scalar(0) ? Scalar(1) : Scalar(0);
-  }
-};
-
-/// Hendrycks & Gimpel 2016, "Gaussian Error Linear Units": x Phi(x), Phi the standard normal CDF.
-struct GELUFunction {
-  static constexpr const char* name = "GELU";
-  template <class Scalar>
-  static Scalar cdf(Scalar x) {
-    return Scalar(0.5) * (Scalar(1) + std::erf(x / std::numbers::sqrt2_v<Scalar>));
-  }
-  template <class Scalar>
-  static Scalar value(Scalar x) {
-    return x * cdf(x);
-  }
-  /// Phi(x) + x phi(x), phi the standard normal density.
-  template <class Scalar>
-  static Scalar derivative(Scalar x) {
-    const Scalar inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<Scalar> / std::numbers::sqrt2_v<Scalar>;
-    return cdf(x) + x * inv_sqrt_2pi * std::exp(Scalar(-0.5) * x * x);
   }
 };
 
@@ -484,8 +479,51 @@ struct SiLUFunction {
 template <class ScalarT = float>
 class ReLU : public detail::Elementwise<ScalarT, detail::ReLUFunction> {};
 
+/// Hendrycks & Gimpel 2016, "Gaussian Error Linear Units": x Phi(x), Phi the standard normal CDF, in the
+/// exact erf form (PyTorch's default, approximate='none'). Evaluated with Eigen's vectorised erf (float: a
+/// rational approximation within a few ulp of erf; double: std::erf); forward keeps Phi, so backward
+/// needs one exp per element, where the scalar std::erf form cost more than the expert's GEMMs.
 template <class ScalarT = float>
-class GELU : public detail::Elementwise<ScalarT, detail::GELUFunction> {};
+class GELU {
+ public:
+  using Scalar = ScalarT;
+
+  const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
+    input_ = x;
+    return activate();
+  }
+
+  /// For a caller that computes x anyway: writing x into input_buffer() and then calling
+  /// forward_in_place() is forward(x) without the copy.
+  MatrixX<Scalar>& input_buffer() { return input_; }
+  const MatrixX<Scalar>& forward_in_place() { return activate(); }
+
+  /// dy (Phi(x) + x phi(x)), phi the standard normal density.
+  const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
+    detail::require(dy.rows() == input_.rows() && dy.cols() == input_.cols(), "GELU: gradient has shape ",
+                    dy.rows(), "x", dy.cols(), ", expected ", input_.rows(), "x", input_.cols());
+    const auto x = input_.array();
+    grad_input_ = (dy.array() * (cdf_.array() + x * inv_sqrt_2pi * (Scalar(-0.5) * x.square()).exp())).matrix();
+    return grad_input_;
+  }
+
+  /// The output of the last forward.
+  const MatrixX<Scalar>& output() const { return output_; }
+
+  ParameterList<Scalar> named_parameters() { return {}; }
+
+ private:
+  static constexpr Scalar inv_sqrt2 = Scalar(1) / std::numbers::sqrt2_v<Scalar>;
+  static constexpr Scalar inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<Scalar> / std::numbers::sqrt2_v<Scalar>;
+
+  const MatrixX<Scalar>& activate() {
+    cdf_ = (Scalar(0.5) * ((input_.array() * inv_sqrt2).erf() + Scalar(1))).matrix();
+    output_ = input_.cwiseProduct(cdf_);
+    return output_;
+  }
+
+  MatrixX<Scalar> input_, cdf_, output_, grad_input_;
+};
 
 template <class ScalarT = float>
 class SiLU : public detail::Elementwise<ScalarT, detail::SiLUFunction> {};
@@ -579,6 +617,7 @@ class Linear {
 
   Parameter<Scalar>& weight() { return weight_; }
   Parameter<Scalar>& bias() { return bias_; }
+  bool has_bias() const { return has_bias_; }
 
  private:
   static Index checked(Index features, const char* name) {
@@ -1139,6 +1178,9 @@ class Dropout {
     return grad_input_;
   }
 
+  /// The output of the last forward.
+  const MatrixX<Scalar>& output() const { return output_; }
+
   ParameterList<Scalar> named_parameters() { return {}; }
 
   GeneratorList named_generators() { return {{"generator", &rng_}}; }
@@ -1262,6 +1304,7 @@ inline Index require_hidden(const char* layer, Index hidden) {
 }  // namespace detail
 
 /// fc1 (d_model -> hidden), Activation, Dropout (only when dropout > 0), fc2 (hidden -> out_features).
+/// Activation is one of moe's activations (it needs input_buffer, forward_in_place and output besides the module contract).
 /// Parameter names fc1.weight, fc1.bias, fc2.weight, fc2.bias, as a PyTorch module with those attributes.
 template <template <class> class Activation, class ScalarT = float>
 class FeedForward {
@@ -1285,16 +1328,26 @@ class FeedForward {
   Index in_features() const { return fc1_.in_features(); }
   Index out_features() const { return fc2_.out_features(); }
 
+  /// The products run here on fc1's and fc2's parameters rather than through Linear::forward, so the
+  /// hidden activations are cached once (by the activation, or dropout) instead of also by fc2, and the
+  /// pre-activations are written straight into the activation's cache.
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
-    const MatrixX<Scalar>* h = &activation_.forward(fc1_.forward(x));
-    if (dropout_) h = &dropout_->forward(*h);
-    return fc2_.forward(*h);
+    detail::require(x.cols() == in_features(), "FeedForward: input has ", x.cols(), " columns, d_model is ",
+                    in_features());
+    input_ = x;
+    affine(input_, fc1_, activation_.input_buffer());
+    const MatrixX<Scalar>& activated = activation_.forward_in_place();
+    affine(dropout_ ? dropout_->forward(activated) : activated, fc2_, output_);
+    return output_;
   }
 
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
-    const MatrixX<Scalar>* g = &fc2_.backward(dy);
+    detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "FeedForward: gradient has shape ",
+                    dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
+    const MatrixX<Scalar>& hidden = dropout_ ? dropout_->output() : activation_.output();
+    const MatrixX<Scalar>* g = &affine_backward(dy, hidden, fc2_, d_hidden_);
     if (dropout_) g = &dropout_->backward(*g);
-    return fc1_.backward(activation_.backward(*g));
+    return affine_backward(activation_.backward(*g), input_, fc1_, grad_input_);
   }
 
   ParameterList<Scalar> named_parameters() {
@@ -1315,10 +1368,28 @@ class FeedForward {
   }
 
  private:
+  /// out = x W^T + b.
+  static void affine(ConstRef<Scalar> x, Linear<Scalar>& layer, MatrixX<Scalar>& out) {
+    out.resize(x.rows(), layer.out_features());
+    out.noalias() = x * layer.weight().value.transpose();
+    if (layer.has_bias()) out.rowwise() += layer.bias().value.row(0);
+  }
+
+  /// Adds the parameter gradients of out = x W^T + b and returns dx = dy W in `dx`.
+  static const MatrixX<Scalar>& affine_backward(ConstRef<Scalar> dy, ConstRef<Scalar> x, Linear<Scalar>& layer,
+                                                MatrixX<Scalar>& dx) {
+    layer.weight().grad.noalias() += dy.transpose() * x;
+    if (layer.has_bias()) layer.bias().grad.row(0) += dy.colwise().sum();
+    dx.resize(dy.rows(), layer.in_features());
+    dx.noalias() = dy * layer.weight().value;
+    return dx;
+  }
+
   Linear<Scalar> fc1_;
   Linear<Scalar> fc2_;
   Activation<Scalar> activation_;
   std::optional<Dropout<Scalar>> dropout_;
+  MatrixX<Scalar> input_, output_, d_hidden_, grad_input_;
 };
 
 /// Shazeer 2020, "GLU Variants Improve Transformer": y = down_proj(silu(gate_proj(x)) * up_proj(x)), with

@@ -68,6 +68,7 @@ class Linear {
 
   Parameter<Scalar>& weight() { return weight_; }
   Parameter<Scalar>& bias() { return bias_; }
+  bool has_bias() const { return has_bias_; }
 
  private:
   static Index checked(Index features, const char* name) {

@@ -3,6 +3,7 @@
 // that sums each token's K contributions in slot order (no atomics), so the result has the same bits
 // for any number of threads.
 
+#include <algorithm>
 #include <cmath>
 
 #include "moe/core/error.hpp"
@@ -19,6 +20,7 @@ struct DispatchPlan {
   IndexMatrix position; // [T x K]: gathered row of each assignment, -1 if dropped by the capacity
   IndexVector routed;   // assignments per expert before any capacity drop
   IndexVector cursor;   // scratch: next free row of each expert while the plan is built
+  IndexVector largest_first;  // experts with rows, most rows first (ties by index): the order work is handed out
   Index dropped = 0;
 
   Index rows() const { return slot.size(); }
@@ -59,6 +61,13 @@ struct Cpu {
         plan.position(t, j) = next;
         plan.slot(next++) = t * k + j;
       }
+    const Index busy = (plan.offsets.tail(num_experts) - plan.offsets.head(num_experts)).count();
+    plan.largest_first.resize(busy);
+    for (Index e = 0, i = 0; e < num_experts; ++e)
+      if (plan.count(e) > 0) plan.largest_first(i++) = e;
+    std::sort(plan.largest_first.begin(), plan.largest_first.end(), [&](Index a, Index b) {
+      return plan.count(a) != plan.count(b) ? plan.count(a) > plan.count(b) : a < b;
+    });
   }
 
   /// rows[r] = x[token of r].
@@ -121,11 +130,12 @@ struct Cpu {
     });
   }
 
-  /// Runs body(e) for every expert, experts spread over threads; each expert's work is single-threaded,
-  /// so its result does not depend on the thread count.
+  /// Runs body(e) for every expert with rows, experts spread over threads; each expert's work is
+  /// single-threaded, so its result does not depend on the thread count. Handing out the largest experts
+  /// first keeps a thread from being left with a big one at the end (LPT scheduling).
   template <class Body>
-  static void for_each_expert(Index num_experts, Body&& body) {
-    parallel_for(num_experts, body, /*dynamic=*/true);
+  static void for_each_expert(const DispatchPlan& plan, Body&& body) {
+    parallel_for(plan.largest_first.size(), [&](Index i) { body(plan.largest_first(i)); }, /*dynamic=*/true);
   }
 };
 

@@ -149,9 +149,8 @@ class MoELayer {
 
     Backend::gather(x, plan_, expert_in_);
     expert_out_.resize(plan_.rows(), out_features());
-    Backend::for_each_expert(options_.num_experts, [&](Index e) {
+    Backend::for_each_expert(plan_, [&](Index e) {
       const Index count = plan_.count(e);
-      if (count == 0) return;
       expert_out_.middleRows(plan_.offsets(e), count) =
           experts_[static_cast<std::size_t>(e)].forward(expert_in_.middleRows(plan_.offsets(e), count));
     });
@@ -172,9 +171,8 @@ class MoELayer {
                     dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
     Backend::gather_scaled(dy, routing_.gates, plan_, d_expert_out_);
     d_expert_in_.resize(plan_.rows(), options_.d_model);
-    Backend::for_each_expert(options_.num_experts, [&](Index e) {
+    Backend::for_each_expert(plan_, [&](Index e) {
       const Index count = plan_.count(e);
-      if (count == 0) return;
       d_expert_in_.middleRows(plan_.offsets(e), count) =
           experts_[static_cast<std::size_t>(e)].backward(d_expert_out_.middleRows(plan_.offsets(e), count));
     });

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "moe/core/error.hpp"
 #include "moe/core/parallel.hpp"
@@ -90,44 +91,49 @@ struct Cpu {
     });
   }
 
-  /// y[t] = sum over kept slots j, in order, of gates(t, j) * outputs[position(t, j)].
+  /// y[t] = sum over kept slots j, in order, of gates(t, j) * the output of assignment (t, j), read where
+  /// its expert left it (see expert_row), so the experts' outputs are not copied into one block first.
   template <class Scalar>
-  static void combine(const MatrixX<Scalar>& outputs, const MatrixX<Scalar>& gates, const DispatchPlan& plan,
-                      MatrixX<Scalar>& y) {
-    y.resize(plan.position.rows(), outputs.cols());
+  static void combine(const std::vector<const MatrixX<Scalar>*>& outputs, const IndexMatrix& experts,
+                      const MatrixX<Scalar>& gates, const DispatchPlan& plan, Index width, MatrixX<Scalar>& y) {
+    y.resize(plan.position.rows(), width);
     parallel_for(plan.position.rows(), [&](Index t) {
       y.row(t).setZero();
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        if (r >= 0) y.row(t) += gates(t, j) * outputs.row(r);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        if (plan.position(t, j) >= 0) y.row(t) += gates(t, j) * expert_row(outputs, experts, plan, t, j);
     });
   }
 
-  /// d_gates(t, j) = dy[t] . outputs[position(t, j)], 0 for a dropped slot.
+  /// d_gates(t, j) = dy[t] . the output of assignment (t, j), 0 for a dropped slot.
   template <class Scalar>
-  static void gate_gradients(ConstRef<Scalar> dy, const MatrixX<Scalar>& outputs, const DispatchPlan& plan,
-                             MatrixX<Scalar>& d_gates) {
+  static void gate_gradients(ConstRef<Scalar> dy, const std::vector<const MatrixX<Scalar>*>& outputs,
+                             const IndexMatrix& experts, const DispatchPlan& plan, MatrixX<Scalar>& d_gates) {
     d_gates.resize(plan.position.rows(), plan.position.cols());
     parallel_for(plan.position.rows(), [&](Index t) {
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        d_gates(t, j) = r >= 0 ? dy.row(t).dot(outputs.row(r)) : Scalar(0);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        d_gates(t, j) = plan.position(t, j) >= 0 ? dy.row(t).dot(expert_row(outputs, experts, plan, t, j)) : Scalar(0);
     });
   }
 
-  /// dx[t] = sum over kept slots j, in order, of rows[position(t, j)].
+  /// dx[t] = sum over kept slots j, in order, of the input gradient of assignment (t, j).
   template <class Scalar>
-  static void scatter(const MatrixX<Scalar>& rows, const DispatchPlan& plan, MatrixX<Scalar>& dx) {
-    dx.resize(plan.position.rows(), rows.cols());
+  static void scatter(const std::vector<const MatrixX<Scalar>*>& input_grads, const IndexMatrix& experts,
+                      const DispatchPlan& plan, Index width, MatrixX<Scalar>& dx) {
+    dx.resize(plan.position.rows(), width);
     parallel_for(plan.position.rows(), [&](Index t) {
       dx.row(t).setZero();
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        if (r >= 0) dx.row(t) += rows.row(r);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        if (plan.position(t, j) >= 0) dx.row(t) += expert_row(input_grads, experts, plan, t, j);
     });
+  }
+
+  /// The row of assignment (t, j) in blocks[e], e its expert: blocks[e] holds the rows expert e was given,
+  /// in plan order, so its row position(t, j) - offsets(e).
+  template <class Scalar>
+  static auto expert_row(const std::vector<const MatrixX<Scalar>*>& blocks, const IndexMatrix& experts,
+                         const DispatchPlan& plan, Index t, Index j) {
+    const Index e = experts(t, j);
+    return blocks[static_cast<std::size_t>(e)]->row(plan.position(t, j) - plan.offsets(e));
   }
 
   /// Runs body(e) for every expert with rows, experts spread over threads; each expert's work is

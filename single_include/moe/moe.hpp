@@ -3215,6 +3215,7 @@ class EntropyRegularization {
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 // #include "moe/core/error.hpp" (inlined)
 // #include "moe/core/parallel.hpp" (inlined)
@@ -3300,44 +3301,49 @@ struct Cpu {
     });
   }
 
-  /// y[t] = sum over kept slots j, in order, of gates(t, j) * outputs[position(t, j)].
+  /// y[t] = sum over kept slots j, in order, of gates(t, j) * the output of assignment (t, j), read where
+  /// its expert left it (see expert_row), so the experts' outputs are not copied into one block first.
   template <class Scalar>
-  static void combine(const MatrixX<Scalar>& outputs, const MatrixX<Scalar>& gates, const DispatchPlan& plan,
-                      MatrixX<Scalar>& y) {
-    y.resize(plan.position.rows(), outputs.cols());
+  static void combine(const std::vector<const MatrixX<Scalar>*>& outputs, const IndexMatrix& experts,
+                      const MatrixX<Scalar>& gates, const DispatchPlan& plan, Index width, MatrixX<Scalar>& y) {
+    y.resize(plan.position.rows(), width);
     parallel_for(plan.position.rows(), [&](Index t) {
       y.row(t).setZero();
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        if (r >= 0) y.row(t) += gates(t, j) * outputs.row(r);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        if (plan.position(t, j) >= 0) y.row(t) += gates(t, j) * expert_row(outputs, experts, plan, t, j);
     });
   }
 
-  /// d_gates(t, j) = dy[t] . outputs[position(t, j)], 0 for a dropped slot.
+  /// d_gates(t, j) = dy[t] . the output of assignment (t, j), 0 for a dropped slot.
   template <class Scalar>
-  static void gate_gradients(ConstRef<Scalar> dy, const MatrixX<Scalar>& outputs, const DispatchPlan& plan,
-                             MatrixX<Scalar>& d_gates) {
+  static void gate_gradients(ConstRef<Scalar> dy, const std::vector<const MatrixX<Scalar>*>& outputs,
+                             const IndexMatrix& experts, const DispatchPlan& plan, MatrixX<Scalar>& d_gates) {
     d_gates.resize(plan.position.rows(), plan.position.cols());
     parallel_for(plan.position.rows(), [&](Index t) {
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        d_gates(t, j) = r >= 0 ? dy.row(t).dot(outputs.row(r)) : Scalar(0);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        d_gates(t, j) = plan.position(t, j) >= 0 ? dy.row(t).dot(expert_row(outputs, experts, plan, t, j)) : Scalar(0);
     });
   }
 
-  /// dx[t] = sum over kept slots j, in order, of rows[position(t, j)].
+  /// dx[t] = sum over kept slots j, in order, of the input gradient of assignment (t, j).
   template <class Scalar>
-  static void scatter(const MatrixX<Scalar>& rows, const DispatchPlan& plan, MatrixX<Scalar>& dx) {
-    dx.resize(plan.position.rows(), rows.cols());
+  static void scatter(const std::vector<const MatrixX<Scalar>*>& input_grads, const IndexMatrix& experts,
+                      const DispatchPlan& plan, Index width, MatrixX<Scalar>& dx) {
+    dx.resize(plan.position.rows(), width);
     parallel_for(plan.position.rows(), [&](Index t) {
       dx.row(t).setZero();
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        if (r >= 0) dx.row(t) += rows.row(r);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        if (plan.position(t, j) >= 0) dx.row(t) += expert_row(input_grads, experts, plan, t, j);
     });
+  }
+
+  /// The row of assignment (t, j) in blocks[e], e its expert: blocks[e] holds the rows expert e was given,
+  /// in plan order, so its row position(t, j) - offsets(e).
+  template <class Scalar>
+  static auto expert_row(const std::vector<const MatrixX<Scalar>*>& blocks, const IndexMatrix& experts,
+                         const DispatchPlan& plan, Index t, Index j) {
+    const Index e = experts(t, j);
+    return blocks[static_cast<std::size_t>(e)]->row(plan.position(t, j) - plan.offsets(e));
   }
 
   /// Runs body(e) for every expert with rows, experts spread over threads; each expert's work is
@@ -3443,6 +3449,8 @@ class MoELayer {
     for (const auto& s : shared_)
       detail::require(s.out_features() == width, "MoELayer: shared experts output ", s.out_features(),
                       " features, routed experts ", width);
+    expert_outputs_.resize(experts_.size());
+    expert_input_grads_.resize(experts_.size());
     step_load_.setZero(options.num_experts);
     load_.reset(options.num_experts);
   }
@@ -3490,13 +3498,11 @@ class MoELayer {
     if (training_) step_load_ += plan_.routed;
 
     Backend::gather(x, plan_, expert_in_);
-    expert_out_.resize(plan_.rows(), out_features());
     Backend::for_each_expert(plan_, [&](Index e) {
-      const Index count = plan_.count(e);
-      expert_out_.middleRows(plan_.offsets(e), count) =
-          experts_[static_cast<std::size_t>(e)].forward(expert_in_.middleRows(plan_.offsets(e), count));
+      const auto i = static_cast<std::size_t>(e);
+      expert_outputs_[i] = &experts_[i].forward(expert_in_.middleRows(plan_.offsets(e), plan_.count(e)));
     });
-    Backend::combine(expert_out_, routing_.gates, plan_, output_);
+    Backend::combine(expert_outputs_, routing_.experts, routing_.gates, plan_, out_features(), output_);
     for (auto& s : shared_) output_ += s.forward(x);
 
     if (options_.check_finite) {
@@ -3511,16 +3517,15 @@ class MoELayer {
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "MoELayer: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
+    // Before the experts' backward: their outputs are valid until their next call.
+    Backend::gate_gradients(dy, expert_outputs_, routing_.experts, plan_, d_gates_);
     Backend::gather_scaled(dy, routing_.gates, plan_, d_expert_out_);
-    d_expert_in_.resize(plan_.rows(), options_.d_model);
     Backend::for_each_expert(plan_, [&](Index e) {
-      const Index count = plan_.count(e);
-      d_expert_in_.middleRows(plan_.offsets(e), count) =
-          experts_[static_cast<std::size_t>(e)].backward(d_expert_out_.middleRows(plan_.offsets(e), count));
+      const auto i = static_cast<std::size_t>(e);
+      expert_input_grads_[i] = &experts_[i].backward(d_expert_out_.middleRows(plan_.offsets(e), plan_.count(e)));
     });
-    Backend::scatter(d_expert_in_, plan_, grad_input_);
+    Backend::scatter(expert_input_grads_, routing_.experts, plan_, options_.d_model, grad_input_);
 
-    Backend::gate_gradients(dy, expert_out_, plan_, d_gates_);
     const MatrixX<Scalar>& scores = *routing_.scores;
     d_scores_.setZero(scores.rows(), scores.cols());
     d_logits_.setZero(scores.rows(), scores.cols());
@@ -3629,8 +3634,11 @@ class MoELayer {
   Scalar aux_loss_ = 0;
   IndexVector step_load_;
   LoadTracker load_;
-  MatrixX<Scalar> expert_in_, expert_out_, output_;
-  MatrixX<Scalar> d_expert_out_, d_expert_in_, d_gates_, d_scores_, d_logits_, grad_input_;
+  MatrixX<Scalar> expert_in_, output_;
+  MatrixX<Scalar> d_expert_out_, d_gates_, d_scores_, d_logits_, grad_input_;
+  // The buffers each expert returned from this layer's last forward and backward (valid until the expert's
+  // next call); entries of experts without rows are stale and never read.
+  std::vector<const MatrixX<Scalar>*> expert_outputs_, expert_input_grads_;
 };
 
 }  // namespace moe

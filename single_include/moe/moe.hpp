@@ -329,6 +329,7 @@ GeneratorList generators_of(M& module) {
 // items whose results do not depend on how items are assigned to threads, so any thread count gives
 // the same bits.
 
+#include <algorithm>
 #include <atomic>
 
 // #include "moe/core/types.hpp" (inlined)
@@ -358,6 +359,15 @@ void parallel_for(Index count, Body&& body, bool dynamic = false) {
 #endif
   static_cast<void>(dynamic);
   for (Index i = 0; i < count; ++i) body(i);
+}
+
+/// Calls body(first, count) for the consecutive chunks of `chunk` items (the last one shorter) that cover
+/// [0, total), chunks possibly on different threads. The chunks depend on total and chunk only, so a
+/// caller that computes each chunk on its own gets the same bits for any number of threads.
+template <class Body>
+void parallel_for_chunks(Index total, Index chunk, Body&& body) {
+  const Index chunks = (total + chunk - 1) / chunk;
+  parallel_for(chunks, [&](Index c) { body(c * chunk, std::min(chunk, total - c * chunk)); });
 }
 
 /// Sets the number of threads moe uses (OpenMP); returns the previous number. 1 without OpenMP.
@@ -554,6 +564,7 @@ class SiLU : public detail::Elementwise<ScalarT, detail::SiLUFunction> {};
 #include <string>
 
 // #include "moe/core/error.hpp" (inlined)
+// #include "moe/core/parallel.hpp" (inlined)
 // #include "moe/core/parameter.hpp" (inlined)
 // #include "moe/core/random.hpp" (inlined)
 // #include "moe/core/types.hpp" (inlined)
@@ -589,23 +600,33 @@ class Linear {
   Index in_features() const { return weight_.value.cols(); }
   Index out_features() const { return weight_.value.rows(); }
 
+  /// Rows in chunks of row_chunk, over the threads when not already inside a parallel loop.
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     detail::require(x.cols() == in_features(), "Linear: input has ", x.cols(), " columns, in_features is ",
                     in_features());
-    input_ = x;
+    input_.resize(x.rows(), x.cols());
     output_.resize(x.rows(), out_features());
-    output_.noalias() = x * weight_.value.transpose();
-    if (has_bias_) output_.rowwise() += bias_.value.row(0);
+    parallel_for_chunks(x.rows(), row_chunk, [&](Index first, Index count) {
+      input_.middleRows(first, count) = x.middleRows(first, count);
+      auto out = output_.middleRows(first, count);
+      out.noalias() = x.middleRows(first, count) * weight_.value.transpose();
+      if (has_bias_) out.rowwise() += bias_.value.row(0);
+    });
     return output_;
   }
 
+  /// The parameter gradients in chunks of feature_chunk output features, dx in chunks of row_chunk rows.
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == input_.rows() && dy.cols() == out_features(), "Linear: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", input_.rows(), "x", out_features());
-    weight_.grad.noalias() += dy.transpose() * input_;
-    if (has_bias_) bias_.grad.row(0) += dy.colwise().sum();
+    parallel_for_chunks(out_features(), feature_chunk, [&](Index first, Index count) {
+      weight_.grad.middleRows(first, count).noalias() += dy.middleCols(first, count).transpose() * input_;
+      if (has_bias_) bias_.grad.row(0).segment(first, count) += dy.middleCols(first, count).colwise().sum();
+    });
     grad_input_.resize(dy.rows(), in_features());
-    grad_input_.noalias() = dy * weight_.value;
+    parallel_for_chunks(dy.rows(), row_chunk, [&](Index first, Index count) {
+      grad_input_.middleRows(first, count).noalias() = dy.middleRows(first, count) * weight_.value;
+    });
     return grad_input_;
   }
 
@@ -620,6 +641,11 @@ class Linear {
   bool has_bias() const { return has_bias_; }
 
  private:
+  // Work items of forward and backward, of fixed sizes so that results do not depend on the thread count,
+  // and large enough that repacking the other operand for each chunk costs little next to the product.
+  static constexpr Index row_chunk = 256;
+  static constexpr Index feature_chunk = 64;
+
   static Index checked(Index features, const char* name) {
     detail::require(features > 0, "Linear: ", name, " must be positive, got ", features);
     return features;
@@ -1996,20 +2022,21 @@ class Sequential {
 // begin include/moe/nn/softmax.hpp
 // Row-wise softmax and its backward, shared by the routers and the z-loss.
 
+// #include "moe/core/parallel.hpp" (inlined)
 // #include "moe/core/types.hpp" (inlined)
 
 namespace moe {
 
 namespace detail {
 
-/// Row-wise softmax, shifted by the row maximum for stability.
+/// Row-wise softmax, shifted by the row maximum for stability; rows over the threads.
 template <class Scalar>
 void softmax_rows(const MatrixX<Scalar>& logits, MatrixX<Scalar>& out) {
   out.resize(logits.rows(), logits.cols());
-  for (Index t = 0; t < logits.rows(); ++t) {
+  parallel_for(logits.rows(), [&](Index t) {
     out.row(t) = (logits.row(t).array() - logits.row(t).maxCoeff()).exp();
     out.row(t) /= out.row(t).sum();
-  }
+  });
 }
 
 /// d logits = p .* (d p - <d p, p>) for p = softmax(logits), row by row.
@@ -2017,10 +2044,10 @@ template <class Scalar>
 void softmax_rows_backward(const MatrixX<Scalar>& probabilities, ConstRef<Scalar> d_probabilities,
                            MatrixX<Scalar>& d_logits) {
   d_logits.resize(probabilities.rows(), probabilities.cols());
-  for (Index t = 0; t < probabilities.rows(); ++t) {
+  parallel_for(probabilities.rows(), [&](Index t) {
     const Scalar dot = d_probabilities.row(t).dot(probabilities.row(t));
     d_logits.row(t) = probabilities.row(t).array() * (d_probabilities.row(t).array() - dot);
-  }
+  });
 }
 
 }  // namespace detail

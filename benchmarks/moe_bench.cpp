@@ -13,7 +13,8 @@
 // stream_copy, the memory bandwidth.
 // expert/<mode>/<config> and expert_gemm/<mode>/<config>: one expert's FeedForward, and its products
 // alone, on T*K/N rows and one thread (tokens_per_s counts those rows); expert_proposed/<mode>/<config>:
-// the same expert computed as benchmarks/perf_notes.md proposes (vectorised GELU, fused bias, no copies).
+// the same expert written out by hand as first proposed (vectorised GELU, no copies), which FeedForward
+// now follows: `expert` should match it (benchmarks/perf_notes.md).
 
 #include <algorithm>
 #include <cmath>
@@ -62,7 +63,8 @@ const RoutedBatch& routed_batch(const Config& c) {
   moe::select_top_k<float>(b.scores, nullptr, c.k, b.experts);
   moe::gather_gates(b.scores, b.experts, false, b.gates);
   moe::backends::Cpu::plan(b.experts, c.experts, 0, b.plan);
-  for (Index e = 0; e < c.experts; ++e) b.expert_out.push_back(random_matrix(b.plan.count(e), c.d, 3 + std::uint64_t(e)));
+  for (Index e = 0; e < c.experts; ++e)
+    b.expert_out.push_back(random_matrix(b.plan.count(e), c.d, 3 + std::uint64_t(e)));
   for (const Matrix& m : b.expert_out) b.expert_out_blocks.push_back(&m);
   return b;
 }
@@ -276,7 +278,7 @@ void expert(benchmark::State& state, const Config& c, bool backward, bool gemm_o
   set_rates(state, double(r), flops);
 }
 
-/// One expert as the proposals of benchmarks/perf_notes.md would compute it, for `expert_proposed`: the
+/// One expert written out by hand as first proposed for FeedForward, for `expert_proposed`: the
 /// math of FeedForward<GELU> (fc1, exact GELU, fc2, with biases), but (1) GELU goes through Eigen's
 /// vectorised erf and keeps its CDF, so backward needs one exp per element instead of erf + exp, (2) the
 /// input is referenced, not copied (the caller's block lives until backward, as MoELayer's expert_in_

@@ -79,6 +79,15 @@ struct Cpu {
     parallel_for(plan.rows(), [&](Index r) { rows.row(r) = x.row(plan.slot(r) / k); });
   }
 
+  /// rows = x[token of each row of `expert`], in plan order: one expert's block, gathered by the thread
+  /// that then runs the expert.
+  template <class Scalar>
+  static void gather_expert(ConstRef<Scalar> x, const DispatchPlan& plan, Index expert, MatrixX<Scalar>& rows) {
+    const Index k = plan.position.cols(), first = plan.offsets(expert);
+    rows.resize(plan.count(expert), x.cols());
+    for (Index r = 0; r < rows.rows(); ++r) rows.row(r) = x.row(plan.slot(first + r) / k);
+  }
+
   /// rows[r] = gate of r's assignment * dy[token of r]: the gradient each expert's output receives.
   template <class Scalar>
   static void gather_scaled(ConstRef<Scalar> dy, const MatrixX<Scalar>& gates, const DispatchPlan& plan,

@@ -1330,7 +1330,8 @@ inline Index require_hidden(const char* layer, Index hidden) {
 }  // namespace detail
 
 /// fc1 (d_model -> hidden), Activation, Dropout (only when dropout > 0), fc2 (hidden -> out_features).
-/// Activation is one of moe's activations (it needs input_buffer, forward_in_place and output besides the module contract).
+/// Activation is one of moe's activations: besides the module contract it needs input_buffer,
+/// forward_in_place and output.
 /// Parameter names fc1.weight, fc1.bias, fc2.weight, fc2.bias, as a PyTorch module with those attributes.
 template <template <class> class Activation, class ScalarT = float>
 class FeedForward {
@@ -1358,9 +1359,17 @@ class FeedForward {
   /// hidden activations are cached once (by the activation, or dropout) instead of also by fc2, and the
   /// pre-activations are written straight into the activation's cache.
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
-    detail::require(x.cols() == in_features(), "FeedForward: input has ", x.cols(), " columns, d_model is ",
-                    in_features());
     input_ = x;
+    return forward_in_place();
+  }
+
+  /// For a caller that builds x anyway (MoELayer gathers each expert's rows): writing x into
+  /// input_buffer() and then calling forward_in_place() is forward(x) without the copy.
+  MatrixX<Scalar>& input_buffer() { return input_; }
+
+  const MatrixX<Scalar>& forward_in_place() {
+    detail::require(input_.cols() == in_features(), "FeedForward: input has ", input_.cols(),
+                    " columns, d_model is ", in_features());
     affine(input_, fc1_, activation_.input_buffer());
     const MatrixX<Scalar>& activated = activation_.forward_in_place();
     affine(dropout_ ? dropout_->forward(activated) : activated, fc2_, output_);
@@ -3316,6 +3325,15 @@ struct Cpu {
     parallel_for(plan.rows(), [&](Index r) { rows.row(r) = x.row(plan.slot(r) / k); });
   }
 
+  /// rows = x[token of each row of `expert`], in plan order: one expert's block, gathered by the thread
+  /// that then runs the expert.
+  template <class Scalar>
+  static void gather_expert(ConstRef<Scalar> x, const DispatchPlan& plan, Index expert, MatrixX<Scalar>& rows) {
+    const Index k = plan.position.cols(), first = plan.offsets(expert);
+    rows.resize(plan.count(expert), x.cols());
+    for (Index r = 0; r < rows.rows(); ++r) rows.row(r) = x.row(plan.slot(first + r) / k);
+  }
+
   /// rows[r] = gate of r's assignment * dy[token of r]: the gradient each expert's output receives.
   template <class Scalar>
   static void gather_scaled(ConstRef<Scalar> dy, const MatrixX<Scalar>& gates, const DispatchPlan& plan,
@@ -3524,11 +3542,23 @@ class MoELayer {
     load_.add(plan_, x.rows());
     if (training_) step_load_ += plan_.routed;
 
-    Backend::gather(x, plan_, expert_in_);
-    Backend::for_each_expert(plan_, [&](Index e) {
-      const auto i = static_cast<std::size_t>(e);
-      expert_outputs_[i] = &experts_[i].forward(expert_in_.middleRows(plan_.offsets(e), plan_.count(e)));
-    });
+    if constexpr (requires(ExpertT& expert) {
+                    expert.input_buffer();
+                    expert.forward_in_place();
+                  }) {
+      // Each expert's rows go straight into its input cache, gathered by the thread that runs it.
+      Backend::for_each_expert(plan_, [&](Index e) {
+        ExpertT& expert = experts_[static_cast<std::size_t>(e)];
+        Backend::gather_expert(x, plan_, e, expert.input_buffer());
+        expert_outputs_[static_cast<std::size_t>(e)] = &expert.forward_in_place();
+      });
+    } else {
+      Backend::gather(x, plan_, expert_in_);
+      Backend::for_each_expert(plan_, [&](Index e) {
+        const auto i = static_cast<std::size_t>(e);
+        expert_outputs_[i] = &experts_[i].forward(expert_in_.middleRows(plan_.offsets(e), plan_.count(e)));
+      });
+    }
     Backend::combine(expert_outputs_, routing_.experts, routing_.gates, plan_, out_features(), output_);
     for (auto& s : shared_) output_ += s.forward(x);
 

@@ -149,11 +149,23 @@ class MoELayer {
     load_.add(plan_, x.rows());
     if (training_) step_load_ += plan_.routed;
 
-    Backend::gather(x, plan_, expert_in_);
-    Backend::for_each_expert(plan_, [&](Index e) {
-      const auto i = static_cast<std::size_t>(e);
-      expert_outputs_[i] = &experts_[i].forward(expert_in_.middleRows(plan_.offsets(e), plan_.count(e)));
-    });
+    if constexpr (requires(ExpertT& expert) {
+                    expert.input_buffer();
+                    expert.forward_in_place();
+                  }) {
+      // Each expert's rows go straight into its input cache, gathered by the thread that runs it.
+      Backend::for_each_expert(plan_, [&](Index e) {
+        ExpertT& expert = experts_[static_cast<std::size_t>(e)];
+        Backend::gather_expert(x, plan_, e, expert.input_buffer());
+        expert_outputs_[static_cast<std::size_t>(e)] = &expert.forward_in_place();
+      });
+    } else {
+      Backend::gather(x, plan_, expert_in_);
+      Backend::for_each_expert(plan_, [&](Index e) {
+        const auto i = static_cast<std::size_t>(e);
+        expert_outputs_[i] = &experts_[i].forward(expert_in_.middleRows(plan_.offsets(e), plan_.count(e)));
+      });
+    }
     Backend::combine(expert_outputs_, routing_.experts, routing_.gates, plan_, out_features(), output_);
     for (auto& s : shared_) output_ += s.forward(x);
 

@@ -26,7 +26,8 @@ inline Index require_hidden(const char* layer, Index hidden) {
 }  // namespace detail
 
 /// fc1 (d_model -> hidden), Activation, Dropout (only when dropout > 0), fc2 (hidden -> out_features).
-/// Activation is one of moe's activations (it needs input_buffer, forward_in_place and output besides the module contract).
+/// Activation is one of moe's activations: besides the module contract it needs input_buffer,
+/// forward_in_place and output.
 /// Parameter names fc1.weight, fc1.bias, fc2.weight, fc2.bias, as a PyTorch module with those attributes.
 template <template <class> class Activation, class ScalarT = float>
 class FeedForward {
@@ -54,9 +55,17 @@ class FeedForward {
   /// hidden activations are cached once (by the activation, or dropout) instead of also by fc2, and the
   /// pre-activations are written straight into the activation's cache.
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
-    detail::require(x.cols() == in_features(), "FeedForward: input has ", x.cols(), " columns, d_model is ",
-                    in_features());
     input_ = x;
+    return forward_in_place();
+  }
+
+  /// For a caller that builds x anyway (MoELayer gathers each expert's rows): writing x into
+  /// input_buffer() and then calling forward_in_place() is forward(x) without the copy.
+  MatrixX<Scalar>& input_buffer() { return input_; }
+
+  const MatrixX<Scalar>& forward_in_place() {
+    detail::require(input_.cols() == in_features(), "FeedForward: input has ", input_.cols(),
+                    " columns, d_model is ", in_features());
     affine(input_, fc1_, activation_.input_buffer());
     const MatrixX<Scalar>& activated = activation_.forward_in_place();
     affine(dropout_ ? dropout_->forward(activated) : activated, fc2_, output_);

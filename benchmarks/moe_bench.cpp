@@ -13,7 +13,8 @@
 // stream_copy, the memory bandwidth.
 // expert/<mode>/<config> and expert_gemm/<mode>/<config>: one expert's FeedForward, and its products
 // alone, on T*K/N rows and one thread (tokens_per_s counts those rows); expert_proposed/<mode>/<config>:
-// the same expert computed as benchmarks/perf_notes.md proposes (vectorised GELU, fused bias, no copies).
+// the same expert written out by hand as first proposed (vectorised GELU, no copies), which FeedForward
+// now follows: `expert` should match it (benchmarks/perf_notes.md).
 
 #include <algorithm>
 #include <cmath>
@@ -39,11 +40,13 @@ using Layer = moe::MoELayer<moe::FeedForward<moe::GELU>, moe::SoftmaxTopK, K, mo
 using Dense = moe::FeedForward<moe::GELU>;
 
 /// The routing of one batch of random tokens by a freshly initialised softmax router, with its dispatch
-/// plan and a [T*K x d] expert output to combine; shared by the micro-benchmarks of one config.
+/// plan and one random output block per expert to combine; shared by the micro-benchmarks of one config.
 struct RoutedBatch {
-  Matrix x, dy, scores, gates, expert_out;
+  Matrix x, dy, scores, gates;
   moe::IndexMatrix experts;
   moe::backends::DispatchPlan plan;
+  std::vector<Matrix> expert_out;
+  std::vector<const Matrix*> expert_out_blocks;
 };
 
 const RoutedBatch& routed_batch(const Config& c) {
@@ -60,7 +63,9 @@ const RoutedBatch& routed_batch(const Config& c) {
   moe::select_top_k<float>(b.scores, nullptr, c.k, b.experts);
   moe::gather_gates(b.scores, b.experts, false, b.gates);
   moe::backends::Cpu::plan(b.experts, c.experts, 0, b.plan);
-  b.expert_out = random_matrix(c.tokens * c.k, c.d, 3);
+  for (Index e = 0; e < c.experts; ++e)
+    b.expert_out.push_back(random_matrix(b.plan.count(e), c.d, 3 + std::uint64_t(e)));
+  for (const Matrix& m : b.expert_out) b.expert_out_blocks.push_back(&m);
   return b;
 }
 
@@ -107,7 +112,7 @@ void combine(benchmark::State& state, const Config& c) {
   const RoutedBatch& b = routed_batch(c);
   Matrix y;
   for (auto _ : state) {
-    moe::backends::Cpu::combine<float>(b.expert_out, b.gates, b.plan, y);
+    moe::backends::Cpu::combine<float>(b.expert_out_blocks, b.experts, b.gates, b.plan, c.d, y);
     benchmark::DoNotOptimize(y.data());
   }
   set_rates(state, double(c.tokens), 2.0 * double(c.tokens * c.k * c.d));
@@ -128,7 +133,7 @@ void scatter(benchmark::State& state, const Config& c) {
   const RoutedBatch& b = routed_batch(c);
   Matrix dx;
   for (auto _ : state) {
-    moe::backends::Cpu::scatter<float>(b.expert_out, b.plan, dx);
+    moe::backends::Cpu::scatter<float>(b.expert_out_blocks, b.experts, b.plan, c.d, dx);
     benchmark::DoNotOptimize(dx.data());
   }
   set_rates(state, double(c.tokens), double(c.tokens * c.k * c.d));
@@ -138,7 +143,7 @@ void gate_gradients(benchmark::State& state, const Config& c) {
   const RoutedBatch& b = routed_batch(c);
   Matrix d_gates;
   for (auto _ : state) {
-    moe::backends::Cpu::gate_gradients<float>(b.dy, b.expert_out, b.plan, d_gates);
+    moe::backends::Cpu::gate_gradients<float>(b.dy, b.expert_out_blocks, b.experts, b.plan, d_gates);
     benchmark::DoNotOptimize(d_gates.data());
   }
   set_rates(state, double(c.tokens), 2.0 * double(c.tokens * c.k * c.d));
@@ -273,7 +278,7 @@ void expert(benchmark::State& state, const Config& c, bool backward, bool gemm_o
   set_rates(state, double(r), flops);
 }
 
-/// One expert as the proposals of benchmarks/perf_notes.md would compute it, for `expert_proposed`: the
+/// One expert written out by hand as first proposed for FeedForward, for `expert_proposed`: the
 /// math of FeedForward<GELU> (fc1, exact GELU, fc2, with biases), but (1) GELU goes through Eigen's
 /// vectorised erf and keeps its CDF, so backward needs one exp per element instead of erf + exp, (2) the
 /// input is referenced, not copied (the caller's block lives until backward, as MoELayer's expert_in_

@@ -3,7 +3,9 @@
 // that sums each token's K contributions in slot order (no atomics), so the result has the same bits
 // for any number of threads.
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "moe/core/error.hpp"
 #include "moe/core/parallel.hpp"
@@ -19,6 +21,7 @@ struct DispatchPlan {
   IndexMatrix position; // [T x K]: gathered row of each assignment, -1 if dropped by the capacity
   IndexVector routed;   // assignments per expert before any capacity drop
   IndexVector cursor;   // scratch: next free row of each expert while the plan is built
+  IndexVector largest_first;  // experts with rows, most rows first (ties by index): the order work is handed out
   Index dropped = 0;
 
   Index rows() const { return slot.size(); }
@@ -59,6 +62,13 @@ struct Cpu {
         plan.position(t, j) = next;
         plan.slot(next++) = t * k + j;
       }
+    const Index busy = (plan.offsets.tail(num_experts) - plan.offsets.head(num_experts)).count();
+    plan.largest_first.resize(busy);
+    for (Index e = 0, i = 0; e < num_experts; ++e)
+      if (plan.count(e) > 0) plan.largest_first(i++) = e;
+    std::sort(plan.largest_first.begin(), plan.largest_first.end(), [&](Index a, Index b) {
+      return plan.count(a) != plan.count(b) ? plan.count(a) > plan.count(b) : a < b;
+    });
   }
 
   /// rows[r] = x[token of r].
@@ -67,6 +77,15 @@ struct Cpu {
     const Index k = plan.position.cols();
     rows.resize(plan.rows(), x.cols());
     parallel_for(plan.rows(), [&](Index r) { rows.row(r) = x.row(plan.slot(r) / k); });
+  }
+
+  /// rows = x[token of each row of `expert`], in plan order: one expert's block, gathered by the thread
+  /// that then runs the expert.
+  template <class Scalar>
+  static void gather_expert(ConstRef<Scalar> x, const DispatchPlan& plan, Index expert, MatrixX<Scalar>& rows) {
+    const Index k = plan.position.cols(), first = plan.offsets(expert);
+    rows.resize(plan.count(expert), x.cols());
+    for (Index r = 0; r < rows.rows(); ++r) rows.row(r) = x.row(plan.slot(first + r) / k);
   }
 
   /// rows[r] = gate of r's assignment * dy[token of r]: the gradient each expert's output receives.
@@ -81,51 +100,57 @@ struct Cpu {
     });
   }
 
-  /// y[t] = sum over kept slots j, in order, of gates(t, j) * outputs[position(t, j)].
+  /// y[t] = sum over kept slots j, in order, of gates(t, j) * the output of assignment (t, j), read where
+  /// its expert left it (see expert_row), so the experts' outputs are not copied into one block first.
   template <class Scalar>
-  static void combine(const MatrixX<Scalar>& outputs, const MatrixX<Scalar>& gates, const DispatchPlan& plan,
-                      MatrixX<Scalar>& y) {
-    y.resize(plan.position.rows(), outputs.cols());
+  static void combine(const std::vector<const MatrixX<Scalar>*>& outputs, const IndexMatrix& experts,
+                      const MatrixX<Scalar>& gates, const DispatchPlan& plan, Index width, MatrixX<Scalar>& y) {
+    y.resize(plan.position.rows(), width);
     parallel_for(plan.position.rows(), [&](Index t) {
       y.row(t).setZero();
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        if (r >= 0) y.row(t) += gates(t, j) * outputs.row(r);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        if (plan.position(t, j) >= 0) y.row(t) += gates(t, j) * expert_row(outputs, experts, plan, t, j);
     });
   }
 
-  /// d_gates(t, j) = dy[t] . outputs[position(t, j)], 0 for a dropped slot.
+  /// d_gates(t, j) = dy[t] . the output of assignment (t, j), 0 for a dropped slot.
   template <class Scalar>
-  static void gate_gradients(ConstRef<Scalar> dy, const MatrixX<Scalar>& outputs, const DispatchPlan& plan,
-                             MatrixX<Scalar>& d_gates) {
+  static void gate_gradients(ConstRef<Scalar> dy, const std::vector<const MatrixX<Scalar>*>& outputs,
+                             const IndexMatrix& experts, const DispatchPlan& plan, MatrixX<Scalar>& d_gates) {
     d_gates.resize(plan.position.rows(), plan.position.cols());
     parallel_for(plan.position.rows(), [&](Index t) {
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        d_gates(t, j) = r >= 0 ? dy.row(t).dot(outputs.row(r)) : Scalar(0);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        d_gates(t, j) = plan.position(t, j) >= 0 ? dy.row(t).dot(expert_row(outputs, experts, plan, t, j)) : Scalar(0);
     });
   }
 
-  /// dx[t] = sum over kept slots j, in order, of rows[position(t, j)].
+  /// dx[t] = sum over kept slots j, in order, of the input gradient of assignment (t, j).
   template <class Scalar>
-  static void scatter(const MatrixX<Scalar>& rows, const DispatchPlan& plan, MatrixX<Scalar>& dx) {
-    dx.resize(plan.position.rows(), rows.cols());
+  static void scatter(const std::vector<const MatrixX<Scalar>*>& input_grads, const IndexMatrix& experts,
+                      const DispatchPlan& plan, Index width, MatrixX<Scalar>& dx) {
+    dx.resize(plan.position.rows(), width);
     parallel_for(plan.position.rows(), [&](Index t) {
       dx.row(t).setZero();
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        if (r >= 0) dx.row(t) += rows.row(r);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        if (plan.position(t, j) >= 0) dx.row(t) += expert_row(input_grads, experts, plan, t, j);
     });
   }
 
-  /// Runs body(e) for every expert, experts spread over threads; each expert's work is single-threaded,
-  /// so its result does not depend on the thread count.
+  /// The row of assignment (t, j) in blocks[e], e its expert: blocks[e] holds the rows expert e was given,
+  /// in plan order, so its row position(t, j) - offsets(e).
+  template <class Scalar>
+  static auto expert_row(const std::vector<const MatrixX<Scalar>*>& blocks, const IndexMatrix& experts,
+                         const DispatchPlan& plan, Index t, Index j) {
+    const Index e = experts(t, j);
+    return blocks[static_cast<std::size_t>(e)]->row(plan.position(t, j) - plan.offsets(e));
+  }
+
+  /// Runs body(e) for every expert with rows, experts spread over threads; each expert's work is
+  /// single-threaded, so its result does not depend on the thread count. Handing out the largest experts
+  /// first keeps a thread from being left with a big one at the end (LPT scheduling).
   template <class Body>
-  static void for_each_expert(Index num_experts, Body&& body) {
-    parallel_for(num_experts, body, /*dynamic=*/true);
+  static void for_each_expert(const DispatchPlan& plan, Body&& body) {
+    parallel_for(plan.largest_first.size(), [&](Index i) { body(plan.largest_first(i)); }, /*dynamic=*/true);
   }
 };
 

@@ -329,6 +329,7 @@ GeneratorList generators_of(M& module) {
 // items whose results do not depend on how items are assigned to threads, so any thread count gives
 // the same bits.
 
+#include <algorithm>
 #include <atomic>
 
 // #include "moe/core/types.hpp" (inlined)
@@ -358,6 +359,15 @@ void parallel_for(Index count, Body&& body, bool dynamic = false) {
 #endif
   static_cast<void>(dynamic);
   for (Index i = 0; i < count; ++i) body(i);
+}
+
+/// Calls body(first, count) for the consecutive chunks of `chunk` items (the last one shorter) that cover
+/// [0, total), chunks possibly on different threads. The chunks depend on total and chunk only, so a
+/// caller that computes each chunk on its own gets the same bits for any number of threads.
+template <class Body>
+void parallel_for_chunks(Index total, Index chunk, Body&& body) {
+  const Index chunks = (total + chunk - 1) / chunk;
+  parallel_for(chunks, [&](Index c) { body(c * chunk, std::min(chunk, total - c * chunk)); });
 }
 
 /// Sets the number of threads moe uses (OpenMP); returns the previous number. 1 without OpenMP.
@@ -393,6 +403,8 @@ inline int num_threads() {
 #include <cmath>
 #include <numbers>
 
+#include <unsupported/Eigen/SpecialFunctions>
+
 // #include "moe/core/error.hpp" (inlined)
 // #include "moe/core/parameter.hpp" (inlined)
 // #include "moe/core/types.hpp" (inlined)
@@ -410,9 +422,13 @@ class Elementwise {
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     input_ = x;
-    output_ = x.unaryExpr([](Scalar v) { return Function::value(v); });
-    return output_;
+    return activate();
   }
+
+  /// For a caller that computes x anyway: writing x into input_buffer() and then calling
+  /// forward_in_place() is forward(x) without the copy.
+  MatrixX<Scalar>& input_buffer() { return input_; }
+  const MatrixX<Scalar>& forward_in_place() { return activate(); }
 
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     require(dy.rows() == input_.rows() && dy.cols() == input_.cols(), Function::name, ": gradient has shape ",
@@ -421,9 +437,17 @@ class Elementwise {
     return grad_input_;
   }
 
+  /// The output of the last forward.
+  const MatrixX<Scalar>& output() const { return output_; }
+
   ParameterList<Scalar> named_parameters() { return {}; }
 
  private:
+  const MatrixX<Scalar>& activate() {
+    output_ = input_.unaryExpr([](Scalar v) { return Function::value(v); });
+    return output_;
+  }
+
   MatrixX<Scalar> input_, output_, grad_input_;
 };
 
@@ -437,25 +461,6 @@ struct ReLUFunction {
   template <class Scalar>
   static Scalar derivative(Scalar x) {
     return x > Scalar(0) ? Scalar(1) : Scalar(0);
-  }
-};
-
-/// Hendrycks & Gimpel 2016, "Gaussian Error Linear Units": x Phi(x), Phi the standard normal CDF.
-struct GELUFunction {
-  static constexpr const char* name = "GELU";
-  template <class Scalar>
-  static Scalar cdf(Scalar x) {
-    return Scalar(0.5) * (Scalar(1) + std::erf(x / std::numbers::sqrt2_v<Scalar>));
-  }
-  template <class Scalar>
-  static Scalar value(Scalar x) {
-    return x * cdf(x);
-  }
-  /// Phi(x) + x phi(x), phi the standard normal density.
-  template <class Scalar>
-  static Scalar derivative(Scalar x) {
-    const Scalar inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<Scalar> / std::numbers::sqrt2_v<Scalar>;
-    return cdf(x) + x * inv_sqrt_2pi * std::exp(Scalar(-0.5) * x * x);
   }
 };
 
@@ -484,8 +489,51 @@ struct SiLUFunction {
 template <class ScalarT = float>
 class ReLU : public detail::Elementwise<ScalarT, detail::ReLUFunction> {};
 
+/// Hendrycks & Gimpel 2016, "Gaussian Error Linear Units": x Phi(x), Phi the standard normal CDF, in the
+/// exact erf form (PyTorch's default, approximate='none'). Evaluated with Eigen's vectorised erf (float: a
+/// rational approximation within a few ulp of erf; double: std::erf); forward keeps Phi, so backward
+/// needs one exp per element, where the scalar std::erf form cost more than the expert's GEMMs.
 template <class ScalarT = float>
-class GELU : public detail::Elementwise<ScalarT, detail::GELUFunction> {};
+class GELU {
+ public:
+  using Scalar = ScalarT;
+
+  const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
+    input_ = x;
+    return activate();
+  }
+
+  /// For a caller that computes x anyway: writing x into input_buffer() and then calling
+  /// forward_in_place() is forward(x) without the copy.
+  MatrixX<Scalar>& input_buffer() { return input_; }
+  const MatrixX<Scalar>& forward_in_place() { return activate(); }
+
+  /// dy (Phi(x) + x phi(x)), phi the standard normal density.
+  const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
+    detail::require(dy.rows() == input_.rows() && dy.cols() == input_.cols(), "GELU: gradient has shape ",
+                    dy.rows(), "x", dy.cols(), ", expected ", input_.rows(), "x", input_.cols());
+    const auto x = input_.array();
+    grad_input_ = (dy.array() * (cdf_.array() + x * inv_sqrt_2pi * (Scalar(-0.5) * x.square()).exp())).matrix();
+    return grad_input_;
+  }
+
+  /// The output of the last forward.
+  const MatrixX<Scalar>& output() const { return output_; }
+
+  ParameterList<Scalar> named_parameters() { return {}; }
+
+ private:
+  static constexpr Scalar inv_sqrt2 = Scalar(1) / std::numbers::sqrt2_v<Scalar>;
+  static constexpr Scalar inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<Scalar> / std::numbers::sqrt2_v<Scalar>;
+
+  const MatrixX<Scalar>& activate() {
+    cdf_ = (Scalar(0.5) * ((input_.array() * inv_sqrt2).erf() + Scalar(1))).matrix();
+    output_ = input_.cwiseProduct(cdf_);
+    return output_;
+  }
+
+  MatrixX<Scalar> input_, cdf_, output_, grad_input_;
+};
 
 template <class ScalarT = float>
 class SiLU : public detail::Elementwise<ScalarT, detail::SiLUFunction> {};
@@ -516,6 +564,7 @@ class SiLU : public detail::Elementwise<ScalarT, detail::SiLUFunction> {};
 #include <string>
 
 // #include "moe/core/error.hpp" (inlined)
+// #include "moe/core/parallel.hpp" (inlined)
 // #include "moe/core/parameter.hpp" (inlined)
 // #include "moe/core/random.hpp" (inlined)
 // #include "moe/core/types.hpp" (inlined)
@@ -551,23 +600,33 @@ class Linear {
   Index in_features() const { return weight_.value.cols(); }
   Index out_features() const { return weight_.value.rows(); }
 
+  /// Rows in chunks of row_chunk, over the threads when not already inside a parallel loop.
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     detail::require(x.cols() == in_features(), "Linear: input has ", x.cols(), " columns, in_features is ",
                     in_features());
-    input_ = x;
+    input_.resize(x.rows(), x.cols());
     output_.resize(x.rows(), out_features());
-    output_.noalias() = x * weight_.value.transpose();
-    if (has_bias_) output_.rowwise() += bias_.value.row(0);
+    parallel_for_chunks(x.rows(), row_chunk, [&](Index first, Index count) {
+      input_.middleRows(first, count) = x.middleRows(first, count);
+      auto out = output_.middleRows(first, count);
+      out.noalias() = x.middleRows(first, count) * weight_.value.transpose();
+      if (has_bias_) out.rowwise() += bias_.value.row(0);
+    });
     return output_;
   }
 
+  /// The parameter gradients in chunks of feature_chunk output features, dx in chunks of row_chunk rows.
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == input_.rows() && dy.cols() == out_features(), "Linear: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", input_.rows(), "x", out_features());
-    weight_.grad.noalias() += dy.transpose() * input_;
-    if (has_bias_) bias_.grad.row(0) += dy.colwise().sum();
+    parallel_for_chunks(out_features(), feature_chunk, [&](Index first, Index count) {
+      weight_.grad.middleRows(first, count).noalias() += dy.middleCols(first, count).transpose() * input_;
+      if (has_bias_) bias_.grad.row(0).segment(first, count) += dy.middleCols(first, count).colwise().sum();
+    });
     grad_input_.resize(dy.rows(), in_features());
-    grad_input_.noalias() = dy * weight_.value;
+    parallel_for_chunks(dy.rows(), row_chunk, [&](Index first, Index count) {
+      grad_input_.middleRows(first, count).noalias() = dy.middleRows(first, count) * weight_.value;
+    });
     return grad_input_;
   }
 
@@ -579,8 +638,14 @@ class Linear {
 
   Parameter<Scalar>& weight() { return weight_; }
   Parameter<Scalar>& bias() { return bias_; }
+  bool has_bias() const { return has_bias_; }
 
  private:
+  // Work items of forward and backward, of fixed sizes so that results do not depend on the thread count,
+  // and large enough that repacking the other operand for each chunk costs little next to the product.
+  static constexpr Index row_chunk = 256;
+  static constexpr Index feature_chunk = 64;
+
   static Index checked(Index features, const char* name) {
     detail::require(features > 0, "Linear: ", name, " must be positive, got ", features);
     return features;
@@ -1139,6 +1204,9 @@ class Dropout {
     return grad_input_;
   }
 
+  /// The output of the last forward.
+  const MatrixX<Scalar>& output() const { return output_; }
+
   ParameterList<Scalar> named_parameters() { return {}; }
 
   GeneratorList named_generators() { return {{"generator", &rng_}}; }
@@ -1262,6 +1330,8 @@ inline Index require_hidden(const char* layer, Index hidden) {
 }  // namespace detail
 
 /// fc1 (d_model -> hidden), Activation, Dropout (only when dropout > 0), fc2 (hidden -> out_features).
+/// Activation is one of moe's activations: besides the module contract it needs input_buffer,
+/// forward_in_place and output.
 /// Parameter names fc1.weight, fc1.bias, fc2.weight, fc2.bias, as a PyTorch module with those attributes.
 template <template <class> class Activation, class ScalarT = float>
 class FeedForward {
@@ -1285,16 +1355,34 @@ class FeedForward {
   Index in_features() const { return fc1_.in_features(); }
   Index out_features() const { return fc2_.out_features(); }
 
+  /// The products run here on fc1's and fc2's parameters rather than through Linear::forward, so the
+  /// hidden activations are cached once (by the activation, or dropout) instead of also by fc2, and the
+  /// pre-activations are written straight into the activation's cache.
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
-    const MatrixX<Scalar>* h = &activation_.forward(fc1_.forward(x));
-    if (dropout_) h = &dropout_->forward(*h);
-    return fc2_.forward(*h);
+    input_ = x;
+    return forward_in_place();
+  }
+
+  /// For a caller that builds x anyway (MoELayer gathers each expert's rows): writing x into
+  /// input_buffer() and then calling forward_in_place() is forward(x) without the copy.
+  MatrixX<Scalar>& input_buffer() { return input_; }
+
+  const MatrixX<Scalar>& forward_in_place() {
+    detail::require(input_.cols() == in_features(), "FeedForward: input has ", input_.cols(),
+                    " columns, d_model is ", in_features());
+    affine(input_, fc1_, activation_.input_buffer());
+    const MatrixX<Scalar>& activated = activation_.forward_in_place();
+    affine(dropout_ ? dropout_->forward(activated) : activated, fc2_, output_);
+    return output_;
   }
 
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
-    const MatrixX<Scalar>* g = &fc2_.backward(dy);
+    detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "FeedForward: gradient has shape ",
+                    dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
+    const MatrixX<Scalar>& hidden = dropout_ ? dropout_->output() : activation_.output();
+    const MatrixX<Scalar>* g = &affine_backward(dy, hidden, fc2_, d_hidden_);
     if (dropout_) g = &dropout_->backward(*g);
-    return fc1_.backward(activation_.backward(*g));
+    return affine_backward(activation_.backward(*g), input_, fc1_, grad_input_);
   }
 
   ParameterList<Scalar> named_parameters() {
@@ -1315,10 +1403,28 @@ class FeedForward {
   }
 
  private:
+  /// out = x W^T + b.
+  static void affine(ConstRef<Scalar> x, Linear<Scalar>& layer, MatrixX<Scalar>& out) {
+    out.resize(x.rows(), layer.out_features());
+    out.noalias() = x * layer.weight().value.transpose();
+    if (layer.has_bias()) out.rowwise() += layer.bias().value.row(0);
+  }
+
+  /// Adds the parameter gradients of out = x W^T + b and returns dx = dy W in `dx`.
+  static const MatrixX<Scalar>& affine_backward(ConstRef<Scalar> dy, ConstRef<Scalar> x, Linear<Scalar>& layer,
+                                                MatrixX<Scalar>& dx) {
+    layer.weight().grad.noalias() += dy.transpose() * x;
+    if (layer.has_bias()) layer.bias().grad.row(0) += dy.colwise().sum();
+    dx.resize(dy.rows(), layer.in_features());
+    dx.noalias() = dy * layer.weight().value;
+    return dx;
+  }
+
   Linear<Scalar> fc1_;
   Linear<Scalar> fc2_;
   Activation<Scalar> activation_;
   std::optional<Dropout<Scalar>> dropout_;
+  MatrixX<Scalar> input_, output_, d_hidden_, grad_input_;
 };
 
 /// Shazeer 2020, "GLU Variants Improve Transformer": y = down_proj(silu(gate_proj(x)) * up_proj(x)), with
@@ -1925,20 +2031,21 @@ class Sequential {
 // begin include/moe/nn/softmax.hpp
 // Row-wise softmax and its backward, shared by the routers and the z-loss.
 
+// #include "moe/core/parallel.hpp" (inlined)
 // #include "moe/core/types.hpp" (inlined)
 
 namespace moe {
 
 namespace detail {
 
-/// Row-wise softmax, shifted by the row maximum for stability.
+/// Row-wise softmax, shifted by the row maximum for stability; rows over the threads.
 template <class Scalar>
 void softmax_rows(const MatrixX<Scalar>& logits, MatrixX<Scalar>& out) {
   out.resize(logits.rows(), logits.cols());
-  for (Index t = 0; t < logits.rows(); ++t) {
+  parallel_for(logits.rows(), [&](Index t) {
     out.row(t) = (logits.row(t).array() - logits.row(t).maxCoeff()).exp();
     out.row(t) /= out.row(t).sum();
-  }
+  });
 }
 
 /// d logits = p .* (d p - <d p, p>) for p = softmax(logits), row by row.
@@ -1946,10 +2053,10 @@ template <class Scalar>
 void softmax_rows_backward(const MatrixX<Scalar>& probabilities, ConstRef<Scalar> d_probabilities,
                            MatrixX<Scalar>& d_logits) {
   d_logits.resize(probabilities.rows(), probabilities.cols());
-  for (Index t = 0; t < probabilities.rows(); ++t) {
+  parallel_for(probabilities.rows(), [&](Index t) {
     const Scalar dot = d_probabilities.row(t).dot(probabilities.row(t));
     d_logits.row(t) = probabilities.row(t).array() * (d_probabilities.row(t).array() - dot);
-  }
+  });
 }
 
 }  // namespace detail
@@ -3190,7 +3297,9 @@ class EntropyRegularization {
 // that sums each token's K contributions in slot order (no atomics), so the result has the same bits
 // for any number of threads.
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 // #include "moe/core/error.hpp" (inlined)
 // #include "moe/core/parallel.hpp" (inlined)
@@ -3206,6 +3315,7 @@ struct DispatchPlan {
   IndexMatrix position; // [T x K]: gathered row of each assignment, -1 if dropped by the capacity
   IndexVector routed;   // assignments per expert before any capacity drop
   IndexVector cursor;   // scratch: next free row of each expert while the plan is built
+  IndexVector largest_first;  // experts with rows, most rows first (ties by index): the order work is handed out
   Index dropped = 0;
 
   Index rows() const { return slot.size(); }
@@ -3246,6 +3356,13 @@ struct Cpu {
         plan.position(t, j) = next;
         plan.slot(next++) = t * k + j;
       }
+    const Index busy = (plan.offsets.tail(num_experts) - plan.offsets.head(num_experts)).count();
+    plan.largest_first.resize(busy);
+    for (Index e = 0, i = 0; e < num_experts; ++e)
+      if (plan.count(e) > 0) plan.largest_first(i++) = e;
+    std::sort(plan.largest_first.begin(), plan.largest_first.end(), [&](Index a, Index b) {
+      return plan.count(a) != plan.count(b) ? plan.count(a) > plan.count(b) : a < b;
+    });
   }
 
   /// rows[r] = x[token of r].
@@ -3254,6 +3371,15 @@ struct Cpu {
     const Index k = plan.position.cols();
     rows.resize(plan.rows(), x.cols());
     parallel_for(plan.rows(), [&](Index r) { rows.row(r) = x.row(plan.slot(r) / k); });
+  }
+
+  /// rows = x[token of each row of `expert`], in plan order: one expert's block, gathered by the thread
+  /// that then runs the expert.
+  template <class Scalar>
+  static void gather_expert(ConstRef<Scalar> x, const DispatchPlan& plan, Index expert, MatrixX<Scalar>& rows) {
+    const Index k = plan.position.cols(), first = plan.offsets(expert);
+    rows.resize(plan.count(expert), x.cols());
+    for (Index r = 0; r < rows.rows(); ++r) rows.row(r) = x.row(plan.slot(first + r) / k);
   }
 
   /// rows[r] = gate of r's assignment * dy[token of r]: the gradient each expert's output receives.
@@ -3268,51 +3394,57 @@ struct Cpu {
     });
   }
 
-  /// y[t] = sum over kept slots j, in order, of gates(t, j) * outputs[position(t, j)].
+  /// y[t] = sum over kept slots j, in order, of gates(t, j) * the output of assignment (t, j), read where
+  /// its expert left it (see expert_row), so the experts' outputs are not copied into one block first.
   template <class Scalar>
-  static void combine(const MatrixX<Scalar>& outputs, const MatrixX<Scalar>& gates, const DispatchPlan& plan,
-                      MatrixX<Scalar>& y) {
-    y.resize(plan.position.rows(), outputs.cols());
+  static void combine(const std::vector<const MatrixX<Scalar>*>& outputs, const IndexMatrix& experts,
+                      const MatrixX<Scalar>& gates, const DispatchPlan& plan, Index width, MatrixX<Scalar>& y) {
+    y.resize(plan.position.rows(), width);
     parallel_for(plan.position.rows(), [&](Index t) {
       y.row(t).setZero();
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        if (r >= 0) y.row(t) += gates(t, j) * outputs.row(r);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        if (plan.position(t, j) >= 0) y.row(t) += gates(t, j) * expert_row(outputs, experts, plan, t, j);
     });
   }
 
-  /// d_gates(t, j) = dy[t] . outputs[position(t, j)], 0 for a dropped slot.
+  /// d_gates(t, j) = dy[t] . the output of assignment (t, j), 0 for a dropped slot.
   template <class Scalar>
-  static void gate_gradients(ConstRef<Scalar> dy, const MatrixX<Scalar>& outputs, const DispatchPlan& plan,
-                             MatrixX<Scalar>& d_gates) {
+  static void gate_gradients(ConstRef<Scalar> dy, const std::vector<const MatrixX<Scalar>*>& outputs,
+                             const IndexMatrix& experts, const DispatchPlan& plan, MatrixX<Scalar>& d_gates) {
     d_gates.resize(plan.position.rows(), plan.position.cols());
     parallel_for(plan.position.rows(), [&](Index t) {
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        d_gates(t, j) = r >= 0 ? dy.row(t).dot(outputs.row(r)) : Scalar(0);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        d_gates(t, j) = plan.position(t, j) >= 0 ? dy.row(t).dot(expert_row(outputs, experts, plan, t, j)) : Scalar(0);
     });
   }
 
-  /// dx[t] = sum over kept slots j, in order, of rows[position(t, j)].
+  /// dx[t] = sum over kept slots j, in order, of the input gradient of assignment (t, j).
   template <class Scalar>
-  static void scatter(const MatrixX<Scalar>& rows, const DispatchPlan& plan, MatrixX<Scalar>& dx) {
-    dx.resize(plan.position.rows(), rows.cols());
+  static void scatter(const std::vector<const MatrixX<Scalar>*>& input_grads, const IndexMatrix& experts,
+                      const DispatchPlan& plan, Index width, MatrixX<Scalar>& dx) {
+    dx.resize(plan.position.rows(), width);
     parallel_for(plan.position.rows(), [&](Index t) {
       dx.row(t).setZero();
-      for (Index j = 0; j < plan.position.cols(); ++j) {
-        const Index r = plan.position(t, j);
-        if (r >= 0) dx.row(t) += rows.row(r);
-      }
+      for (Index j = 0; j < plan.position.cols(); ++j)
+        if (plan.position(t, j) >= 0) dx.row(t) += expert_row(input_grads, experts, plan, t, j);
     });
   }
 
-  /// Runs body(e) for every expert, experts spread over threads; each expert's work is single-threaded,
-  /// so its result does not depend on the thread count.
+  /// The row of assignment (t, j) in blocks[e], e its expert: blocks[e] holds the rows expert e was given,
+  /// in plan order, so its row position(t, j) - offsets(e).
+  template <class Scalar>
+  static auto expert_row(const std::vector<const MatrixX<Scalar>*>& blocks, const IndexMatrix& experts,
+                         const DispatchPlan& plan, Index t, Index j) {
+    const Index e = experts(t, j);
+    return blocks[static_cast<std::size_t>(e)]->row(plan.position(t, j) - plan.offsets(e));
+  }
+
+  /// Runs body(e) for every expert with rows, experts spread over threads; each expert's work is
+  /// single-threaded, so its result does not depend on the thread count. Handing out the largest experts
+  /// first keeps a thread from being left with a big one at the end (LPT scheduling).
   template <class Body>
-  static void for_each_expert(Index num_experts, Body&& body) {
-    parallel_for(num_experts, body, /*dynamic=*/true);
+  static void for_each_expert(const DispatchPlan& plan, Body&& body) {
+    parallel_for(plan.largest_first.size(), [&](Index i) { body(plan.largest_first(i)); }, /*dynamic=*/true);
   }
 };
 
@@ -3410,6 +3542,8 @@ class MoELayer {
     for (const auto& s : shared_)
       detail::require(s.out_features() == width, "MoELayer: shared experts output ", s.out_features(),
                       " features, routed experts ", width);
+    expert_outputs_.resize(experts_.size());
+    expert_input_grads_.resize(experts_.size());
     step_load_.setZero(options.num_experts);
     load_.reset(options.num_experts);
   }
@@ -3456,15 +3590,24 @@ class MoELayer {
     load_.add(plan_, x.rows());
     if (training_) step_load_ += plan_.routed;
 
-    Backend::gather(x, plan_, expert_in_);
-    expert_out_.resize(plan_.rows(), out_features());
-    Backend::for_each_expert(options_.num_experts, [&](Index e) {
-      const Index count = plan_.count(e);
-      if (count == 0) return;
-      expert_out_.middleRows(plan_.offsets(e), count) =
-          experts_[static_cast<std::size_t>(e)].forward(expert_in_.middleRows(plan_.offsets(e), count));
-    });
-    Backend::combine(expert_out_, routing_.gates, plan_, output_);
+    if constexpr (requires(ExpertT& expert) {
+                    expert.input_buffer();
+                    expert.forward_in_place();
+                  }) {
+      // Each expert's rows go straight into its input cache, gathered by the thread that runs it.
+      Backend::for_each_expert(plan_, [&](Index e) {
+        ExpertT& expert = experts_[static_cast<std::size_t>(e)];
+        Backend::gather_expert(x, plan_, e, expert.input_buffer());
+        expert_outputs_[static_cast<std::size_t>(e)] = &expert.forward_in_place();
+      });
+    } else {
+      Backend::gather(x, plan_, expert_in_);
+      Backend::for_each_expert(plan_, [&](Index e) {
+        const auto i = static_cast<std::size_t>(e);
+        expert_outputs_[i] = &experts_[i].forward(expert_in_.middleRows(plan_.offsets(e), plan_.count(e)));
+      });
+    }
+    Backend::combine(expert_outputs_, routing_.experts, routing_.gates, plan_, out_features(), output_);
     for (auto& s : shared_) output_ += s.forward(x);
 
     if (options_.check_finite) {
@@ -3479,17 +3622,15 @@ class MoELayer {
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "MoELayer: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
+    // Before the experts' backward: their outputs are valid until their next call.
+    Backend::gate_gradients(dy, expert_outputs_, routing_.experts, plan_, d_gates_);
     Backend::gather_scaled(dy, routing_.gates, plan_, d_expert_out_);
-    d_expert_in_.resize(plan_.rows(), options_.d_model);
-    Backend::for_each_expert(options_.num_experts, [&](Index e) {
-      const Index count = plan_.count(e);
-      if (count == 0) return;
-      d_expert_in_.middleRows(plan_.offsets(e), count) =
-          experts_[static_cast<std::size_t>(e)].backward(d_expert_out_.middleRows(plan_.offsets(e), count));
+    Backend::for_each_expert(plan_, [&](Index e) {
+      const auto i = static_cast<std::size_t>(e);
+      expert_input_grads_[i] = &experts_[i].backward(d_expert_out_.middleRows(plan_.offsets(e), plan_.count(e)));
     });
-    Backend::scatter(d_expert_in_, plan_, grad_input_);
+    Backend::scatter(expert_input_grads_, routing_.experts, plan_, options_.d_model, grad_input_);
 
-    Backend::gate_gradients(dy, expert_out_, plan_, d_gates_);
     const MatrixX<Scalar>& scores = *routing_.scores;
     d_scores_.setZero(scores.rows(), scores.cols());
     d_logits_.setZero(scores.rows(), scores.cols());
@@ -3598,8 +3739,11 @@ class MoELayer {
   Scalar aux_loss_ = 0;
   IndexVector step_load_;
   LoadTracker load_;
-  MatrixX<Scalar> expert_in_, expert_out_, output_;
-  MatrixX<Scalar> d_expert_out_, d_expert_in_, d_gates_, d_scores_, d_logits_, grad_input_;
+  MatrixX<Scalar> expert_in_, output_;
+  MatrixX<Scalar> d_expert_out_, d_gates_, d_scores_, d_logits_, grad_input_;
+  // The buffers each expert returned from this layer's last forward and backward (valid until the expert's
+  // next call); entries of experts without rows are stale and never read.
+  std::vector<const MatrixX<Scalar>*> expert_outputs_, expert_input_grads_;
 };
 
 }  // namespace moe

@@ -3,6 +3,7 @@
 // items whose results do not depend on how items are assigned to threads, so any thread count gives
 // the same bits.
 
+#include <algorithm>
 #include <atomic>
 
 #include "moe/core/types.hpp"
@@ -32,6 +33,15 @@ void parallel_for(Index count, Body&& body, bool dynamic = false) {
 #endif
   static_cast<void>(dynamic);
   for (Index i = 0; i < count; ++i) body(i);
+}
+
+/// Calls body(first, count) for the consecutive chunks of `chunk` items (the last one shorter) that cover
+/// [0, total), chunks possibly on different threads. The chunks depend on total and chunk only, so a
+/// caller that computes each chunk on its own gets the same bits for any number of threads.
+template <class Body>
+void parallel_for_chunks(Index total, Index chunk, Body&& body) {
+  const Index chunks = (total + chunk - 1) / chunk;
+  parallel_for(chunks, [&](Index c) { body(c * chunk, std::min(chunk, total - c * chunk)); });
 }
 
 /// Sets the number of threads moe uses (OpenMP); returns the previous number. 1 without OpenMP.

@@ -101,6 +101,8 @@ class MoELayer {
     for (const auto& s : shared_)
       detail::require(s.out_features() == width, "MoELayer: shared experts output ", s.out_features(),
                       " features, routed experts ", width);
+    expert_outputs_.resize(experts_.size());
+    expert_input_grads_.resize(experts_.size());
     step_load_.setZero(options.num_experts);
     load_.reset(options.num_experts);
   }
@@ -147,15 +149,24 @@ class MoELayer {
     load_.add(plan_, x.rows());
     if (training_) step_load_ += plan_.routed;
 
-    Backend::gather(x, plan_, expert_in_);
-    expert_out_.resize(plan_.rows(), out_features());
-    Backend::for_each_expert(options_.num_experts, [&](Index e) {
-      const Index count = plan_.count(e);
-      if (count == 0) return;
-      expert_out_.middleRows(plan_.offsets(e), count) =
-          experts_[static_cast<std::size_t>(e)].forward(expert_in_.middleRows(plan_.offsets(e), count));
-    });
-    Backend::combine(expert_out_, routing_.gates, plan_, output_);
+    if constexpr (requires(ExpertT& expert) {
+                    expert.input_buffer();
+                    expert.forward_in_place();
+                  }) {
+      // Each expert's rows go straight into its input cache, gathered by the thread that runs it.
+      Backend::for_each_expert(plan_, [&](Index e) {
+        ExpertT& expert = experts_[static_cast<std::size_t>(e)];
+        Backend::gather_expert(x, plan_, e, expert.input_buffer());
+        expert_outputs_[static_cast<std::size_t>(e)] = &expert.forward_in_place();
+      });
+    } else {
+      Backend::gather(x, plan_, expert_in_);
+      Backend::for_each_expert(plan_, [&](Index e) {
+        const auto i = static_cast<std::size_t>(e);
+        expert_outputs_[i] = &experts_[i].forward(expert_in_.middleRows(plan_.offsets(e), plan_.count(e)));
+      });
+    }
+    Backend::combine(expert_outputs_, routing_.experts, routing_.gates, plan_, out_features(), output_);
     for (auto& s : shared_) output_ += s.forward(x);
 
     if (options_.check_finite) {
@@ -170,17 +181,15 @@ class MoELayer {
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "MoELayer: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
+    // Before the experts' backward: their outputs are valid until their next call.
+    Backend::gate_gradients(dy, expert_outputs_, routing_.experts, plan_, d_gates_);
     Backend::gather_scaled(dy, routing_.gates, plan_, d_expert_out_);
-    d_expert_in_.resize(plan_.rows(), options_.d_model);
-    Backend::for_each_expert(options_.num_experts, [&](Index e) {
-      const Index count = plan_.count(e);
-      if (count == 0) return;
-      d_expert_in_.middleRows(plan_.offsets(e), count) =
-          experts_[static_cast<std::size_t>(e)].backward(d_expert_out_.middleRows(plan_.offsets(e), count));
+    Backend::for_each_expert(plan_, [&](Index e) {
+      const auto i = static_cast<std::size_t>(e);
+      expert_input_grads_[i] = &experts_[i].backward(d_expert_out_.middleRows(plan_.offsets(e), plan_.count(e)));
     });
-    Backend::scatter(d_expert_in_, plan_, grad_input_);
+    Backend::scatter(expert_input_grads_, routing_.experts, plan_, options_.d_model, grad_input_);
 
-    Backend::gate_gradients(dy, expert_out_, plan_, d_gates_);
     const MatrixX<Scalar>& scores = *routing_.scores;
     d_scores_.setZero(scores.rows(), scores.cols());
     d_logits_.setZero(scores.rows(), scores.cols());
@@ -289,8 +298,11 @@ class MoELayer {
   Scalar aux_loss_ = 0;
   IndexVector step_load_;
   LoadTracker load_;
-  MatrixX<Scalar> expert_in_, expert_out_, output_;
-  MatrixX<Scalar> d_expert_out_, d_expert_in_, d_gates_, d_scores_, d_logits_, grad_input_;
+  MatrixX<Scalar> expert_in_, output_;
+  MatrixX<Scalar> d_expert_out_, d_gates_, d_scores_, d_logits_, grad_input_;
+  // The buffers each expert returned from this layer's last forward and backward (valid until the expert's
+  // next call); entries of experts without rows are stale and never read.
+  std::vector<const MatrixX<Scalar>*> expert_outputs_, expert_input_grads_;
 };
 
 }  // namespace moe

@@ -50,6 +50,9 @@ class Dropout {
     return grad_input_;
   }
 
+  /// The output of the last forward.
+  const MatrixX<Scalar>& output() const { return output_; }
+
   ParameterList<Scalar> named_parameters() { return {}; }
 
   GeneratorList named_generators() { return {{"generator", &rng_}}; }

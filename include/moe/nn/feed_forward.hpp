@@ -26,6 +26,8 @@ inline Index require_hidden(const char* layer, Index hidden) {
 }  // namespace detail
 
 /// fc1 (d_model -> hidden), Activation, Dropout (only when dropout > 0), fc2 (hidden -> out_features).
+/// Activation is one of moe's activations: besides the module contract it needs input_buffer,
+/// forward_in_place and output.
 /// Parameter names fc1.weight, fc1.bias, fc2.weight, fc2.bias, as a PyTorch module with those attributes.
 template <template <class> class Activation, class ScalarT = float>
 class FeedForward {
@@ -49,16 +51,34 @@ class FeedForward {
   Index in_features() const { return fc1_.in_features(); }
   Index out_features() const { return fc2_.out_features(); }
 
+  /// The products run here on fc1's and fc2's parameters rather than through Linear::forward, so the
+  /// hidden activations are cached once (by the activation, or dropout) instead of also by fc2, and the
+  /// pre-activations are written straight into the activation's cache.
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
-    const MatrixX<Scalar>* h = &activation_.forward(fc1_.forward(x));
-    if (dropout_) h = &dropout_->forward(*h);
-    return fc2_.forward(*h);
+    input_ = x;
+    return forward_in_place();
+  }
+
+  /// For a caller that builds x anyway (MoELayer gathers each expert's rows): writing x into
+  /// input_buffer() and then calling forward_in_place() is forward(x) without the copy.
+  MatrixX<Scalar>& input_buffer() { return input_; }
+
+  const MatrixX<Scalar>& forward_in_place() {
+    detail::require(input_.cols() == in_features(), "FeedForward: input has ", input_.cols(),
+                    " columns, d_model is ", in_features());
+    affine(input_, fc1_, activation_.input_buffer());
+    const MatrixX<Scalar>& activated = activation_.forward_in_place();
+    affine(dropout_ ? dropout_->forward(activated) : activated, fc2_, output_);
+    return output_;
   }
 
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
-    const MatrixX<Scalar>* g = &fc2_.backward(dy);
+    detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "FeedForward: gradient has shape ",
+                    dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
+    const MatrixX<Scalar>& hidden = dropout_ ? dropout_->output() : activation_.output();
+    const MatrixX<Scalar>* g = &affine_backward(dy, hidden, fc2_, d_hidden_);
     if (dropout_) g = &dropout_->backward(*g);
-    return fc1_.backward(activation_.backward(*g));
+    return affine_backward(activation_.backward(*g), input_, fc1_, grad_input_);
   }
 
   ParameterList<Scalar> named_parameters() {
@@ -79,10 +99,28 @@ class FeedForward {
   }
 
  private:
+  /// out = x W^T + b.
+  static void affine(ConstRef<Scalar> x, Linear<Scalar>& layer, MatrixX<Scalar>& out) {
+    out.resize(x.rows(), layer.out_features());
+    out.noalias() = x * layer.weight().value.transpose();
+    if (layer.has_bias()) out.rowwise() += layer.bias().value.row(0);
+  }
+
+  /// Adds the parameter gradients of out = x W^T + b and returns dx = dy W in `dx`.
+  static const MatrixX<Scalar>& affine_backward(ConstRef<Scalar> dy, ConstRef<Scalar> x, Linear<Scalar>& layer,
+                                                MatrixX<Scalar>& dx) {
+    layer.weight().grad.noalias() += dy.transpose() * x;
+    if (layer.has_bias()) layer.bias().grad.row(0) += dy.colwise().sum();
+    dx.resize(dy.rows(), layer.in_features());
+    dx.noalias() = dy * layer.weight().value;
+    return dx;
+  }
+
   Linear<Scalar> fc1_;
   Linear<Scalar> fc2_;
   Activation<Scalar> activation_;
   std::optional<Dropout<Scalar>> dropout_;
+  MatrixX<Scalar> input_, output_, d_hidden_, grad_input_;
 };
 
 /// Shazeer 2020, "GLU Variants Improve Transformer": y = down_proj(silu(gate_proj(x)) * up_proj(x)), with

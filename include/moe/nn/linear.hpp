@@ -5,6 +5,7 @@
 #include <string>
 
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/parameter.hpp"
 #include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
@@ -40,23 +41,33 @@ class Linear {
   Index in_features() const { return weight_.value.cols(); }
   Index out_features() const { return weight_.value.rows(); }
 
+  /// Rows in chunks of row_chunk, over the threads when not already inside a parallel loop.
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     detail::require(x.cols() == in_features(), "Linear: input has ", x.cols(), " columns, in_features is ",
                     in_features());
-    input_ = x;
+    input_.resize(x.rows(), x.cols());
     output_.resize(x.rows(), out_features());
-    output_.noalias() = x * weight_.value.transpose();
-    if (has_bias_) output_.rowwise() += bias_.value.row(0);
+    parallel_for_chunks(x.rows(), row_chunk, [&](Index first, Index count) {
+      input_.middleRows(first, count) = x.middleRows(first, count);
+      auto out = output_.middleRows(first, count);
+      out.noalias() = x.middleRows(first, count) * weight_.value.transpose();
+      if (has_bias_) out.rowwise() += bias_.value.row(0);
+    });
     return output_;
   }
 
+  /// The parameter gradients in chunks of feature_chunk output features, dx in chunks of row_chunk rows.
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == input_.rows() && dy.cols() == out_features(), "Linear: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", input_.rows(), "x", out_features());
-    weight_.grad.noalias() += dy.transpose() * input_;
-    if (has_bias_) bias_.grad.row(0) += dy.colwise().sum();
+    parallel_for_chunks(out_features(), feature_chunk, [&](Index first, Index count) {
+      weight_.grad.middleRows(first, count).noalias() += dy.middleCols(first, count).transpose() * input_;
+      if (has_bias_) bias_.grad.row(0).segment(first, count) += dy.middleCols(first, count).colwise().sum();
+    });
     grad_input_.resize(dy.rows(), in_features());
-    grad_input_.noalias() = dy * weight_.value;
+    parallel_for_chunks(dy.rows(), row_chunk, [&](Index first, Index count) {
+      grad_input_.middleRows(first, count).noalias() = dy.middleRows(first, count) * weight_.value;
+    });
     return grad_input_;
   }
 
@@ -68,8 +79,14 @@ class Linear {
 
   Parameter<Scalar>& weight() { return weight_; }
   Parameter<Scalar>& bias() { return bias_; }
+  bool has_bias() const { return has_bias_; }
 
  private:
+  // Work items of forward and backward, of fixed sizes so that results do not depend on the thread count,
+  // and large enough that repacking the other operand for each chunk costs little next to the product.
+  static constexpr Index row_chunk = 256;
+  static constexpr Index feature_chunk = 64;
+
   static Index checked(Index features, const char* name) {
     detail::require(features > 0, "Linear: ", name, " must be positive, got ", features);
     return features;

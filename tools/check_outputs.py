@@ -97,6 +97,20 @@ def read_csv(path, columns, min_rows=1):
     return [dict(zip(columns, row)) for row in rows[1:]]
 
 
+def run_check(check, argv, name):
+    """The command line of an example's check_smoke.py: `check_smoke.py OUT_DIR` runs check(OUT_DIR) and
+    exits 1 with the error, or prints that NAME's outputs are fine."""
+    if len(argv) != 2:
+        print(f"usage: {argv[0]} OUT_DIR", file=sys.stderr)
+        sys.exit(2)
+    try:
+        check(argv[1])
+    except (CheckError, OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{name} outputs: ok")
+
+
 def main(argv):
     if len(argv) >= 3 and argv[1] == "png":
         for path in argv[2:]:

@@ -6,7 +6,7 @@ import math
 import os
 import sys
 
-from check_outputs import CheckError, check_png, read_csv
+from check_outputs import CheckError, check_png, read_csv, run_check
 
 CLASSES = 10
 
@@ -63,9 +63,4 @@ def check(out):
 
 
 if __name__ == "__main__":
-    try:
-        check(sys.argv[1])
-    except (CheckError, OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print("class_routing outputs: ok")
+    run_check(check, sys.argv, "class_routing")

@@ -15,7 +15,7 @@ import struct
 import sys
 from collections import defaultdict
 
-from check_outputs import CheckError, check_png, read_csv
+from check_outputs import CheckError, check_png, read_csv, run_check
 
 MODELS = ("aux_loss_based", "aux_loss_free")
 DOMAINS = ("prose", "code", "math")
@@ -133,11 +133,4 @@ def check(out):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        sys.exit(2)
-    try:
-        check(sys.argv[1])
-    except (CheckError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_check(check, sys.argv, "expert_load_heatmaps")

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 
-from check_outputs import CheckError, check_png, read_csv
+from check_outputs import CheckError, check_png, read_csv, run_check
 
 DIGITS = [str(d) for d in range(10)]
 EXPERTS = [f"expert {e}" for e in range(4)]
@@ -85,11 +85,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        sys.exit(2)
-    try:
-        main(sys.argv[1])
-    except (CheckError, OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_check(main, sys.argv, "pretrained_digit_expert")

@@ -5,7 +5,7 @@ import math
 import os
 import sys
 
-from check_outputs import CheckError, check_png, read_csv
+from check_outputs import CheckError, check_png, read_csv, run_check
 
 SUMMARY = ["experts", "trials", "learned_accuracy", "random_accuracy", "decrease_percent",
            "document_learned_accuracy", "document_random_accuracy", "document_decrease_percent"]
@@ -47,9 +47,4 @@ def check(out):
 
 
 if __name__ == "__main__":
-    try:
-        check(sys.argv[1])
-    except (CheckError, OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    print("router_ablation outputs: ok")
+    run_check(check, sys.argv, "router_ablation")

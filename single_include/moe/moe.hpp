@@ -608,9 +608,7 @@ class Linear {
     output_.resize(x.rows(), out_features());
     parallel_for_chunks(x.rows(), row_chunk, [&](Index first, Index count) {
       input_.middleRows(first, count) = x.middleRows(first, count);
-      auto out = output_.middleRows(first, count);
-      out.noalias() = x.middleRows(first, count) * weight_.value.transpose();
-      if (has_bias_) out.rowwise() += bias_.value.row(0);
+      apply(x.middleRows(first, count), output_.middleRows(first, count));
     });
     return output_;
   }
@@ -619,15 +617,35 @@ class Linear {
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == input_.rows() && dy.cols() == out_features(), "Linear: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", input_.rows(), "x", out_features());
-    parallel_for_chunks(out_features(), feature_chunk, [&](Index first, Index count) {
-      weight_.grad.middleRows(first, count).noalias() += dy.middleCols(first, count).transpose() * input_;
-      if (has_bias_) bias_.grad.row(0).segment(first, count) += dy.middleCols(first, count).colwise().sum();
-    });
+    parallel_for_chunks(out_features(), feature_chunk,
+                        [&](Index first, Index count) { accumulate_grads(dy, input_, first, count); });
     grad_input_.resize(dy.rows(), in_features());
     parallel_for_chunks(dy.rows(), row_chunk, [&](Index first, Index count) {
-      grad_input_.middleRows(first, count).noalias() = dy.middleRows(first, count) * weight_.value;
+      input_grad(dy.middleRows(first, count), grad_input_.middleRows(first, count));
     });
     return grad_input_;
+  }
+
+  // The three products of forward and backward, for a caller that keeps the input itself and so skips
+  // the copy forward makes (FeedForward: its hidden activations are cached once, by the activation).
+
+  /// out = x W^T + b; out has x.rows() rows.
+  template <class Out>
+  void apply(ConstRef<Scalar> x, Out&& out) const {
+    out.noalias() = x * weight_.value.transpose();
+    if (has_bias_) out.rowwise() += bias_.value.row(0);
+  }
+
+  /// Adds the gradients of W and b for output features [first, first + count) of out = x W^T + b.
+  void accumulate_grads(ConstRef<Scalar> dy, ConstRef<Scalar> x, Index first, Index count) {
+    weight_.grad.middleRows(first, count).noalias() += dy.middleCols(first, count).transpose() * x;
+    if (has_bias_) bias_.grad.row(0).segment(first, count) += dy.middleCols(first, count).colwise().sum();
+  }
+
+  /// dx = dy W; dx has dy.rows() rows.
+  template <class Out>
+  void input_grad(ConstRef<Scalar> dy, Out&& dx) const {
+    dx.noalias() = dy * weight_.value;
   }
 
   ParameterList<Scalar> named_parameters() {
@@ -638,7 +656,6 @@ class Linear {
 
   Parameter<Scalar>& weight() { return weight_; }
   Parameter<Scalar>& bias() { return bias_; }
-  bool has_bias() const { return has_bias_; }
 
  private:
   // Work items of forward and backward, of fixed sizes so that results do not depend on the thread count,
@@ -1370,9 +1387,12 @@ class FeedForward {
   const MatrixX<Scalar>& forward_in_place() {
     detail::require(input_.cols() == in_features(), "FeedForward: input has ", input_.cols(),
                     " columns, d_model is ", in_features());
-    affine(input_, fc1_, activation_.input_buffer());
+    MatrixX<Scalar>& pre_activation = activation_.input_buffer();
+    pre_activation.resize(input_.rows(), fc1_.out_features());
+    fc1_.apply(input_, pre_activation);
     const MatrixX<Scalar>& activated = activation_.forward_in_place();
-    affine(dropout_ ? dropout_->forward(activated) : activated, fc2_, output_);
+    output_.resize(activated.rows(), fc2_.out_features());
+    fc2_.apply(dropout_ ? dropout_->forward(activated) : activated, output_);
     return output_;
   }
 
@@ -1380,9 +1400,9 @@ class FeedForward {
     detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "FeedForward: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
     const MatrixX<Scalar>& hidden = dropout_ ? dropout_->output() : activation_.output();
-    const MatrixX<Scalar>* g = &affine_backward(dy, hidden, fc2_, d_hidden_);
+    const MatrixX<Scalar>* g = &linear_backward(fc2_, dy, hidden, d_hidden_);
     if (dropout_) g = &dropout_->backward(*g);
-    return affine_backward(activation_.backward(*g), input_, fc1_, grad_input_);
+    return linear_backward(fc1_, activation_.backward(*g), input_, grad_input_);
   }
 
   ParameterList<Scalar> named_parameters() {
@@ -1403,20 +1423,12 @@ class FeedForward {
   }
 
  private:
-  /// out = x W^T + b.
-  static void affine(ConstRef<Scalar> x, Linear<Scalar>& layer, MatrixX<Scalar>& out) {
-    out.resize(x.rows(), layer.out_features());
-    out.noalias() = x * layer.weight().value.transpose();
-    if (layer.has_bias()) out.rowwise() += layer.bias().value.row(0);
-  }
-
-  /// Adds the parameter gradients of out = x W^T + b and returns dx = dy W in `dx`.
-  static const MatrixX<Scalar>& affine_backward(ConstRef<Scalar> dy, ConstRef<Scalar> x, Linear<Scalar>& layer,
+  /// Backward of `layer` for the input x this module kept: adds its parameter gradients, returns dx.
+  static const MatrixX<Scalar>& linear_backward(Linear<Scalar>& layer, ConstRef<Scalar> dy, ConstRef<Scalar> x,
                                                 MatrixX<Scalar>& dx) {
-    layer.weight().grad.noalias() += dy.transpose() * x;
-    if (layer.has_bias()) layer.bias().grad.row(0) += dy.colwise().sum();
+    layer.accumulate_grads(dy, x, 0, layer.out_features());
     dx.resize(dy.rows(), layer.in_features());
-    dx.noalias() = dy * layer.weight().value;
+    layer.input_grad(dy, dx);
     return dx;
   }
 

@@ -66,9 +66,12 @@ class FeedForward {
   const MatrixX<Scalar>& forward_in_place() {
     detail::require(input_.cols() == in_features(), "FeedForward: input has ", input_.cols(),
                     " columns, d_model is ", in_features());
-    affine(input_, fc1_, activation_.input_buffer());
+    MatrixX<Scalar>& pre_activation = activation_.input_buffer();
+    pre_activation.resize(input_.rows(), fc1_.out_features());
+    fc1_.apply(input_, pre_activation);
     const MatrixX<Scalar>& activated = activation_.forward_in_place();
-    affine(dropout_ ? dropout_->forward(activated) : activated, fc2_, output_);
+    output_.resize(activated.rows(), fc2_.out_features());
+    fc2_.apply(dropout_ ? dropout_->forward(activated) : activated, output_);
     return output_;
   }
 
@@ -76,9 +79,9 @@ class FeedForward {
     detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "FeedForward: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
     const MatrixX<Scalar>& hidden = dropout_ ? dropout_->output() : activation_.output();
-    const MatrixX<Scalar>* g = &affine_backward(dy, hidden, fc2_, d_hidden_);
+    const MatrixX<Scalar>* g = &linear_backward(fc2_, dy, hidden, d_hidden_);
     if (dropout_) g = &dropout_->backward(*g);
-    return affine_backward(activation_.backward(*g), input_, fc1_, grad_input_);
+    return linear_backward(fc1_, activation_.backward(*g), input_, grad_input_);
   }
 
   ParameterList<Scalar> named_parameters() {
@@ -99,20 +102,12 @@ class FeedForward {
   }
 
  private:
-  /// out = x W^T + b.
-  static void affine(ConstRef<Scalar> x, Linear<Scalar>& layer, MatrixX<Scalar>& out) {
-    out.resize(x.rows(), layer.out_features());
-    out.noalias() = x * layer.weight().value.transpose();
-    if (layer.has_bias()) out.rowwise() += layer.bias().value.row(0);
-  }
-
-  /// Adds the parameter gradients of out = x W^T + b and returns dx = dy W in `dx`.
-  static const MatrixX<Scalar>& affine_backward(ConstRef<Scalar> dy, ConstRef<Scalar> x, Linear<Scalar>& layer,
+  /// Backward of `layer` for the input x this module kept: adds its parameter gradients, returns dx.
+  static const MatrixX<Scalar>& linear_backward(Linear<Scalar>& layer, ConstRef<Scalar> dy, ConstRef<Scalar> x,
                                                 MatrixX<Scalar>& dx) {
-    layer.weight().grad.noalias() += dy.transpose() * x;
-    if (layer.has_bias()) layer.bias().grad.row(0) += dy.colwise().sum();
+    layer.accumulate_grads(dy, x, 0, layer.out_features());
     dx.resize(dy.rows(), layer.in_features());
-    dx.noalias() = dy * layer.weight().value;
+    layer.input_grad(dy, dx);
     return dx;
   }
 

@@ -49,9 +49,7 @@ class Linear {
     output_.resize(x.rows(), out_features());
     parallel_for_chunks(x.rows(), row_chunk, [&](Index first, Index count) {
       input_.middleRows(first, count) = x.middleRows(first, count);
-      auto out = output_.middleRows(first, count);
-      out.noalias() = x.middleRows(first, count) * weight_.value.transpose();
-      if (has_bias_) out.rowwise() += bias_.value.row(0);
+      apply(x.middleRows(first, count), output_.middleRows(first, count));
     });
     return output_;
   }
@@ -60,15 +58,35 @@ class Linear {
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == input_.rows() && dy.cols() == out_features(), "Linear: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", input_.rows(), "x", out_features());
-    parallel_for_chunks(out_features(), feature_chunk, [&](Index first, Index count) {
-      weight_.grad.middleRows(first, count).noalias() += dy.middleCols(first, count).transpose() * input_;
-      if (has_bias_) bias_.grad.row(0).segment(first, count) += dy.middleCols(first, count).colwise().sum();
-    });
+    parallel_for_chunks(out_features(), feature_chunk,
+                        [&](Index first, Index count) { accumulate_grads(dy, input_, first, count); });
     grad_input_.resize(dy.rows(), in_features());
     parallel_for_chunks(dy.rows(), row_chunk, [&](Index first, Index count) {
-      grad_input_.middleRows(first, count).noalias() = dy.middleRows(first, count) * weight_.value;
+      input_grad(dy.middleRows(first, count), grad_input_.middleRows(first, count));
     });
     return grad_input_;
+  }
+
+  // The three products of forward and backward, for a caller that keeps the input itself and so skips
+  // the copy forward makes (FeedForward: its hidden activations are cached once, by the activation).
+
+  /// out = x W^T + b; out has x.rows() rows.
+  template <class Out>
+  void apply(ConstRef<Scalar> x, Out&& out) const {
+    out.noalias() = x * weight_.value.transpose();
+    if (has_bias_) out.rowwise() += bias_.value.row(0);
+  }
+
+  /// Adds the gradients of W and b for output features [first, first + count) of out = x W^T + b.
+  void accumulate_grads(ConstRef<Scalar> dy, ConstRef<Scalar> x, Index first, Index count) {
+    weight_.grad.middleRows(first, count).noalias() += dy.middleCols(first, count).transpose() * x;
+    if (has_bias_) bias_.grad.row(0).segment(first, count) += dy.middleCols(first, count).colwise().sum();
+  }
+
+  /// dx = dy W; dx has dy.rows() rows.
+  template <class Out>
+  void input_grad(ConstRef<Scalar> dy, Out&& dx) const {
+    dx.noalias() = dy * weight_.value;
   }
 
   ParameterList<Scalar> named_parameters() {
@@ -79,7 +97,6 @@ class Linear {
 
   Parameter<Scalar>& weight() { return weight_; }
   Parameter<Scalar>& bias() { return bias_; }
-  bool has_bias() const { return has_bias_; }
 
  private:
   // Work items of forward and backward, of fixed sizes so that results do not depend on the thread count,

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "moe/core/memory.hpp"
 #include "moe/core/parallel.hpp"
 #include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
@@ -64,6 +65,8 @@ inline int run_main(int argc, char** argv) {
   const int threads = env != nullptr ? std::atoi(env) : 2;
   moe::set_num_threads(threads > 0 ? threads : 2);
   benchmark::AddCustomContext("moe_threads", std::to_string(moe::num_threads()));
+  // As a training program would: buffers whose sizes change between calls keep their memory.
+  benchmark::AddCustomContext("retain_freed_memory", moe::retain_freed_memory() ? "yes" : "no");
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
 #ifdef MOE_BENCH_VARIANT
   benchmark::AddCustomContext("moe_variant", MOE_BENCH_VARIANT);

@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
   }
   const char* threads = std::getenv("MOE_BENCH_THREADS");
   moe::set_num_threads(threads != nullptr && std::atoi(threads) > 0 ? std::atoi(threads) : 2);
+  moe::retain_freed_memory();
   for (Config c : moe_bench::configs()) {
     if (name != c.name) continue;
     if (argc > 3) c.tokens = std::atoll(argv[3]);

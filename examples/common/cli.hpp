@@ -1,5 +1,6 @@
 #pragma once
-// The command line every example shares: --preset, --out, --data-dir, --seed, --threads.
+// The command line every example shares: --preset, --out, --data-dir, --seed, --threads; parse_args also
+// sets the threads and keeps freed memory in the process (moe::retain_freed_memory).
 
 #include <algorithm>
 #include <charconv>
@@ -11,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "moe/core/memory.hpp"
 #include "moe/core/parallel.hpp"
 
 namespace moe::examples {
@@ -87,6 +89,7 @@ inline Args parse_args(int argc, char** argv, std::string_view description, cons
     }
   }
   if (args.threads > 0) set_num_threads(args.threads);
+  retain_freed_memory();  // expert buffers change size every batch: keep their memory between batches
   std::filesystem::create_directories(args.out);
   return args;
 }

@@ -6,6 +6,7 @@
 
 #include "moe/core/error.hpp"
 #include "moe/core/image_shape.hpp"
+#include "moe/core/memory.hpp"
 #include "moe/core/module.hpp"
 #include "moe/core/parallel.hpp"
 #include "moe/core/parameter.hpp"

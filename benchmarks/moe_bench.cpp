@@ -12,17 +12,13 @@
 // gemm_square/<n> is one n x n x n product per thread on every thread: the peak of Eigen's GEMM here;
 // stream_copy, the memory bandwidth.
 // expert/<mode>/<config> and expert_gemm/<mode>/<config>: one expert's FeedForward, and its products
-// alone, on T*K/N rows and one thread (tokens_per_s counts those rows); expert_proposed/<mode>/<config>:
-// the same expert written out by hand as first proposed (vectorised GELU, no copies), which FeedForward
-// now follows: `expert` should match it (benchmarks/perf_notes.md).
+// alone, on T*K/N rows and one thread (tokens_per_s counts those rows).
 
 #include <algorithm>
 #include <cmath>
 #include <map>
 #include <memory>
 #include <string>
-
-#include <unsupported/Eigen/SpecialFunctions>
 
 #include "common.hpp"
 #include "moe/balancing/balancer.hpp"
@@ -119,14 +115,18 @@ void combine(benchmark::State& state, const Config& c) {
   state.SetBytesProcessed(state.iterations() * (c.k + 1) * c.tokens * c.d * Index(sizeof(float)));
 }
 
-void gather_scaled(benchmark::State& state, const Config& c) {
+void output_grads(benchmark::State& state, const Config& c) {
   const RoutedBatch& b = routed_batch(c);
-  Matrix rows;
+  Matrix d_rows(b.plan.rows(), c.d), d_gates = Matrix::Zero(c.tokens, c.k);
   for (auto _ : state) {
-    moe::backends::Cpu::gather_scaled<float>(b.dy, b.gates, b.plan, rows);
-    benchmark::DoNotOptimize(rows.data());
+    moe::backends::Cpu::for_each_expert(b.plan, [&](Index e) {
+      moe::backends::Cpu::expert_output_grads<float>(b.dy, b.expert_out[static_cast<std::size_t>(e)], b.gates,
+                                                     b.plan, e, d_rows, d_gates);
+    });
+    benchmark::DoNotOptimize(d_rows.data());
+    benchmark::DoNotOptimize(d_gates.data());
   }
-  set_rates(state, double(c.tokens), double(c.tokens * c.k * c.d));
+  set_rates(state, double(c.tokens), 3.0 * double(c.tokens * c.k * c.d));
 }
 
 void scatter(benchmark::State& state, const Config& c) {
@@ -137,16 +137,6 @@ void scatter(benchmark::State& state, const Config& c) {
     benchmark::DoNotOptimize(dx.data());
   }
   set_rates(state, double(c.tokens), double(c.tokens * c.k * c.d));
-}
-
-void gate_gradients(benchmark::State& state, const Config& c) {
-  const RoutedBatch& b = routed_batch(c);
-  Matrix d_gates;
-  for (auto _ : state) {
-    moe::backends::Cpu::gate_gradients<float>(b.dy, b.expert_out_blocks, b.experts, b.plan, d_gates);
-    benchmark::DoNotOptimize(d_gates.data());
-  }
-  set_rates(state, double(c.tokens), 2.0 * double(c.tokens * c.k * c.d));
 }
 
 /// Distinct input batches the layer benchmarks cycle through.
@@ -278,63 +268,6 @@ void expert(benchmark::State& state, const Config& c, bool backward, bool gemm_o
   set_rates(state, double(r), flops);
 }
 
-/// One expert written out by hand as first proposed for FeedForward, for `expert_proposed`: the
-/// math of FeedForward<GELU> (fc1, exact GELU, fc2, with biases), but (1) GELU goes through Eigen's
-/// vectorised erf and keeps its CDF, so backward needs one exp per element instead of erf + exp, (2) the
-/// input is referenced, not copied (the caller's block lives until backward, as MoELayer's expert_in_
-/// does), and the activation is not copied into fc2's cache. (Writing the bias first and accumulating the
-/// product onto it is slower: Eigen's replicate() into a row-major matrix is not vectorised.)
-class ProposedExpert {
- public:
-  ProposedExpert(Index d, Index h, std::uint64_t seed)
-      : w1_(random_matrix(h, d, seed, 1.0 / std::sqrt(double(d)))),
-        b1_(random_matrix(1, h, seed + 1, 0.01)),
-        w2_(random_matrix(d, h, seed + 2, 1.0 / std::sqrt(double(h)))),
-        b2_(random_matrix(1, d, seed + 3, 0.01)),
-        dw1_(Matrix::Zero(h, d)), db1_(Matrix::Zero(1, h)), dw2_(Matrix::Zero(d, h)), db2_(Matrix::Zero(1, d)) {}
-
-  const Matrix& forward(const Matrix& x) {
-    input_ = &x;
-    pre_.noalias() = x * w1_.transpose();
-    pre_.rowwise() += b1_.row(0);
-    cdf_ = (0.5f * (1.0f + (pre_.array() * inv_sqrt2).erf())).matrix();
-    act_ = pre_.cwiseProduct(cdf_);
-    out_.noalias() = act_ * w2_.transpose();
-    out_.rowwise() += b2_.row(0);
-    return out_;
-  }
-
-  const Matrix& backward(const Matrix& dy) {
-    dw2_.noalias() += dy.transpose() * act_;
-    db2_ += dy.colwise().sum();
-    dpre_.noalias() = dy * w2_;
-    dpre_.array() *= cdf_.array() + pre_.array() * inv_sqrt_2pi * (-0.5f * pre_.array().square()).exp();
-    dw1_.noalias() += dpre_.transpose() * *input_;
-    db1_ += dpre_.colwise().sum();
-    dx_.noalias() = dpre_ * w1_;
-    return dx_;
-  }
-
- private:
-  static constexpr float inv_sqrt2 = 0.70710678118654752f;
-  static constexpr float inv_sqrt_2pi = 0.39894228040143268f;
-  Matrix w1_, b1_, w2_, b2_, dw1_, db1_, dw2_, db2_;
-  const Matrix* input_ = nullptr;
-  Matrix pre_, cdf_, act_, out_, dpre_, dx_;
-};
-
-void expert_proposed(benchmark::State& state, const Config& c, bool backward) {
-  const Index r = c.rows_per_expert();
-  ProposedExpert e(c.d, c.h, 3);
-  const Matrix x = random_matrix(r, c.d, 1);
-  const Matrix dy = random_matrix(r, c.d, 2);
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(e.forward(x).data());
-    if (backward) benchmark::DoNotOptimize(e.backward(dy).data());
-  }
-  set_rates(state, double(r), 4.0 * double(r) * double(c.d) * double(c.h) * (backward ? 3.0 : 1.0));
-}
-
 /// Memory bandwidth: every thread copies its own 128 MiB buffer (far past the caches); bytes_per_second
 /// counts bytes read plus bytes written. What streaming expert weights from memory costs.
 void stream_copy(benchmark::State& state) {
@@ -369,35 +302,18 @@ void gemm_square(benchmark::State& state) {
   set_rates(state, double(n * threads), 2.0 * double(n) * double(n) * double(n) * double(threads));
 }
 
-/// GELU on the [T*K x h] hidden activations: the library's scalar std::erf form (moe::GELU), and the
-/// same formula through Eigen's vectorised erf (unsupported/Eigen/SpecialFunctions), which shows what a
-/// vectorised activation would save. Counts one "flop" per element.
-void gelu(benchmark::State& state, const Config& c, bool backward, bool vectorised) {
+/// moe::GELU on the [T·K x h] hidden activations, split in row blocks over the threads as the experts are.
+void gelu(benchmark::State& state, const Config& c, bool backward) {
   const Matrix x = random_matrix(c.tokens * c.k, c.h, 5);
   const Matrix dy = random_matrix(c.tokens * c.k, c.h, 6);
   const Index parts = moe::num_threads();
-  std::vector<moe::GELU<float>> scalar(static_cast<std::size_t>(parts));
-  std::vector<Matrix> y(static_cast<std::size_t>(parts)), dx(static_cast<std::size_t>(parts));
-  const float inv_sqrt2 = float(1.0 / std::sqrt(2.0)), inv_sqrt_2pi = float(1.0 / std::sqrt(2.0 * 3.14159265358979));
+  std::vector<moe::GELU<float>> modules(static_cast<std::size_t>(parts));
   for (auto _ : state) {
-    // Split in row blocks over the threads, as the experts are.
     moe::parallel_for(parts, [&](Index p) {
       const Index first = p * x.rows() / parts, count = (p + 1) * x.rows() / parts - first;
-      const auto i = static_cast<std::size_t>(p);
-      const auto xb = x.middleRows(first, count);
-      if (!vectorised) {
-        benchmark::DoNotOptimize(scalar[i].forward(xb).data());
-        if (backward) benchmark::DoNotOptimize(scalar[i].backward(dy.middleRows(first, count)).data());
-        return;
-      }
-      const auto cdf = 0.5f * (1.0f + (xb.array() * inv_sqrt2).erf());
-      y[i] = (xb.array() * cdf).matrix();
-      if (backward)
-        dx[i] = (dy.middleRows(first, count).array() *
-                 (cdf + xb.array() * inv_sqrt_2pi * (-0.5f * xb.array().square()).exp()))
-                    .matrix();
-      benchmark::DoNotOptimize(y[i].data());
-      benchmark::DoNotOptimize(dx[i].data());
+      moe::GELU<float>& gelu = modules[static_cast<std::size_t>(p)];
+      benchmark::DoNotOptimize(gelu.forward(x.middleRows(first, count)).data());
+      if (backward) benchmark::DoNotOptimize(gelu.backward(dy.middleRows(first, count)).data());
     });
   }
   set_rates(state, double(c.tokens), double(x.size()) * (backward ? 2.0 : 1.0));
@@ -424,13 +340,11 @@ void register_all() {
     add(std::string("plan/") + c.name, [c](benchmark::State& s) { plan(s, c); });
     add(std::string("gather/") + c.name, [c](benchmark::State& s) { gather(s, c); });
     add(std::string("combine/") + c.name, [c](benchmark::State& s) { combine(s, c); });
-    add(std::string("gather_scaled/") + c.name, [c](benchmark::State& s) { gather_scaled(s, c); });
+    add(std::string("output_grads/") + c.name, [c](benchmark::State& s) { output_grads(s, c); });
     add(std::string("scatter/") + c.name, [c](benchmark::State& s) { scatter(s, c); });
-    add(std::string("gate_gradients/") + c.name, [c](benchmark::State& s) { gate_gradients(s, c); });
     for (bool backward : {false, true}) {
       const std::string mode = backward ? "fwd_bwd/" : "fwd/";
-      add("gelu/" + mode + c.name, [c, backward](benchmark::State& s) { gelu(s, c, backward, false); });
-      add("gelu_vectorised/" + mode + c.name, [c, backward](benchmark::State& s) { gelu(s, c, backward, true); });
+      add("gelu/" + mode + c.name, [c, backward](benchmark::State& s) { gelu(s, c, backward); });
     }
     switch (c.k) {
       case 1: register_layer<1>(c); break;
@@ -450,8 +364,6 @@ void register_all() {
       add("expert/" + mode + c.name, [c, backward](benchmark::State& s) { expert(s, c, backward, false); })
           ->Unit(benchmark::kMillisecond);
       add("expert_gemm/" + mode + c.name, [c, backward](benchmark::State& s) { expert(s, c, backward, true); })
-          ->Unit(benchmark::kMillisecond);
-      add("expert_proposed/" + mode + c.name, [c, backward](benchmark::State& s) { expert_proposed(s, c, backward); })
           ->Unit(benchmark::kMillisecond);
     }
   }

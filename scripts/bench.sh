@@ -159,6 +159,9 @@ phase_begin "nn_bench"
 phase_end
 
 # --- PyTorch -------------------------------------------------------------------------------------------
+# The peer gets the allocator settings our benchmarks set with moe::retain_freed_memory (freed blocks up to
+# 32 MiB stay in the heap, no trimming), so both sides run with the same malloc.
+export GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647
 openblas_dir=""
 case "$peer_blas" in
   openblas) openblas_variant=openmp ;;

@@ -469,15 +469,15 @@ def main():
     add("")
     add("Milliseconds per call, each part measured alone on the same shapes (`router`: the router's Linear "
         "and softmax; `gelu`: moe::GELU on the [T·K x h] hidden activations, two threads; `gemm`: the GEMM "
-        "reference). The remainder is what the parts do not explain: bias adds, the copies the modules make "
-        "(Linear caches its input, the activation its input and output, the layer copies each expert's "
-        "output), allocation, routing imbalance (`load`: most loaded expert over the mean) and threads "
-        "waiting at the end of `for_each_expert`. `gelu_vec` is the same GELU through Eigen's vectorised "
-        "`erf` (unsupported/Eigen/SpecialFunctions): what a vectorised activation would take.")
+        "reference; `output_grads`: each expert's output and gate gradients, `scatter`: the input gradients "
+        "summed per token). The remainder is what the parts do not explain: bias adds, the copies the "
+        "modules make (each expert caches its input, the activation its input and output), allocation, "
+        "routing imbalance (`load`: most loaded expert over the mean) and threads waiting at the end of "
+        "`for_each_expert`.")
     add("")
-    add("| config | mode | layer | gemm | gelu | gelu_vec | router | top_k | plan | gather | combine | "
-        "gather_scaled + scatter + gate_grad | remainder | load |")
-    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    add("| config | mode | layer | gemm | gelu | router | top_k | plan | gather | combine | "
+        "output_grads + scatter | remainder | load |")
+    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     budget = {}
     for c in configs:
         for mode in MODES:
@@ -485,15 +485,15 @@ def main():
                 run = ours.get(name)
                 return ms(run) if run else 0.0
             layer, gemm_t = t(f"moe_layer/{mode}/{c}"), t(f"gemm/{mode}/{c}")
-            gelu_t, gelu_v = t(f"gelu/{mode}/{c}"), t(f"gelu_vectorised/{mode}/{c}")
+            gelu_t = t(f"gelu/{mode}/{c}")
             router = t(f"router/{c}") * (3 if mode == "fwd_bwd" else 1)  # backward: two products of the same size
             top, pl, ga, co = t(f"top_k/{c}"), t(f"plan/{c}"), t(f"gather/{c}"), t(f"combine/{c}")
-            bwd = t(f"gather_scaled/{c}") + t(f"scatter/{c}") + t(f"gate_gradients/{c}") if mode == "fwd_bwd" else 0.0
+            bwd = t(f"output_grads/{c}") + t(f"scatter/{c}") if mode == "fwd_bwd" else 0.0
             rest = layer - gemm_t - gelu_t - router - top - pl - ga - co - bwd
-            budget[(c, mode)] = dict(layer=layer, gemm=gemm_t, gelu=gelu_t, gelu_vec=gelu_v, router=router,
+            budget[(c, mode)] = dict(layer=layer, gemm=gemm_t, gelu=gelu_t, router=router,
                                      dispatch=top + pl + ga + co + bwd, rest=rest)
             load = table[(c, mode)]["load"]
-            add(f"| {c} | {mode} | {layer:.2f} | {gemm_t:.2f} | {gelu_t:.2f} | {gelu_v:.2f} | {router:.2f} | {top:.2f} | "
+            add(f"| {c} | {mode} | {layer:.2f} | {gemm_t:.2f} | {gelu_t:.2f} | {router:.2f} | {top:.2f} | "
                 f"{pl:.2f} | {ga:.2f} | {co:.2f} | {bwd:.2f} | {rest:.2f} | {fmt(load, 2)} |")
     add("")
     add("(router fwd_bwd is counted as 3x its forward: the backward runs two products of the forward's size.)")
@@ -505,21 +505,17 @@ def main():
         add("")
         add("`expert/<mode>/<config>`: one `FeedForward<GELU>` on its T·K/N rows, on the calling thread; "
             "`expert_gemm`: the same two (fwd) or six (fwd_bwd) products without bias and activation. No "
-            "routing, no dispatch, no threads: what the expert module itself costs over its GEMMs. "
-            "`expert_proposed`: the same math computed as the notes below propose (GELU through Eigen's "
-            "vectorised erf with its CDF kept for backward, no copies of inputs); it agrees with FeedForward<GELU> to float rounding.")
+            "routing, no dispatch, no threads: what the expert module itself costs over its GEMMs.")
         add("")
-        add("| config | mode | rows | expert ms | expert_gemm ms | expert_proposed ms | expert / gemm | proposed / gemm |")
-        add("|---|---|---:|---:|---:|---:|---:|---:|")
+        add("| config | mode | rows | expert ms | expert_gemm ms | expert / gemm |")
+        add("|---|---|---:|---:|---:|---:|")
         for c in configs:
             for mode in MODES:
                 e, g = ours.get(f"expert/{mode}/{c}"), ours.get(f"expert_gemm/{mode}/{c}")
-                p = ours.get(f"expert_proposed/{mode}/{c}")
                 if not e or not g:
                     continue
                 rows = ours.get(f"gemm/fwd/{c}", {}).get("rows_per_expert")
-                add(f"| {c} | {mode} | {fmt(rows)} | {ms(e):.2f} | {ms(g):.2f} | {ms(p) if p else float('nan'):.2f} | "
-                    f"{pct(e['gflops'] / g['gflops'])} | {pct(p['gflops'] / g['gflops']) if p else 'n/a'} |")
+                add(f"| {c} | {mode} | {fmt(rows)} | {ms(e):.2f} | {ms(g):.2f} | {pct(e['gflops'] / g['gflops'])} |")
         add("")
 
     # profiles
@@ -606,12 +602,29 @@ def main():
                     f"{budget[('N8', mode)]['layer']:.1f} ms, of which GEMM {b['gemm']:.1f} vs "
                     f"{budget[('N8', mode)]['gemm']:.1f} ms and remainder {b['rest']:.1f} vs "
                     f"{budget[('N8', mode)]['rest']:.1f} ms.")
+                # Two things grow with N at fixed T, d, h, K: the router's product (T x d x N) and the expert
+                # weights, which stop fitting in the caches and stream from memory on every pass.
+                n8, n256 = budget[("N8", mode)], b
+                add(f"  Bound 1, the router: {n256['router']:.1f} ms at N=256 against {n8['router']:.1f} ms at N=8 "
+                    f"(2·d·N FLOPs per token against the experts' 4·K·d·h: {2 * 256 / (4 * 2 * 256):.0%} more at N=256, "
+                    f"{2 * 8 / (4 * 2 * 256):.1%} at N=8). That alone allows N=256 at most "
+                    f"{n8['layer'] / (n8['layer'] + n256['router'] - n8['router']):.0%} of N=8's tokens/s.")
+                bw = ours.get("stream_copy")
+                if bw:
+                    passes = 1 if mode == "fwd" else 4  # fwd reads W; backward reads W again and reads + writes dW
+                    weight_bytes = 256 * 2 * 256 * 256 * 4 * passes
+                    floor_ms = weight_bytes / bw["bytes_per_second"] * 1e3
+                    add(f"  Bound 2, memory: the 256 experts hold {256 * 2 * 256 * 256 * 4 / 2**20:.0f} MiB of weights "
+                        f"(N=8: 4 MiB, cache-resident); {mode} moves them {passes} time(s), "
+                        f"{weight_bytes / 2**20:.0f} MiB, which at `stream_copy`'s "
+                        f"{bw['bytes_per_second'] / 1e9:.1f} GB/s takes {floor_ms:.1f} ms, against "
+                        f"{n8['layer'] * 1.25:.1f} ms for the whole call at 80% of N=8's rate.")
                 continue
             need = row["need_gf"] if target == "T1" else SHARE_TARGETS[c] * row["gemm_gf"]
             ideal_ms = b["layer"] * row["moe_gf"] / need
             add(f"- **{target} {c} {mode}**: {fmt(row['moe_gf'], 1)} GFLOP/s against {fmt(need, 1)} needed "
                 f"({row['moe_gf'] / need:.0%}); a call takes {b['layer']:.1f} ms, the target {ideal_ms:.1f} ms. "
-                f"GEMM {b['gemm']:.1f} ms, GELU {b['gelu']:.1f} ms (vectorised: {b['gelu_vec']:.1f}), router "
+                f"GEMM {b['gemm']:.1f} ms, GELU {b['gelu']:.1f} ms, router "
                 f"{b['router']:.1f}, dispatch {b['dispatch']:.1f}, remainder {b['rest']:.1f} ms.")
     add("")
 

@@ -88,18 +88,6 @@ struct Cpu {
     for (Index r = 0; r < rows.rows(); ++r) rows.row(r) = x.row(plan.slot(first + r) / k);
   }
 
-  /// rows[r] = gate of r's assignment * dy[token of r]: the gradient each expert's output receives.
-  template <class Scalar>
-  static void gather_scaled(ConstRef<Scalar> dy, const MatrixX<Scalar>& gates, const DispatchPlan& plan,
-                            MatrixX<Scalar>& rows) {
-    const Index k = plan.position.cols();
-    rows.resize(plan.rows(), dy.cols());
-    parallel_for(plan.rows(), [&](Index r) {
-      const Index s = plan.slot(r);
-      rows.row(r) = gates(s / k, s % k) * dy.row(s / k);
-    });
-  }
-
   /// y[t] = sum over kept slots j, in order, of gates(t, j) * the output of assignment (t, j), read where
   /// its expert left it (see expert_row), so the experts' outputs are not copied into one block first.
   template <class Scalar>
@@ -113,15 +101,21 @@ struct Cpu {
     });
   }
 
-  /// d_gates(t, j) = dy[t] . the output of assignment (t, j), 0 for a dropped slot.
+  /// For the rows of `expert`, whose forward output is `output`: d_rows[r] = gate of r's assignment *
+  /// dy[token of r] (the gradient the expert's output receives; rows [offsets(expert), offsets(expert + 1))
+  /// of d_rows) and d_gates(t, j) = dy[t] . output[r] (the gradient of that gate), reading dy[t] once for
+  /// both while the thread that runs the expert's backward next has them in cache. Each assignment has one
+  /// expert, so experts on different threads write different entries; a dropped slot's entry is untouched.
   template <class Scalar>
-  static void gate_gradients(ConstRef<Scalar> dy, const std::vector<const MatrixX<Scalar>*>& outputs,
-                             const IndexMatrix& experts, const DispatchPlan& plan, MatrixX<Scalar>& d_gates) {
-    d_gates.resize(plan.position.rows(), plan.position.cols());
-    parallel_for(plan.position.rows(), [&](Index t) {
-      for (Index j = 0; j < plan.position.cols(); ++j)
-        d_gates(t, j) = plan.position(t, j) >= 0 ? dy.row(t).dot(expert_row(outputs, experts, plan, t, j)) : Scalar(0);
-    });
+  static void expert_output_grads(ConstRef<Scalar> dy, const MatrixX<Scalar>& output, const MatrixX<Scalar>& gates,
+                                  const DispatchPlan& plan, Index expert, MatrixX<Scalar>& d_rows,
+                                  MatrixX<Scalar>& d_gates) {
+    const Index k = plan.position.cols(), first = plan.offsets(expert);
+    for (Index r = 0; r < plan.count(expert); ++r) {
+      const Index s = plan.slot(first + r), t = s / k, j = s % k;
+      d_gates(t, j) = dy.row(t).dot(output.row(r));
+      d_rows.row(first + r) = gates(t, j) * dy.row(t);
+    }
   }
 
   /// dx[t] = sum over kept slots j, in order, of the input gradient of assignment (t, j).

@@ -2540,15 +2540,17 @@ void select_top_k(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, In
     auto value = [&](Index e) { return bias ? scores(t, e) + (*bias)(0, e) : scores(t, e); };
     auto row = experts.row(t);
     Index filled = 0;
+    Scalar kth = 0;  // value(row(k - 1)) once the row is full: most experts fail this one comparison
     for (Index e = 0; e < n; ++e) {
       const Scalar v = value(e);
-      if (filled == k && !(v > value(row(k - 1)))) continue;  // strict: an equal later index loses
+      if (filled == k && !(v > kth)) continue;  // strict: an equal later index loses
       Index pos = filled < k ? filled++ : k - 1;
       while (pos > 0 && v > value(row(pos - 1))) {
         row(pos) = row(pos - 1);
         --pos;
       }
       row(pos) = e;
+      if (filled == k) kth = value(row(k - 1));
     }
   });
 }
@@ -3428,18 +3430,6 @@ struct Cpu {
     for (Index r = 0; r < rows.rows(); ++r) rows.row(r) = x.row(plan.slot(first + r) / k);
   }
 
-  /// rows[r] = gate of r's assignment * dy[token of r]: the gradient each expert's output receives.
-  template <class Scalar>
-  static void gather_scaled(ConstRef<Scalar> dy, const MatrixX<Scalar>& gates, const DispatchPlan& plan,
-                            MatrixX<Scalar>& rows) {
-    const Index k = plan.position.cols();
-    rows.resize(plan.rows(), dy.cols());
-    parallel_for(plan.rows(), [&](Index r) {
-      const Index s = plan.slot(r);
-      rows.row(r) = gates(s / k, s % k) * dy.row(s / k);
-    });
-  }
-
   /// y[t] = sum over kept slots j, in order, of gates(t, j) * the output of assignment (t, j), read where
   /// its expert left it (see expert_row), so the experts' outputs are not copied into one block first.
   template <class Scalar>
@@ -3453,15 +3443,21 @@ struct Cpu {
     });
   }
 
-  /// d_gates(t, j) = dy[t] . the output of assignment (t, j), 0 for a dropped slot.
+  /// For the rows of `expert`, whose forward output is `output`: d_rows[r] = gate of r's assignment *
+  /// dy[token of r] (the gradient the expert's output receives; rows [offsets(expert), offsets(expert + 1))
+  /// of d_rows) and d_gates(t, j) = dy[t] . output[r] (the gradient of that gate), reading dy[t] once for
+  /// both while the thread that runs the expert's backward next has them in cache. Each assignment has one
+  /// expert, so experts on different threads write different entries; a dropped slot's entry is untouched.
   template <class Scalar>
-  static void gate_gradients(ConstRef<Scalar> dy, const std::vector<const MatrixX<Scalar>*>& outputs,
-                             const IndexMatrix& experts, const DispatchPlan& plan, MatrixX<Scalar>& d_gates) {
-    d_gates.resize(plan.position.rows(), plan.position.cols());
-    parallel_for(plan.position.rows(), [&](Index t) {
-      for (Index j = 0; j < plan.position.cols(); ++j)
-        d_gates(t, j) = plan.position(t, j) >= 0 ? dy.row(t).dot(expert_row(outputs, experts, plan, t, j)) : Scalar(0);
-    });
+  static void expert_output_grads(ConstRef<Scalar> dy, const MatrixX<Scalar>& output, const MatrixX<Scalar>& gates,
+                                  const DispatchPlan& plan, Index expert, MatrixX<Scalar>& d_rows,
+                                  MatrixX<Scalar>& d_gates) {
+    const Index k = plan.position.cols(), first = plan.offsets(expert);
+    for (Index r = 0; r < plan.count(expert); ++r) {
+      const Index s = plan.slot(first + r), t = s / k, j = s % k;
+      d_gates(t, j) = dy.row(t).dot(output.row(r));
+      d_rows.row(first + r) = gates(t, j) * dy.row(t);
+    }
   }
 
   /// dx[t] = sum over kept slots j, in order, of the input gradient of assignment (t, j).
@@ -3668,11 +3664,13 @@ class MoELayer {
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "MoELayer: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
-    // Before the experts' backward: their outputs are valid until their next call.
-    Backend::gate_gradients(dy, expert_outputs_, routing_.experts, plan_, d_gates_);
-    Backend::gather_scaled(dy, routing_.gates, plan_, d_expert_out_);
+    // Each expert's output gradient and its gates' gradients come from its output, so they are computed by
+    // the thread that runs the expert, before its backward overwrites what forward left (dropped slots keep 0).
+    d_gates_.setZero(routing_.experts.rows(), routing_.experts.cols());
+    d_expert_out_.resize(plan_.rows(), dy.cols());
     Backend::for_each_expert(plan_, [&](Index e) {
       const auto i = static_cast<std::size_t>(e);
+      Backend::expert_output_grads(dy, *expert_outputs_[i], routing_.gates, plan_, e, d_expert_out_, d_gates_);
       expert_input_grads_[i] = &experts_[i].backward(d_expert_out_.middleRows(plan_.offsets(e), plan_.count(e)));
     });
     Backend::scatter(expert_input_grads_, routing_.experts, plan_, options_.d_model, grad_input_);

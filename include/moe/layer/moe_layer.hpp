@@ -181,11 +181,13 @@ class MoELayer {
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "MoELayer: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
-    // Before the experts' backward: their outputs are valid until their next call.
-    Backend::gate_gradients(dy, expert_outputs_, routing_.experts, plan_, d_gates_);
-    Backend::gather_scaled(dy, routing_.gates, plan_, d_expert_out_);
+    // Each expert's output gradient and its gates' gradients come from its output, so they are computed by
+    // the thread that runs the expert, before its backward overwrites what forward left (dropped slots keep 0).
+    d_gates_.setZero(routing_.experts.rows(), routing_.experts.cols());
+    d_expert_out_.resize(plan_.rows(), dy.cols());
     Backend::for_each_expert(plan_, [&](Index e) {
       const auto i = static_cast<std::size_t>(e);
+      Backend::expert_output_grads(dy, *expert_outputs_[i], routing_.gates, plan_, e, d_expert_out_, d_gates_);
       expert_input_grads_[i] = &experts_[i].backward(d_expert_out_.middleRows(plan_.offsets(e), plan_.count(e)));
     });
     Backend::scatter(expert_input_grads_, routing_.experts, plan_, options_.d_model, grad_input_);

@@ -60,15 +60,17 @@ void select_top_k(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, In
     auto value = [&](Index e) { return bias ? scores(t, e) + (*bias)(0, e) : scores(t, e); };
     auto row = experts.row(t);
     Index filled = 0;
+    Scalar kth = 0;  // value(row(k - 1)) once the row is full: most experts fail this one comparison
     for (Index e = 0; e < n; ++e) {
       const Scalar v = value(e);
-      if (filled == k && !(v > value(row(k - 1)))) continue;  // strict: an equal later index loses
+      if (filled == k && !(v > kth)) continue;  // strict: an equal later index loses
       Index pos = filled < k ? filled++ : k - 1;
       while (pos > 0 && v > value(row(pos - 1))) {
         row(pos) = row(pos - 1);
         --pos;
       }
       row(pos) = e;
+      if (filled == k) kth = value(row(k - 1));
     }
   });
 }

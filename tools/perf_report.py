@@ -272,6 +272,8 @@ def main():
     add(f"| date | {machine.get('date', ctx.get('date'))} |")
     add(f"| compiler | {machine.get('compiler', ctx.get('compiler'))}, Release `{machine.get('release_flags', '-O3')}` |")
     add(f"| build used | `{machine.get('variant', ctx.get('moe_variant'))}` (Eigen SIMD: {ctx.get('eigen_simd')}) |")
+    retained = ctx.get("retain_freed_memory") == "yes"
+    add(f"| allocator | glibc malloc; {'freed blocks up to 32 MiB kept in the heap, no trimming, for moe (`moe::retain_freed_memory()`) and PyTorch (the same through `GLIBC_TUNABLES`)' if retained else 'default settings'} |")
     add(f"| repetitions | {machine.get('repetitions', '?')} x at least {machine.get('min_time', '?')} s "
         "(median); every benchmark on real time |")
     add(f"| PyTorch | {peer_ctx.get('torch', '?')} eager, float32, BLAS: {blas_name}; "

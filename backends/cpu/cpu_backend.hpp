@@ -1,7 +1,7 @@
 #pragma once
-// The CPU backend: counting-sort dispatch, gathers into one contiguous block per expert, and a combine
-// that sums each token's K contributions in slot order (no atomics), so the result has the same bits
-// for any number of threads.
+// The CPU backend: counting-sort dispatch, a gather into one contiguous block per expert (by the thread that
+// runs it), and a combine that sums each token's K contributions in slot order (no atomics), so the result
+// has the same bits for any number of threads.
 
 #include <algorithm>
 #include <cmath>
@@ -69,14 +69,6 @@ struct Cpu {
     std::sort(plan.largest_first.begin(), plan.largest_first.end(), [&](Index a, Index b) {
       return plan.count(a) != plan.count(b) ? plan.count(a) > plan.count(b) : a < b;
     });
-  }
-
-  /// rows[r] = x[token of r].
-  template <class Scalar>
-  static void gather(ConstRef<Scalar> x, const DispatchPlan& plan, MatrixX<Scalar>& rows) {
-    const Index k = plan.position.cols();
-    rows.resize(plan.rows(), x.cols());
-    parallel_for(plan.rows(), [&](Index r) { rows.row(r) = x.row(plan.slot(r) / k); });
   }
 
   /// rows = x[token of each row of `expert`], in plan order: one expert's block, gathered by the thread

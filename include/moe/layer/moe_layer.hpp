@@ -101,6 +101,7 @@ class MoELayer {
     for (const auto& s : shared_)
       detail::require(s.out_features() == width, "MoELayer: shared experts output ", s.out_features(),
                       " features, routed experts ", width);
+    expert_inputs_.resize(experts_.size());
     expert_outputs_.resize(experts_.size());
     expert_input_grads_.resize(experts_.size());
     step_load_.setZero(options.num_experts);
@@ -149,23 +150,22 @@ class MoELayer {
     load_.add(plan_, x.rows());
     if (training_) step_load_ += plan_.routed;
 
-    if constexpr (requires(ExpertT& expert) {
-                    expert.input_buffer();
-                    expert.forward_in_place();
-                  }) {
-      // Each expert's rows go straight into its input cache, gathered by the thread that runs it.
-      Backend::for_each_expert(plan_, [&](Index e) {
-        ExpertT& expert = experts_[static_cast<std::size_t>(e)];
+    // Each expert's rows are gathered by the thread that then runs it: into its input cache when it has one
+    // (no copy in forward), else into a block of the layer's.
+    Backend::for_each_expert(plan_, [&](Index e) {
+      const auto i = static_cast<std::size_t>(e);
+      ExpertT& expert = experts_[i];
+      if constexpr (requires {
+                      expert.input_buffer();
+                      expert.forward_in_place();
+                    }) {
         Backend::gather_expert(x, plan_, e, expert.input_buffer());
-        expert_outputs_[static_cast<std::size_t>(e)] = &expert.forward_in_place();
-      });
-    } else {
-      Backend::gather(x, plan_, expert_in_);
-      Backend::for_each_expert(plan_, [&](Index e) {
-        const auto i = static_cast<std::size_t>(e);
-        expert_outputs_[i] = &experts_[i].forward(expert_in_.middleRows(plan_.offsets(e), plan_.count(e)));
-      });
-    }
+        expert_outputs_[i] = &expert.forward_in_place();
+      } else {
+        Backend::gather_expert(x, plan_, e, expert_inputs_[i]);
+        expert_outputs_[i] = &expert.forward(expert_inputs_[i]);
+      }
+    });
     Backend::combine(expert_outputs_, routing_.experts, routing_.gates, plan_, out_features(), output_);
     for (auto& s : shared_) output_ += s.forward(x);
 
@@ -300,7 +300,8 @@ class MoELayer {
   Scalar aux_loss_ = 0;
   IndexVector step_load_;
   LoadTracker load_;
-  MatrixX<Scalar> expert_in_, output_;
+  MatrixX<Scalar> output_;
+  std::vector<MatrixX<Scalar>> expert_inputs_;  // rows of experts without an input_buffer()
   MatrixX<Scalar> d_expert_out_, d_gates_, d_scores_, d_logits_, grad_input_;
   // The buffers each expert returned from this layer's last forward and backward (valid until the expert's
   // next call); entries of experts without rows are stale and never read.

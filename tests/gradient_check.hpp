@@ -44,6 +44,20 @@ inline GradientError compare_gradient(const std::function<double()>& loss, Matri
   return result;
 }
 
+/// Checks dx, and each parameter's grad as backward left it, against central differences of `loss`.
+inline void check_gradients(const std::function<double()>& loss, MatrixX<double>& x, const MatrixX<double>& dx,
+                            const ParameterList<double>& parameters) {
+  const GradientError input = compare_gradient(loss, x, dx, "input");
+  INFO(input.where);
+  CHECK(input.worst <= 1.0);
+  for (const auto& p : parameters) {
+    const MatrixX<double> analytic = p.parameter->grad;
+    const GradientError e = compare_gradient(loss, p.parameter->value, analytic, p.name);
+    INFO(e.where);
+    CHECK(e.worst <= 1.0);
+  }
+}
+
 /// Checks dx and every parameter gradient of `module` for loss = sum(forward(x) .* R), R random.
 /// `extra_loss` adds a term computed after forward (an MoE layer's aux loss) whose gradient backward
 /// is expected to include.
@@ -64,16 +78,28 @@ void check_module_gradients(M& module, MatrixX<double> x, std::uint64_t seed,
   zero_grad(parameters);
   module.forward(x);
   const MatrixX<double> dx = module.backward(weights);
+  check_gradients(loss, x, dx, parameters);
+}
 
-  const GradientError input = compare_gradient(loss, x, dx, "input");
-  INFO(input.where);
-  CHECK(input.worst <= 1.0);
-  for (const auto& p : parameters) {
-    const MatrixX<double> analytic = p.parameter->grad;
-    const GradientError e = compare_gradient(loss, p.parameter->value, analytic, p.name);
-    INFO(e.where);
-    CHECK(e.worst <= 1.0);
-  }
+/// A router's backward(A, B) against L = <scores, A> + <logits, B>, A and B random, for x and every
+/// parameter.
+template <class R>
+void check_router_gradients(R& router, MatrixX<double> x, std::uint64_t seed) {
+  Rng rng(seed);
+  const MatrixX<double> first = router.forward(x);
+  MatrixX<double> a(first.rows(), first.cols()), b(first.rows(), first.cols());
+  fill_uniform(a, rng, -1.0, 1.0);
+  fill_uniform(b, rng, -1.0, 1.0);
+  auto loss = [&] {
+    const double scores_part = (router.forward(x).array() * a.array()).sum();
+    return scores_part + (router.logits().array() * b.array()).sum();
+  };
+
+  const auto parameters = router.named_parameters();
+  zero_grad(parameters);
+  router.forward(x);
+  const MatrixX<double> dx = router.backward(a, b);
+  check_gradients(loss, x, dx, parameters);
 }
 
 }  // namespace moe::test

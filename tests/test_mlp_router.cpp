@@ -18,32 +18,6 @@ MatrixX<double> random_matrix(Index rows, Index cols, moe::Rng& rng) {
   return m;
 }
 
-/// Checks backward(A, B) against L = <scores, A> + <logits, B> for the input and every parameter.
-void check_router_gradients(moe::MLPRouter<double>& router, MatrixX<double> x, moe::Rng& rng) {
-  router.forward(x);
-  const MatrixX<double> a = random_matrix(x.rows(), router.logits().cols(), rng);
-  const MatrixX<double> b = random_matrix(x.rows(), router.logits().cols(), rng);
-  auto loss = [&] {
-    const double s = (router.forward(x).array() * a.array()).sum();
-    return s + (router.logits().array() * b.array()).sum();
-  };
-
-  const auto parameters = router.named_parameters();
-  moe::zero_grad(parameters);
-  router.forward(x);
-  const MatrixX<double> dx = router.backward(a, b);
-
-  const auto input = moe::test::compare_gradient(loss, x, dx, "input");
-  INFO(input.where);
-  CHECK(input.worst <= 1.0);
-  for (const auto& p : parameters) {
-    const MatrixX<double> analytic = p.parameter->grad;
-    const auto e = moe::test::compare_gradient(loss, p.parameter->value, analytic, p.name);
-    INFO(e.where);
-    CHECK(e.worst <= 1.0);
-  }
-}
-
 }  // namespace
 
 TEST_CASE("MLPRouter names its Linears as torch.nn.Sequential would", "[routing][mlp_router]") {
@@ -114,17 +88,17 @@ TEST_CASE("MLPRouter gradients match finite differences", "[routing][mlp_router]
   moe::Rng rng(3);
   SECTION("two hidden layers") {
     moe::MLPRouter<double> router(6, 4, {.hidden = {7, 5}}, rng);
-    check_router_gradients(router, random_matrix(5, 6, rng), rng);
+    moe::test::check_router_gradients(router, random_matrix(5, 6, rng), 7);
   }
   SECTION("with dropout, in eval mode") {
     moe::MLPRouter<double> router(6, 4, {.hidden = {7, 5}, .dropout = 0.2, .renormalize = true}, rng);
     router.train(false);
     CHECK(router.renormalize());
-    check_router_gradients(router, random_matrix(5, 6, rng), rng);
+    moe::test::check_router_gradients(router, random_matrix(5, 6, rng), 7);
   }
   SECTION("no hidden layer") {
     moe::MLPRouter<double> router(6, 4, {}, rng);
-    check_router_gradients(router, random_matrix(5, 6, rng), rng);
+    moe::test::check_router_gradients(router, random_matrix(5, 6, rng), 7);
   }
 }
 

@@ -78,35 +78,6 @@ void check_top_k_against_brute_force() {
   CHECK(compared >= 300);
 }
 
-/// Gradient of L = <scores, A> + <logits, B> with respect to x and every parameter, against backward(A, B).
-template <class R>
-void check_router_gradients(R& router, MatrixX<double> x, std::uint64_t seed) {
-  moe::Rng rng(seed);
-  const MatrixX<double> first = router.forward(x);
-  MatrixX<double> a(first.rows(), first.cols()), b(first.rows(), first.cols());
-  moe::fill_uniform(a, rng, -1.0, 1.0);
-  moe::fill_uniform(b, rng, -1.0, 1.0);
-  auto loss = [&] {
-    const double scores_part = (router.forward(x).array() * a.array()).sum();
-    return scores_part + (router.logits().array() * b.array()).sum();
-  };
-
-  const auto parameters = router.named_parameters();
-  moe::zero_grad(parameters);
-  router.forward(x);
-  const MatrixX<double> dx = router.backward(a, b);
-
-  const auto input = moe::test::compare_gradient(loss, x, dx, "input");
-  INFO(input.where);
-  CHECK(input.worst <= 1.0);
-  for (const auto& p : parameters) {
-    const MatrixX<double> analytic = p.parameter->grad;
-    const auto e = moe::test::compare_gradient(loss, p.parameter->value, analytic, p.name);
-    INFO(e.where);
-    CHECK(e.worst <= 1.0);
-  }
-}
-
 }  // namespace
 
 TEST_CASE("select_top_k matches sorting by value then index", "[routing][top_k]") {
@@ -179,7 +150,7 @@ TEST_CASE("SoftmaxTopK gradients match finite differences", "[routing][softmax]"
   CHECK(router.named_parameters().size() == (bias ? 2u : 1u));
   MatrixX<double> x(7, 5);
   moe::fill_normal(x, rng, 0.0, 1.0);
-  check_router_gradients(router, x, 4);
+  moe::test::check_router_gradients(router, x, 4);
 }
 
 TEST_CASE("SigmoidTopK gradients match finite differences", "[routing][sigmoid]") {
@@ -189,7 +160,7 @@ TEST_CASE("SigmoidTopK gradients match finite differences", "[routing][sigmoid]"
   CHECK(router.named_parameters().size() == (bias ? 2u : 1u));
   MatrixX<double> x(7, 5);
   moe::fill_normal(x, rng, 0.0, 2.0);
-  check_router_gradients(router, x, 6);
+  moe::test::check_router_gradients(router, x, 6);
 }
 
 TEST_CASE("SigmoidTopK backward accepts empty d_logits", "[routing][sigmoid]") {

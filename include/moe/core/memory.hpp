@@ -4,8 +4,8 @@
 // Training allocates buffers whose sizes change with every batch: each expert's rows, and with them its
 // activations and gradients. glibc by default returns large freed blocks to the kernel (munmap above
 // M_MMAP_THRESHOLD, heap trimming above M_TRIM_THRESHOLD), so the next batch page-faults the same amount
-// of memory back in. On the benchmark configurations that is 3-11% of an MoE layer's forward+backward on
-// two threads (benchmarks/perf_notes.md).
+// of memory back in. On the benchmark configurations that is 3-11% of an MoE layer's forward or
+// forward+backward on two threads (benchmarks/perf_notes.md).
 
 #include <climits>
 

@@ -29,6 +29,7 @@
 # peer is measured too, on small configs (MOE_PEER_BLAS=system: on every config but C4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-deps.sh  # compilers, Eigen, Google Benchmark, python3-torch: a fresh machine has none of them
 
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1

@@ -491,7 +491,7 @@ struct ReLUFunction {
   void forward(const MatrixX<Scalar>& x, MatrixX<Scalar>& y) const { y = (x.array() > Scalar(0)).select(x, Scalar(0)); }
   /// 0 at x = 0, as PyTorch.
   void backward(const MatrixX<Scalar>& x, ConstRef<Scalar> dy, MatrixX<Scalar>& dx) const {
-    dx = (x.array() > Scalar(0)).select(dy, Scalar(0));
+    dx = dy.binaryExpr(x, [](Scalar g, Scalar v) { return g * (v > Scalar(0) ? Scalar(1) : Scalar(0)); });
   }
 };
 
@@ -508,7 +508,7 @@ struct SiLUFunction {
   void backward(const MatrixX<Scalar>& x, ConstRef<Scalar> dy, MatrixX<Scalar>& dx) const {
     dx = dy.binaryExpr(x, [](Scalar g, Scalar v) {
       const Scalar s = sigmoid(v);
-      return g * s * (Scalar(1) + v * (Scalar(1) - s));
+      return g * (s * (Scalar(1) + v * (Scalar(1) - s)));
     });
   }
 };

@@ -10,7 +10,8 @@ from check_outputs import CheckError, check_png, read_csv, run_check
 SUMMARY = ["experts", "trials", "learned_accuracy", "random_accuracy", "decrease_percent",
            "document_learned_accuracy", "document_random_accuracy", "document_decrease_percent"]
 TRIALS = ["experts", "trial", "seed", "learned_accuracy", "random_accuracy", "decrease_percent", "mean_gate",
-          "busiest_expert_share", "experts_in_use", "final_train_loss", "validation_accuracy", "seconds"]
+          "busiest_expert_share", "experts_in_use", "class_majority_share", "final_train_loss",
+          "validation_accuracy", "seconds"]
 
 
 def check(out):
@@ -38,6 +39,8 @@ def check(out):
             raise CheckError(f"trials.csv: busiest_expert_share {row['busiest_expert_share']} outside [1/N, 1]")
         if not 1 <= int(row["experts_in_use"]) <= experts:
             raise CheckError(f"trials.csv: experts_in_use {row['experts_in_use']} outside [1, {experts}]")
+        if not 1.0 / experts - 1e-9 <= float(row["class_majority_share"]) <= 1.0 + 1e-9:
+            raise CheckError(f"trials.csv: class_majority_share {row['class_majority_share']} outside [1/N, 1]")
     check_png(os.path.join(out, "routing_by_class.png"))
     with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
         report = f.read()

@@ -41,17 +41,20 @@ class Linear {
   Index in_features() const { return weight_.value.cols(); }
   Index out_features() const { return weight_.value.rows(); }
 
-  /// Rows in chunks of row_chunk, over the threads when not already inside a parallel loop.
+  /// Rows in chunks of row_chunk, over the threads when not already inside a parallel loop; each chunk's
+  /// rows are copied into the input cache by the thread that then multiplies them.
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
-    detail::require(x.cols() == in_features(), "Linear: input has ", x.cols(), " columns, in_features is ",
-                    in_features());
     input_.resize(x.rows(), x.cols());
-    output_.resize(x.rows(), out_features());
-    parallel_for_chunks(x.rows(), row_chunk, [&](Index first, Index count) {
+    return apply_in_chunks([&](Index first, Index count) {
       input_.middleRows(first, count) = x.middleRows(first, count);
-      apply(x.middleRows(first, count), output_.middleRows(first, count));
     });
-    return output_;
+  }
+
+  /// For a caller that builds x anyway (MoELayer gathers each expert's rows): writing x into
+  /// input_buffer() and then calling forward_in_place() is forward(x) without the copy.
+  MatrixX<Scalar>& input_buffer() { return input_; }
+  const MatrixX<Scalar>& forward_in_place() {
+    return apply_in_chunks([](Index, Index) {});
   }
 
   /// The parameter gradients in chunks of feature_chunk output features, dx in chunks of row_chunk rows.
@@ -103,6 +106,19 @@ class Linear {
   // and large enough that repacking the other operand for each chunk costs little next to the product.
   static constexpr Index row_chunk = 256;
   static constexpr Index feature_chunk = 64;
+
+  /// output = input_ W^T + b in chunks of row_chunk rows, running fill(first, count) on each chunk first.
+  template <class Fill>
+  const MatrixX<Scalar>& apply_in_chunks(Fill&& fill) {
+    detail::require(input_.cols() == in_features(), "Linear: input has ", input_.cols(), " columns, in_features is ",
+                    in_features());
+    output_.resize(input_.rows(), out_features());
+    parallel_for_chunks(input_.rows(), row_chunk, [&](Index first, Index count) {
+      fill(first, count);
+      apply(input_.middleRows(first, count), output_.middleRows(first, count));
+    });
+    return output_;
+  }
 
   static Index checked(Index features, const char* name) {
     detail::require(features > 0, "Linear: ", name, " must be positive, got ", features);

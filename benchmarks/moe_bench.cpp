@@ -6,7 +6,7 @@
 //
 // gemm/<mode>/<config> is the reference: per expert, exactly T*K/N rows, its own weights, the products
 // of Linear with the bias and the activation left out, single-threaded per expert, experts spread over
-// the threads by moe::parallel_for(dynamic) as backends::Cpu::for_each_expert does:
+// the threads by moe::parallel_for(dynamic) as backends::cpu::for_each_expert does:
 //   fwd:     H = X W1^T [r x h], Y = H W2^T [r x d]
 //   fwd_bwd: fwd, then dW2 += dY^T H, dH = dY W2, dW1 += dH^T X, dX = dH W1
 // gemm_square/<n> is one n x n x n product per thread on every thread: the peak of Eigen's GEMM here;
@@ -22,6 +22,7 @@
 
 #include "common.hpp"
 #include "moe/balancing/balancer.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/activation.hpp"
 #include "moe/nn/feed_forward.hpp"
@@ -40,7 +41,7 @@ using Dense = moe::FeedForward<moe::GELU>;
 struct RoutedBatch {
   Matrix x, dy, scores, gates;
   moe::IndexMatrix experts;
-  moe::backends::DispatchPlan plan;
+  moe::backends::cpu::DispatchPlan plan;
   std::vector<Matrix> expert_out;
   std::vector<const Matrix*> expert_out_blocks;
 };
@@ -58,7 +59,7 @@ const RoutedBatch& routed_batch(const Config& c) {
   b.scores = router.forward(b.x);
   moe::select_top_k<float>(b.scores, nullptr, c.k, b.experts);
   moe::gather_gates(b.scores, b.experts, false, b.gates);
-  moe::backends::Cpu::plan(b.experts, c.experts, 0, b.plan);
+  moe::backends::cpu::plan(b.experts, c.experts, 0, b.plan);
   for (Index e = 0; e < c.experts; ++e)
     b.expert_out.push_back(random_matrix(b.plan.count(e), c.d, 3 + std::uint64_t(e)));
   for (const Matrix& m : b.expert_out) b.expert_out_blocks.push_back(&m);
@@ -85,9 +86,9 @@ void top_k(benchmark::State& state, const Config& c) {
 
 void plan(benchmark::State& state, const Config& c) {
   const RoutedBatch& b = routed_batch(c);
-  moe::backends::DispatchPlan p;
+  moe::backends::cpu::DispatchPlan p;
   for (auto _ : state) {
-    moe::backends::Cpu::plan(b.experts, c.experts, 0, p);
+    moe::backends::cpu::plan(b.experts, c.experts, 0, p);
     benchmark::DoNotOptimize(p.slot.data());
   }
   set_rates(state, double(c.tokens), 0.0);
@@ -98,8 +99,8 @@ void gather(benchmark::State& state, const Config& c) {
   const RoutedBatch& b = routed_batch(c);
   std::vector<Matrix> rows(static_cast<std::size_t>(c.experts));
   for (auto _ : state) {
-    moe::backends::Cpu::for_each_expert(b.plan, [&](Index e) {
-      moe::backends::Cpu::gather_expert<float>(b.x, b.plan, e, rows[static_cast<std::size_t>(e)]);
+    moe::backends::cpu::for_each_expert(b.plan, [&](Index e) {
+      moe::backends::cpu::gather_expert<float>(b.x, b.plan, e, rows[static_cast<std::size_t>(e)]);
     });
     benchmark::ClobberMemory();
   }
@@ -111,7 +112,7 @@ void combine(benchmark::State& state, const Config& c) {
   const RoutedBatch& b = routed_batch(c);
   Matrix y;
   for (auto _ : state) {
-    moe::backends::Cpu::combine<float>(b.expert_out_blocks, b.experts, b.gates, b.plan, c.d, y);
+    moe::backends::cpu::combine<float>(b.expert_out_blocks, b.experts, b.gates, b.plan, c.d, y);
     benchmark::DoNotOptimize(y.data());
   }
   set_rates(state, double(c.tokens), 2.0 * double(c.tokens * c.k * c.d));
@@ -122,8 +123,8 @@ void output_grads(benchmark::State& state, const Config& c) {
   const RoutedBatch& b = routed_batch(c);
   Matrix d_rows(b.plan.rows(), c.d), d_gates = Matrix::Zero(c.tokens, c.k);
   for (auto _ : state) {
-    moe::backends::Cpu::for_each_expert(b.plan, [&](Index e) {
-      moe::backends::Cpu::expert_output_grads<float>(b.dy, b.expert_out[static_cast<std::size_t>(e)], b.gates,
+    moe::backends::cpu::for_each_expert(b.plan, [&](Index e) {
+      moe::backends::cpu::expert_output_grads<float>(b.dy, b.expert_out[static_cast<std::size_t>(e)], b.gates,
                                                      b.plan, e, d_rows, d_gates);
     });
     benchmark::DoNotOptimize(d_rows.data());
@@ -136,7 +137,7 @@ void scatter(benchmark::State& state, const Config& c) {
   const RoutedBatch& b = routed_batch(c);
   Matrix dx;
   for (auto _ : state) {
-    moe::backends::Cpu::scatter<float>(b.expert_out_blocks, b.experts, b.plan, c.d, dx);
+    moe::backends::cpu::scatter<float>(b.expert_out_blocks, b.experts, b.plan, c.d, dx);
     benchmark::DoNotOptimize(dx.data());
   }
   set_rates(state, double(c.tokens), double(c.tokens * c.k * c.d));

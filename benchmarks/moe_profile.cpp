@@ -13,6 +13,7 @@
 
 #include "common.hpp"
 #include "moe/balancing/balancer.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/activation.hpp"
 #include "moe/nn/feed_forward.hpp"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds everything and runs every test: with g++ into build/ (programs in
 # build/bin/; the suite also runs against the single header), then the tests again with clang++ into
-# build/clang/. Warnings are errors in both.
+# build/clang/; and, where nvcc is installed, the CUDA backend's tests compiled by nvcc into build/cuda/
+# (without a GPU they report themselves skipped). Warnings are errors in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +18,18 @@ cmake -S . -B build/clang -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPIL
   -DMOE_WARNINGS_AS_ERRORS=ON -DMOE_BUILD_EXAMPLES=OFF -DMOE_BUILD_BENCHMARKS=OFF -DMOE_TEST_SINGLE_HEADER=OFF
 cmake --build build/clang -j "$jobs"
 (cd build/clang && ctest --output-on-failure -j "$jobs")
+
+# The CUDA build needs nvcc, not a GPU: the configuration scripts/gpu-check.sh uses on a GPU machine (the CUDA
+# tests, the README's GPU example and the backend benchmark, compiled by nvcc); without a GPU the tests report
+# themselves skipped.
+nvcc=$(command -v nvcc || true)
+if [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ]; then nvcc=/usr/local/cuda/bin/nvcc; fi
+if [ -n "$nvcc" ]; then
+  cmake -S . -B build/cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DCMAKE_CUDA_COMPILER="$nvcc" \
+    -DMOE_CUDA=ON -DMOE_GPU_CHECK=ON -DMOE_WARNINGS_AS_ERRORS=ON -DMOE_BUILD_EXAMPLES=OFF -DMOE_BUILD_BENCHMARKS=ON \
+    -DMOE_TEST_SINGLE_HEADER=OFF -DMOE_INSTALL=OFF
+  cmake --build build/cuda -j "$jobs" --target moe_cuda_tests readme_gpu_example_cuda backend_bench_cuda
+  (cd build/cuda && ctest --output-on-failure -j "$jobs" -L cuda)
+else
+  echo "test.sh: no nvcc, the CUDA build is left out"
+fi

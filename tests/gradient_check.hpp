@@ -18,7 +18,7 @@ struct GradientError {
 };
 
 /// Compares `analytic` with d loss / d variable by central differences, perturbing `variable` in place.
-inline GradientError compare_gradient(const std::function<double()>& loss, MatrixX<double>& variable,
+inline GradientError compare_gradient(const std::function<double()>& loss, Eigen::Ref<MatrixX<double>> variable,
                                       const MatrixX<double>& analytic, const std::string& name,
                                       double step = 1e-6, double atol = 1e-7, double rtol = 1e-5) {
   REQUIRE(analytic.rows() == variable.rows());

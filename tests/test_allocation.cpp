@@ -8,6 +8,7 @@
 
 #include "moe/balancing/aux_loss.hpp"
 #include "moe/core/parallel.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/activation.hpp"
 #include "moe/nn/feed_forward.hpp"

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <concepts>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include "moe/balancing/balancer.hpp"
 #include "moe/balancing/combine.hpp"
 #include "moe/io/checkpoint.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/activation.hpp"
 #include "moe/nn/dropout.hpp"
@@ -48,13 +50,15 @@ namespace {
 
 using moe::test::TempDir;
 
-template <class Scalar>
-bool bit_identical(const MatrixX<Scalar>& a, const MatrixX<Scalar>& b) {
+// Matrices or parameter views alike.
+template <class A, class B>
+bool bit_identical(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b) {
   return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::memcmp(a.data(), b.data(), sizeof(Scalar) * static_cast<std::size_t>(a.size())) == 0;
+         std::memcmp(a.derived().data(), b.derived().data(),
+                     sizeof(typename A::Scalar) * static_cast<std::size_t>(a.size())) == 0;
 }
 
-template <class Scalar>
+template <std::floating_point Scalar>
 bool bit_identical(Scalar a, Scalar b) {
   return std::memcmp(&a, &b, sizeof(Scalar)) == 0;
 }

@@ -24,7 +24,7 @@ template <class Scalar>
 MatrixX<Scalar> direct_conv(const MatrixX<Scalar>& x, ImageShape in, moe::Conv2d<Scalar>& conv, bool bias) {
   const ImageShape out = conv.output_shape();
   const Index k = conv.kernel_size(), s = conv.stride(), p = conv.padding();
-  const MatrixX<Scalar>& w = conv.weight().value;
+  const auto& w = conv.weight().value;
   MatrixX<Scalar> y(x.rows(), out.size());
   for (Index n = 0; n < x.rows(); ++n)
     for (Index o = 0; o < out.channels; ++o)

@@ -9,6 +9,7 @@
 #include "gradient_check.hpp"
 #include "moe/balancing/aux_loss.hpp"
 #include "moe/core/parallel.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/activation.hpp"
 #include "moe/nn/attention.hpp"

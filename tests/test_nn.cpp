@@ -335,9 +335,9 @@ TEST_CASE("SwiGLUFeedForward computes down(silu(gate x) * up x)", "[nn][feed_for
   moe::Rng rng(30);
   moe::SwiGLUFeedForward<double> ffn(4, {.hidden = 6}, rng);
   const auto params = ffn.named_parameters();
-  const MatrixX<double>& gate = params[0].parameter->value;
-  const MatrixX<double>& up = params[1].parameter->value;
-  const MatrixX<double>& down = params[2].parameter->value;
+  const auto& gate = params[0].parameter->value;
+  const auto& up = params[1].parameter->value;
+  const auto& down = params[2].parameter->value;
   const MatrixX<double> x = random_matrix(3, 4, rng);
   const MatrixX<double> g = x * gate.transpose();
   const MatrixX<double> silu = g.unaryExpr([](double v) { return v / (1.0 + std::exp(-v)); });

@@ -18,6 +18,7 @@
 #include "moe/balancing/balancer.hpp"
 #include "moe/io/json.hpp"
 #include "moe/io/safetensors.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/activation.hpp"
 #include "moe/nn/feed_forward.hpp"

@@ -9,6 +9,7 @@
 #include "moe/balancing/aux_loss_free.hpp"
 #include "moe/balancing/balancer.hpp"
 #include "moe/io/state_dict.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/activation.hpp"
 #include "moe/nn/feed_forward.hpp"

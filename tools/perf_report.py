@@ -318,7 +318,7 @@ def main():
     add("")
     add("**GEMM reference** (`gemm/<mode>/<config>` in `benchmarks/moe_bench.cpp`): the products our experts "
         "run, on exactly T·K/N rows per expert with the expert's own weights, each expert single-threaded, "
-        "the experts spread over the threads by `moe::parallel_for(dynamic)` as `backends::Cpu::for_each_expert` "
+        "the experts spread over the threads by `moe::parallel_for(dynamic)` as `backends::cpu::for_each_expert` "
         "does. fwd: H = X W1ᵀ, Y = H W2ᵀ; fwd_bwd adds dW2 += dYᵀH, dH = dY W2, dW1 += dHᵀX, dX = dH W1. "
         "No bias, no activation, no gather, no imbalance: this machine's practical limit for our layout. "
         "gemm_share = our GFLOP/s / that GEMM GFLOP/s, on the same run.")

@@ -19,7 +19,11 @@ Prints one JSON document: the machine and library facts (torch version, threads,
 loaded, read from /proc/self/maps) and one record per (config, mode) with tokens_per_s and gflops (the
 active expert FLOPs of benchmarks/common.hpp: 4*T*K*d*h forward, 3x that forward+backward).
 
+With --device cuda the model and the data live on the GPU and every call ends with
+torch.cuda.synchronize() (scripts/gpu-check.sh): no host transfers are timed.
+
     /usr/bin/python3 benchmarks/peers/pytorch_moe.py [--configs C1,C2] [--modes fwd,fwd_bwd] [--out FILE]
+                                                     [--device cpu|cuda]
 """
 
 import argparse
@@ -141,7 +145,10 @@ def main():
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per repeat, at least one call")
     parser.add_argument("--gemm", action="store_true", help="also time the GEMM reference in torch")
     parser.add_argument("--out", help="write the JSON here instead of stdout")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    device = torch.device(args.device)
+    synchronize = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -155,17 +162,19 @@ def main():
     for name, t, d, h, n, k in CONFIGS:
         if name not in wanted:
             continue
-        model = MoE(d, h, n, k)
-        x = torch.randn(t, d)
-        dy = torch.randn(t, d)
+        model = MoE(d, h, n, k).to(device)
+        x = torch.randn(t, d, device=device)
+        dy = torch.randn(t, d, device=device)
         forward_flops = 4.0 * t * k * d * h
 
         def forward():
             with torch.no_grad():
                 model(x)
+            synchronize()
 
         def forward_backward():
             model(x).backward(dy)
+            synchronize()
 
         for mode in modes:
             call = {"fwd": forward, "fwd_bwd": forward_backward}[mode]
@@ -205,6 +214,7 @@ def main():
             "cpu_capability": torch.backends.cpu.get_cpu_capability()
             if hasattr(torch.backends, "cpu") and hasattr(torch.backends.cpu, "get_cpu_capability") else None,
             "warmup": args.warmup, "repeats": args.repeats, "min_time": args.min_time,
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         },
         "results": results,
     }

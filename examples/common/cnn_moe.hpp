@@ -24,6 +24,7 @@
 #include "moe/core/parameter.hpp"
 #include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/activation.hpp"
 #include "moe/nn/conv2d.hpp"

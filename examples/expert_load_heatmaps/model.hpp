@@ -9,6 +9,7 @@
 #include "moe/balancing/aux_loss_free.hpp"
 #include "moe/core/types.hpp"
 #include "moe/io/safetensors.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/feed_forward.hpp"
 #include "moe/nn/transformer.hpp"

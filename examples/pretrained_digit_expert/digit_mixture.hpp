@@ -14,6 +14,7 @@
 #include "moe/core/types.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/io/state_dict.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/activation.hpp"
 #include "moe/nn/dropout.hpp"

@@ -11,6 +11,7 @@
 #include "moe/analysis/load.hpp"
 #include "moe/balancing/aux_loss.hpp"
 #include "moe/data/synthetic_mixture.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/linear.hpp"
 #include "moe/nn/loss.hpp"

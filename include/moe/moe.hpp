@@ -41,7 +41,10 @@
 #include "moe/balancing/entropy_regularization.hpp"
 #include "moe/balancing/router_z_loss.hpp"
 
+#include "moe/backend.hpp"
+#include "moe/layer/expert_bank.hpp"
 #include "moe/layer/moe_layer.hpp"
+#include "backends/cpu/cpu_backend.hpp"
 
 #include "moe/optim/optimizer.hpp"
 #include "moe/optim/schedule.hpp"

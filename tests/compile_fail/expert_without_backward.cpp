@@ -1,6 +1,7 @@
 // Must not compile: an expert without backward. Built with MOE_CONTROL defined it gains one and must
 // compile, which shows the failure comes from the missing backward alone.
 
+#include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/linear.hpp"
 #include "moe/routing/softmax_top_k.hpp"

@@ -122,10 +122,10 @@ Metadata metadata_of(const Config& c, Layer& layer) {
           {"sequence_length", std::to_string(c.sequence_length)}};
 }
 
-moe::Tensor<float> tensor(const Matrix& m, moe::Shape shape) {
+moe::Tensor<float> tensor(moe::ConstRef<float> m, moe::Shape shape) {
   return {std::move(shape), Eigen::Map<const moe::VectorX<float>>(m.data(), m.size())};
 }
-moe::Tensor<float> tensor(const Matrix& m) { return tensor(m, {m.rows(), m.cols()}); }
+moe::Tensor<float> tensor(moe::ConstRef<float> m) { return tensor(m, {m.rows(), m.cols()}); }
 
 Matrix matrix(const Dict& dict, const std::string& name, Index rows, Index cols, const fs::path& file) {
   const auto it = dict.find(name);

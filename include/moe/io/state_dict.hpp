@@ -93,21 +93,36 @@ struct LoadReport {
 
 namespace detail {
 
-/// Every parameter value and buffer of `module` as {name, matrix, PyTorch shape}, checked to be unique
-/// and to hold as many elements as their shape says.
+/// One parameter value or buffer of a module as a save reads it and a load writes it: in place, through
+/// its memory (a parameter may be a view into an expert bank, which must never be resized), with its
+/// PyTorch shape.
+template <class Scalar>
+struct TensorSlot {
+  std::string name;
+  Scalar* data;
+  Index rows, cols;
+  Shape shape;
+};
+
+/// Every parameter value and buffer of `module`, checked to be unique and to hold as many elements as
+/// their shape says.
 template <HasNamedParameters M>
-BufferList<typename M::Scalar> module_tensors(M& module, const std::string& context) {
-  BufferList<typename M::Scalar> list;
-  for (const auto& p : module.named_parameters()) list.push_back({p.name, &p.parameter->value, p.parameter->shape});
+std::vector<TensorSlot<typename M::Scalar>> module_tensors(M& module, const std::string& context) {
+  std::vector<TensorSlot<typename M::Scalar>> list;
+  for (const auto& p : module.named_parameters()) {
+    auto& value = p.parameter->value;
+    list.push_back({p.name, value.data(), value.rows(), value.cols(), p.parameter->shape});
+  }
   for (auto& b : buffers_of(module)) {
-    if (b.shape.empty()) b.shape = {b.value->rows(), b.value->cols()};
-    list.push_back(std::move(b));
+    auto& value = *b.value;
+    if (b.shape.empty()) b.shape = {value.rows(), value.cols()};
+    list.push_back({std::move(b.name), value.data(), value.rows(), value.cols(), std::move(b.shape)});
   }
   std::vector<std::string> names;
   for (const auto& t : list) {
-    if (numel(t.shape) != t.value->size())
-      fail(context, ": module tensor ", t.name, " has shape ", shape_to_string(t.shape), " but holds ",
-           t.value->rows(), "x", t.value->cols(), " values");
+    if (numel(t.shape) != t.rows * t.cols)
+      fail(context, ": module tensor ", t.name, " has shape ", shape_to_string(t.shape), " but holds ", t.rows, "x",
+           t.cols, " values");
     names.push_back(t.name);
   }
   std::ranges::sort(names);
@@ -135,12 +150,11 @@ inline std::string describe(const std::string& source, const std::string& destin
 template <class Scalar>
 struct LoadPlan {
   LoadReport report;
-  std::vector<std::pair<MatrixX<Scalar>*, const Tensor<Scalar>*>> copies;
+  std::vector<std::pair<Scalar*, const Tensor<Scalar>*>> copies;  // into memory of the tensor's size
 
   /// Writes the planned copies; cannot fail.
   void apply() const {
-    for (const auto& [target, tensor] : copies)
-      Eigen::Map<VectorX<Scalar>>(target->data(), target->size()) = tensor->data;
+    for (const auto& [target, tensor] : copies) Eigen::Map<VectorX<Scalar>>(target, tensor->data.size()) = tensor->data;
   }
 };
 
@@ -148,9 +162,10 @@ struct LoadPlan {
 /// check more (a checkpoint: the optimizer and the generators) before it changes the module. `context`
 /// opens every message; `source` names where the tensors come from ("state dict", "checkpoint").
 template <class Scalar>
-LoadPlan<Scalar> plan_load(const BufferList<Scalar>& slots, const StateDict<Scalar>& dict, const LoadOptions& options,
-                           const std::string& context, const char* source_kind = "state dict") {
-  std::map<std::string, const NamedBuffer<Scalar>*> slot_of;
+LoadPlan<Scalar> plan_load(const std::vector<TensorSlot<Scalar>>& slots, const StateDict<Scalar>& dict,
+                           const LoadOptions& options, const std::string& context,
+                           const char* source_kind = "state dict") {
+  std::map<std::string, const TensorSlot<Scalar>*> slot_of;
   for (const auto& slot : slots) slot_of.emplace(slot.name, &slot);
 
   LoadPlan<Scalar> plan;
@@ -169,16 +184,16 @@ LoadPlan<Scalar> plan_load(const BufferList<Scalar>& slots, const StateDict<Scal
       plan.report.unexpected.push_back(source);
       continue;
     }
-    const NamedBuffer<Scalar>& target = *slot->second;
+    const TensorSlot<Scalar>& target = *slot->second;
     if (tensor.shape != target.shape)
       fail(context, ": tensor ", describe(source, *destination), " has shape ", shape_to_string(tensor.shape),
            ", the module expects ", shape_to_string(target.shape));
-    if (tensor.data.size() != target.value->size())
+    if (tensor.data.size() != target.rows * target.cols)
       fail(context, ": tensor ", source, " has shape ", shape_to_string(tensor.shape), " but holds ",
            tensor.data.size(), " values");
     const auto [previous, inserted] = source_of.emplace(*destination, &source);
     require(inserted, context, ": tensors ", *previous->second, " and ", source, " both map to ", *destination);
-    plan.copies.emplace_back(target.value, &tensor);
+    plan.copies.emplace_back(target.data, &tensor);
   }
   for (const auto& slot : slots) {
     if (source_of.contains(slot.name)) {
@@ -210,7 +225,7 @@ StateDict<typename M::Scalar> state_dict(M& module) {
   using Scalar = typename M::Scalar;
   StateDict<Scalar> dict;
   for (const auto& t : detail::module_tensors(module, "state_dict"))
-    dict[t.name] = {t.shape, Eigen::Map<const VectorX<Scalar>>(t.value->data(), t.value->size())};
+    dict[t.name] = {t.shape, Eigen::Map<const VectorX<Scalar>>(t.data, t.rows * t.cols)};
   return dict;
 }
 

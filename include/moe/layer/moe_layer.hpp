@@ -8,16 +8,21 @@
 #include <string>
 #include <vector>
 
-#include "backends/cpu/cpu_backend.hpp"
+#include "moe/backend.hpp"
 #include "moe/balancing/balancer.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/module.hpp"
 #include "moe/core/parameter.hpp"
 #include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
+#include "moe/layer/expert_bank.hpp"
 #include "moe/routing/routing.hpp"
 
 namespace moe {
+
+namespace backends {
+struct Cpu;  // the default backend, defined in backends/cpu/cpu_backend.hpp (moe/moe.hpp includes it)
+}
 
 /// An expert is a module built from (d_model, Options, Rng&) that reports its output width.
 template <class E>
@@ -38,10 +43,10 @@ struct LoadTracker {
     tokens = 0;
     dropped = 0;
   }
-  void add(const backends::DispatchPlan& plan, Index batch_tokens) {
-    counts += plan.routed;
+  void add(const IndexVector& routed, Index batch_dropped, Index batch_tokens) {
+    counts += routed;
     tokens += batch_tokens;
-    dropped += plan.dropped;
+    dropped += batch_dropped;
   }
 };
 
@@ -65,6 +70,7 @@ class MoELayer {
   static_assert(Balancer<BalancerT<typename ExpertT::Scalar>>,
                 "moe::MoELayer: the Balancer must satisfy moe::Balancer (see moe/balancing/balancer.hpp)");
   static_assert(K == Dynamic || K >= 1, "moe::MoELayer: K must be at least 1, or moe::Dynamic");
+  static_assert(detail::check_backend<Backend, ExpertBank<ExpertT>>());
 
   template <class, template <class> class, int, template <class> class, class>
   friend class MoELayer;
@@ -74,6 +80,9 @@ class MoELayer {
   using ExpertType = ExpertT;
   using RouterType = RouterT<Scalar>;
   using BalancerType = BalancerT<Scalar>;
+  using BankType = ExpertBank<ExpertT>;
+  using BackendType = Backend;
+  using Runner = typename Backend::template Runner<BankType>;
 
   struct Options {
     Index d_model = 0;
@@ -86,24 +95,22 @@ class MoELayer {
     typename ExpertT::Options shared_expert{};
     typename RouterType::Options router{};
     typename BalancerType::Options balancer{};
+    Backend backend{};
   };
 
   MoELayer(const Options& options, Rng& rng)
       : options_(validated(options)),
         router_(options.d_model, options.num_experts, options.router, rng),
-        balancer_(options.num_experts, options.balancer) {
-    experts_.reserve(static_cast<std::size_t>(options.num_experts));
-    for (Index e = 0; e < options.num_experts; ++e) experts_.emplace_back(options.d_model, options.expert, rng);
+        balancer_(options.num_experts, options.balancer),
+        experts_(options.num_experts, options.d_model, options.expert, rng),
+        runner_(options_.backend) {
     shared_.reserve(static_cast<std::size_t>(options.num_shared_experts));
     for (Index s = 0; s < options.num_shared_experts; ++s)
       shared_.emplace_back(options.d_model, options.shared_expert, rng);
-    const Index width = experts_.front().out_features();
+    const Index width = experts_.out_features();
     for (const auto& s : shared_)
       detail::require(s.out_features() == width, "MoELayer: shared experts output ", s.out_features(),
                       " features, routed experts ", width);
-    expert_inputs_.resize(experts_.size());
-    expert_outputs_.resize(experts_.size());
-    expert_input_grads_.resize(experts_.size());
     step_load_.setZero(options.num_experts);
     load_.reset(options.num_experts);
   }
@@ -116,7 +123,8 @@ class MoELayer {
     using Result = MoELayer<ExpertT, NewRouter, K, BalancerT, Backend>;
     typename Result::Options options{options_.d_model, options_.num_experts, options_.k,
                                      options_.num_shared_experts, options_.capacity_factor, options_.check_finite,
-                                     options_.expert, options_.shared_expert, router, options_.balancer};
+                                     options_.expert, options_.shared_expert, router, options_.balancer,
+                                     options_.backend};
     Result result(options, rng);
     result.experts_ = experts_;
     result.shared_ = shared_;
@@ -128,7 +136,7 @@ class MoELayer {
   Index d_model() const { return options_.d_model; }
   Index num_experts() const { return options_.num_experts; }
   Index k() const { return options_.k; }
-  Index out_features() const { return experts_.front().out_features(); }
+  Index out_features() const { return experts_.out_features(); }
   const Options& options() const { return options_; }
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
@@ -146,60 +154,33 @@ class MoELayer {
     routing_.logits = &router_.logits();
     aux_loss_ = balancer_.forward(routing_);
 
-    Backend::plan(routing_.experts, options_.num_experts, capacity(x.rows()), plan_);
-    load_.add(plan_, x.rows());
-    if (training_) step_load_ += plan_.routed;
-
-    // Each expert's rows are gathered by the thread that then runs it: into its input cache when it has one
-    // (no copy in forward), else into a block of the layer's.
-    Backend::for_each_expert(plan_, [&](Index e) {
-      const auto i = static_cast<std::size_t>(e);
-      ExpertT& expert = experts_[i];
-      if constexpr (requires {
-                      expert.input_buffer();
-                      expert.forward_in_place();
-                    }) {
-        Backend::gather_expert(x, plan_, e, expert.input_buffer());
-        expert_outputs_[i] = &expert.forward_in_place();
-      } else {
-        Backend::gather_expert(x, plan_, e, expert_inputs_[i]);
-        expert_outputs_[i] = &expert.forward(expert_inputs_[i]);
-      }
-    });
-    Backend::combine(expert_outputs_, routing_.experts, routing_.gates, plan_, out_features(), output_);
-    for (auto& s : shared_) output_ += s.forward(x);
+    MatrixX<Scalar>& output = runner_.forward(experts_, x, routing_, capacity(x.rows()));
+    load_.add(runner_.routed(), runner_.dropped(), x.rows());
+    if (training_) step_load_ += runner_.routed();
+    for (auto& s : shared_) output += s.forward(x);
 
     if (options_.check_finite) {
       detail::require(std::isfinite(static_cast<double>(aux_loss_)), "MoELayer: aux loss is not finite (",
                       aux_loss_, ")");
-      detail::require(output_.allFinite(), "MoELayer: output is not finite");
+      detail::require(output.allFinite(), "MoELayer: output is not finite");
     }
-    return output_;
+    return output;
   }
 
   /// dx for dy = d loss / d output; adds the gradients of every expert, the router and the aux loss.
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
-    detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "MoELayer: gradient has shape ",
-                    dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
-    // Each expert's output gradient and its gates' gradients come from its output, so they are computed by
-    // the thread that runs the expert, before its backward overwrites what forward left (dropped slots keep 0).
-    d_gates_.setZero(routing_.experts.rows(), routing_.experts.cols());
-    d_expert_out_.resize(plan_.rows(), dy.cols());
-    Backend::for_each_expert(plan_, [&](Index e) {
-      const auto i = static_cast<std::size_t>(e);
-      Backend::expert_output_grads(dy, *expert_outputs_[i], routing_.gates, plan_, e, d_expert_out_, d_gates_);
-      expert_input_grads_[i] = &experts_[i].backward(d_expert_out_.middleRows(plan_.offsets(e), plan_.count(e)));
-    });
-    Backend::scatter(expert_input_grads_, routing_.experts, plan_, options_.d_model, grad_input_);
-
+    const Index tokens = routing_.tokens(), width = out_features();
+    detail::require(dy.rows() == tokens && dy.cols() == width, "MoELayer: gradient has shape ", dy.rows(), "x",
+                    dy.cols(), ", expected ", tokens, "x", width);
+    MatrixX<Scalar>& grad_input = runner_.backward(experts_, dy, routing_);
     const MatrixX<Scalar>& scores = *routing_.scores;
     d_scores_.setZero(scores.rows(), scores.cols());
     d_logits_.setZero(scores.rows(), scores.cols());
-    gates_backward(scores, routing_.experts, routing_.gates, router_.renormalize(), d_gates_, d_scores_);
+    gates_backward(scores, routing_.experts, routing_.gates, router_.renormalize(), runner_.d_gates(), d_scores_);
     balancer_.backward(d_scores_, d_logits_);
-    grad_input_ += router_.backward(d_scores_, d_logits_);
-    for (auto& s : shared_) grad_input_ += s.backward(dy);
-    return grad_input_;
+    grad_input += router_.backward(d_scores_, d_logits_);
+    for (auto& s : shared_) grad_input += s.backward(dy);
+    return grad_input;
   }
 
   /// The aux loss of the last forward: add it to the task loss (its gradient is already in backward).
@@ -216,9 +197,10 @@ class MoELayer {
   const LoadTracker& load() const { return load_; }
   void reset_load() { load_.reset(options_.num_experts); }
   /// Assignments per expert of the last forward.
-  const IndexVector& batch_load() const { return plan_.routed; }
+  const IndexVector& batch_load() const { return runner_.routed(); }
   const Routing<Scalar>& routing() const { return routing_; }
-  const backends::DispatchPlan& plan() const { return plan_; }
+  /// The backend's runner: its dispatch plan and buffers of the last forward and backward.
+  const Runner& backend() const { return runner_; }
 
   void train(bool on = true) { set_training(on); }
   void eval() { set_training(false); }
@@ -227,8 +209,7 @@ class MoELayer {
   ParameterList<Scalar> named_parameters() {
     ParameterList<Scalar> list;
     append_prefixed(list, router_.named_parameters(), "router.");
-    for (std::size_t e = 0; e < experts_.size(); ++e)
-      append_prefixed(list, experts_[e].named_parameters(), "experts." + std::to_string(e) + ".");
+    append_prefixed(list, experts_.named_parameters(), "experts.");
     for (std::size_t s = 0; s < shared_.size(); ++s)
       append_prefixed(list, shared_[s].named_parameters(), "shared_experts." + std::to_string(s) + ".");
     return list;
@@ -238,8 +219,7 @@ class MoELayer {
     BufferList<Scalar> list;
     append_prefixed(list, buffers_of(router_), "router.");
     append_prefixed(list, buffers_of(balancer_), "balancer.");
-    for (std::size_t e = 0; e < experts_.size(); ++e)
-      append_prefixed(list, buffers_of(experts_[e]), "experts." + std::to_string(e) + ".");
+    append_prefixed(list, experts_.named_buffers(), "experts.");
     for (std::size_t s = 0; s < shared_.size(); ++s)
       append_prefixed(list, buffers_of(shared_[s]), "shared_experts." + std::to_string(s) + ".");
     return list;
@@ -248,8 +228,7 @@ class MoELayer {
   GeneratorList named_generators() {
     GeneratorList list;
     append_prefixed(list, generators_of(router_), "router.");
-    for (std::size_t e = 0; e < experts_.size(); ++e)
-      append_prefixed(list, generators_of(experts_[e]), "experts." + std::to_string(e) + ".");
+    append_prefixed(list, experts_.named_generators(), "experts.");
     for (std::size_t s = 0; s < shared_.size(); ++s)
       append_prefixed(list, generators_of(shared_[s]), "shared_experts." + std::to_string(s) + ".");
     return list;
@@ -257,7 +236,12 @@ class MoELayer {
 
   RouterType& router() { return router_; }
   BalancerType& balancer() { return balancer_; }
-  ExpertT& expert(Index e) { return experts_.at(static_cast<std::size_t>(e)); }
+  ExpertT& expert(Index e) {
+    detail::require(e >= 0 && e < experts_.size(), "MoELayer: expert index ", e, ", expected [0, ", experts_.size(),
+                    ")");
+    return experts_.expert(e);
+  }
+  BankType& experts() { return experts_; }
   ExpertT& shared_expert(Index s) { return shared_.at(static_cast<std::size_t>(s)); }
 
  private:
@@ -284,28 +268,23 @@ class MoELayer {
   void set_training(bool on) {
     training_ = on;
     moe::set_training(router_, on);
-    for (auto& e : experts_) moe::set_training(e, on);
+    experts_.train(on);
     for (auto& s : shared_) moe::set_training(s, on);
   }
 
   Options options_;
   RouterType router_;
   BalancerType balancer_;
-  std::vector<ExpertT> experts_;
+  BankType experts_;
+  Runner runner_;
   std::vector<ExpertT> shared_;
   bool training_ = true;
 
   Routing<Scalar> routing_;
-  backends::DispatchPlan plan_;
   Scalar aux_loss_ = 0;
   IndexVector step_load_;
   LoadTracker load_;
-  MatrixX<Scalar> output_;
-  std::vector<MatrixX<Scalar>> expert_inputs_;  // rows of experts without an input_buffer()
-  MatrixX<Scalar> d_expert_out_, d_gates_, d_scores_, d_logits_, grad_input_;
-  // The buffers each expert returned from this layer's last forward and backward (valid until the expert's
-  // next call); entries of experts without rows are stale and never read.
-  std::vector<const MatrixX<Scalar>*> expert_outputs_, expert_input_grads_;
+  MatrixX<Scalar> d_scores_, d_logits_;
 };
 
 }  // namespace moe

@@ -58,8 +58,8 @@ std::vector<MatrixX<Scalar>> zeros_like(const ParameterList<Scalar>& parameters)
   return out;
 }
 
-/// Values and gradients must keep the shapes the state was allocated with; checked before a step changes
-/// anything.
+/// Parameters must keep the shapes the state was allocated with (a Parameter assigned anew may not);
+/// checked before a step changes anything. A gradient always has its value's shape.
 template <class Scalar>
 void check_step_shapes(const ParameterList<Scalar>& parameters, const std::vector<MatrixX<Scalar>>& state,
                        const char* optimizer) {
@@ -69,8 +69,6 @@ void check_step_shapes(const ParameterList<Scalar>& parameters, const std::vecto
     require(p->value.rows() == expected.rows() && p->value.cols() == expected.cols(), optimizer, ": parameter '", name,
             "' has shape ", p->value.rows(), "x", p->value.cols(), ", expected ", expected.rows(), "x", expected.cols(),
             " as at construction");
-    require(p->grad.rows() == expected.rows() && p->grad.cols() == expected.cols(), optimizer, ": gradient of '", name,
-            "' has shape ", p->grad.rows(), "x", p->grad.cols(), ", expected ", expected.rows(), "x", expected.cols());
   }
 }
 

@@ -1,0 +1,173 @@
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "moe/moe.hpp"
+
+using moe::Index;
+using Catch::Matchers::Contains;
+
+namespace {
+
+/// Sets moe's thread count for one scope.
+class Threads {
+ public:
+  explicit Threads(int threads) : previous_(moe::set_num_threads(threads)) {}
+  ~Threads() { moe::set_num_threads(previous_); }
+  Threads(const Threads&) = delete;
+  Threads& operator=(const Threads&) = delete;
+
+ private:
+  int previous_;
+};
+
+/// The message of the moe::Error that `run` throws; fails the test when it throws anything else or nothing.
+template <class Run>
+std::string error_message(Run&& run) {
+  try {
+    run();
+  } catch (const moe::Error& e) {
+    return e.what();
+  } catch (...) {
+    FAIL("an exception that is not a moe::Error left the loop");
+  }
+  FAIL("nothing was thrown");
+  return {};
+}
+
+/// Every thread count and schedule the tests cover, as (threads, dynamic).
+template <class Check>
+void for_each_setting(Check&& check) {
+  for (const int threads : {1, 2})
+    for (const bool dynamic : {false, true}) {
+      INFO("threads " << threads << ", dynamic " << dynamic);
+      Threads scope(threads);
+      check(dynamic);
+    }
+}
+
+/// A tiny expert (y = 2x) that throws std::runtime_error("boom") when it is given more than `max_rows` rows.
+struct FragileExpert {
+  using Scalar = double;
+  struct Options {
+    Index max_rows = 0;
+  };
+
+  FragileExpert(Index d_model, const Options& options, moe::Rng& /*rng*/) : d_model_(d_model), options_(options) {}
+
+  const moe::MatrixX<double>& forward(moe::ConstRef<double> x) {
+    if (x.rows() > options_.max_rows) throw std::runtime_error("boom");
+    y_ = 2.0 * x;
+    return y_;
+  }
+  const moe::MatrixX<double>& backward(moe::ConstRef<double> dy) {
+    dx_ = 2.0 * dy;
+    return dx_;
+  }
+  moe::ParameterList<double> named_parameters() { return {}; }
+  Index out_features() const { return d_model_; }
+
+ private:
+  Index d_model_;
+  Options options_;
+  moe::MatrixX<double> y_, dx_;
+};
+
+}  // namespace
+
+TEST_CASE("parallel_for passes a moe::Error from its body unchanged", "[parallel]") {
+  for_each_setting([](bool dynamic) {
+    const std::string message = error_message([&] {
+      moe::parallel_for("test loop", 100, [](Index i) { moe::detail::require(i != 41, "item ", i, " is bad"); },
+                        dynamic);
+    });
+    CHECK(message == "item 41 is bad");
+  });
+}
+
+TEST_CASE("parallel_for turns other exceptions into a moe::Error that names the loop", "[parallel]") {
+  for_each_setting([](bool dynamic) {
+    CHECK(error_message([&] {
+            moe::parallel_for("test loop", 100, [](Index i) {
+              if (i == 63) throw std::runtime_error("disk full");
+            }, dynamic);
+          }) == "test loop: disk full");
+    CHECK(error_message([&] {
+            moe::parallel_for("test loop", 100, [](Index i) {
+              if (i == 7) throw 42;
+            }, dynamic);
+          }) == "test loop: unknown exception");
+    CHECK(error_message([&] {
+            moe::parallel_for(100, [](Index i) {
+              if (i == 7) throw std::out_of_range("index");
+            }, dynamic);
+          }) == "moe::parallel_for: index");
+  });
+}
+
+TEST_CASE("parallel_for names the lowest failing item when several fail", "[parallel]") {
+  for_each_setting([](bool dynamic) {
+    std::vector<std::atomic<int>> ran(100);
+    const std::string message = error_message([&] {
+      moe::parallel_for("test loop", 100, [&](Index i) {
+        ++ran[static_cast<std::size_t>(i)];
+        // The lowest failing item fails last in time, so the first exception is never the one kept.
+        if (i == 10) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (i == 10 || i == 37 || i == 60 || i == 99) throw std::runtime_error("item " + std::to_string(i));
+      }, dynamic);
+    });
+    CHECK(message == "test loop: item 10");
+    // Every item below the failing one ran, once; none ran twice.
+    for (std::size_t i = 0; i < ran.size(); ++i) {
+      INFO("item " << i);
+      CHECK(ran[i].load() <= 1);
+      if (i <= 10) CHECK(ran[i].load() == 1);
+    }
+  });
+}
+
+TEST_CASE("parallel_for_chunks passes errors like parallel_for", "[parallel]") {
+  for (const int threads : {1, 2}) {
+    INFO("threads " << threads);
+    Threads scope(threads);
+    CHECK(error_message([] {
+            moe::parallel_for_chunks("chunks", 100, 8, [](Index first, Index count) {
+              if (first + count > 50) throw std::runtime_error("chunk at " + std::to_string(first));
+            });
+          }) == "chunks: chunk at 48");
+    CHECK(error_message([] {
+            moe::parallel_for_chunks(100, 8, [](Index first, Index /*count*/) {
+              moe::detail::require(first < 24, "chunk at ", first);
+            });
+          }) == "chunk at 24");
+  }
+}
+
+TEST_CASE("parallel_for works normally after an error", "[parallel]") {
+  for_each_setting([](bool dynamic) {
+    CHECK_THROWS_AS(moe::parallel_for("test loop", 64, [](Index) { throw std::runtime_error("every item"); }, dynamic),
+                    moe::Error);
+    std::vector<int> ran(64, 0);
+    moe::parallel_for("test loop", 64, [&](Index i) { ++ran[static_cast<std::size_t>(i)]; }, dynamic);
+    CHECK(ran == std::vector<int>(64, 1));
+  });
+}
+
+TEST_CASE("An MoE layer whose expert throws passes the error to the caller", "[parallel][moe][layer]") {
+  // 64 tokens on 4 experts, one each: some expert gets at least 16 rows, and throws.
+  moe::Rng rng(3);
+  moe::MoELayer<FragileExpert, moe::SoftmaxTopK, 1, moe::NoBalancing> layer(
+      {.d_model = 8, .num_experts = 4, .expert = {.max_rows = 15}}, rng);
+  moe::MatrixX<double> x(64, 8);
+  moe::fill_normal(x, rng, 0.0, 1.0);
+  for (const int threads : {1, 2}) {
+    INFO("threads " << threads);
+    Threads scope(threads);
+    CHECK_THAT(error_message([&] { layer.forward(x); }), Contains("boom"));
+  }
+}

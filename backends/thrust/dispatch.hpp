@@ -155,9 +155,11 @@ struct GatherSource {
   }
 };
 
+/// Element (t, column) of the sum over token t's kept slots j, in slot order, of gates(t, j) * rows[position(t,
+/// j)]: the combine; with no gates (null) each weight is 1: the scatter of input gradients.
 template <class Scalar, class IndexT>
 struct CombineElement {
-  const Scalar* out;
+  const Scalar* rows;
   const Scalar* gates;
   const IndexT* position;
   Index k, width;
@@ -166,23 +168,9 @@ struct CombineElement {
     Scalar sum = 0;
     for (Index j = 0; j < k; ++j) {
       const IndexT row = position[t * k + j];
-      if (row >= 0) sum += gates[t * k + j] * out[static_cast<Index>(row) * width + column];
-    }
-    return sum;
-  }
-};
-
-template <class Scalar, class IndexT>
-struct ScatterElement {
-  const Scalar* input_grads;
-  const IndexT* position;
-  Index k, width;
-  MOE_HOST_DEVICE Scalar operator()(Index i) const {
-    const Index t = i / width, column = i % width;
-    Scalar sum = 0;
-    for (Index j = 0; j < k; ++j) {
-      const IndexT row = position[t * k + j];
-      if (row >= 0) sum += input_grads[static_cast<Index>(row) * width + column];
+      if (row < 0) continue;
+      const Scalar value = rows[static_cast<Index>(row) * width + column];
+      sum += gates ? gates[t * k + j] * value : value;
     }
     return sum;
   }
@@ -398,7 +386,8 @@ template <class Policy, class Scalar, class IndexT>
 void scatter(const Policy& policy, const Scalar* input_grads, Index width, const DevicePlan<IndexT>& plan,
              Scalar* dx) {
   thrust::transform(policy, detail::count_from(0), detail::count_from(plan.tokens * width), dx,
-                    detail::ScatterElement<Scalar, IndexT>{input_grads, detail::raw(plan.position), plan.k, width});
+                    detail::CombineElement<Scalar, IndexT>{input_grads, nullptr, detail::raw(plan.position), plan.k,
+                                                           width});
 }
 
 /// moe::select_top_k and moe::gather_gates on the device: per row of scores [tokens x num_experts], experts

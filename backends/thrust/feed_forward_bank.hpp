@@ -166,6 +166,33 @@ void set_expert_rows(const char* bank, GroupedGemm<Scalar>& gemm, const Offsets&
   gemm.set_rows(offsets);
 }
 
+/// The sizes of a bank: N experts of d_model inputs, `hidden` units and out_features outputs (d_model when
+/// Options::out_features is 0), with or without biases. Its constructor checks them, so a bank's GroupedGemm
+/// (a CUDA context under nvcc) is built only for valid ones.
+class BankShape {
+ public:
+  Index num_experts() const { return num_experts_; }
+  Index in_features() const { return d_model_; }
+  Index hidden() const { return hidden_; }
+  Index out_features() const { return out_features_; }
+
+ protected:
+  template <class Options>
+  BankShape(const char* bank, Index num_experts, Index d_model, const Options& options)
+      : num_experts_(num_experts),
+        d_model_(d_model),
+        hidden_(options.hidden),
+        out_features_(options.out_features > 0 ? options.out_features : d_model),
+        bias_(options.bias) {
+    moe::detail::require(num_experts > 0 && d_model > 0, bank, ": num_experts and d_model must be positive, got ",
+                         num_experts, " and ", d_model);
+    moe::detail::require_hidden(bank, options.hidden);
+  }
+
+  Index num_experts_, d_model_, hidden_, out_features_;
+  bool bias_;
+};
+
 }  // namespace detail
 
 /// The N experts of one MoE layer of FeedForward<Activation, Scalar> experts, stacked: fc1.weight
@@ -173,22 +200,13 @@ void set_expert_rows(const char* bank, GroupedGemm<Scalar>& gemm, const Offsets&
 /// with Options::bias), passed in that order (the expert's named_parameters()). Dropout is not supported:
 /// a bank with dropout runs on backends::Cpu.
 template <template <class> class Activation, class ScalarT = float>
-class FeedForwardBank {
+class FeedForwardBank : public detail::BankShape {
  public:
   using Scalar = ScalarT;
   using Options = typename FeedForward<Activation, Scalar>::Options;
 
   FeedForwardBank(Index num_experts, Index d_model, const Options& options)
-      : num_experts_(checked(num_experts, d_model, options)),
-        d_model_(d_model),
-        hidden_(options.hidden),
-        out_features_(options.out_features > 0 ? options.out_features : d_model),
-        bias_(options.bias) {}
-
-  Index num_experts() const { return num_experts_; }
-  Index in_features() const { return d_model_; }
-  Index hidden() const { return hidden_; }
-  Index out_features() const { return out_features_; }
+      : BankShape("FeedForwardBank", num_experts, d_model, without_dropout(options)) {}
 
   /// y [rows x out] of x [rows x d] in device memory, expert e's rows at [offsets[e], offsets[e + 1])
   /// (num_experts + 1 host values). x is kept, not copied, for backward: it must not change until then.
@@ -229,15 +247,10 @@ class FeedForwardBank {
   const GroupedGemm<Scalar>& gemm() const { return gemm_; }
 
  private:
-  /// num_experts, once the arguments are valid: checked before gemm_ is built (a CUDA context under nvcc).
-  static Index checked(Index num_experts, Index d_model, const Options& options) {
-    moe::detail::require(num_experts > 0 && d_model > 0,
-                         "FeedForwardBank: num_experts and d_model must be positive, got ", num_experts, " and ",
-                         d_model);
-    moe::detail::require_hidden("FeedForwardBank", options.hidden);
+  static const Options& without_dropout(const Options& options) {
     moe::detail::require(options.dropout == 0.0, "FeedForwardBank: Options::dropout is ", options.dropout,
                          ", the Thrust backend runs no dropout; a bank with dropout runs on backends::Cpu");
-    return num_experts;
+    return options;
   }
 
   std::array<LinearStack<Scalar>, 2> stacks(std::span<const DeviceParameter<Scalar>> parameters) const {
@@ -245,8 +258,6 @@ class FeedForwardBank {
                                     {{{d_model_, hidden_}, {hidden_, out_features_}}});
   }
 
-  Index num_experts_, d_model_, hidden_, out_features_;
-  bool bias_;
   GroupedGemm<Scalar> gemm_;
   const Scalar* input_ = nullptr;  // null for an empty block
   bool has_input_ = false;
@@ -259,22 +270,13 @@ class FeedForwardBank {
 /// [N x out x hidden], down_proj.bias [N x out] (biases only with Options::bias), passed in that order (the
 /// expert's named_parameters()).
 template <class ScalarT = float>
-class SwiGLUBank {
+class SwiGLUBank : public detail::BankShape {
  public:
   using Scalar = ScalarT;
   using Options = typename SwiGLUFeedForward<Scalar>::Options;
 
   SwiGLUBank(Index num_experts, Index d_model, const Options& options)
-      : num_experts_(checked(num_experts, d_model, options)),
-        d_model_(d_model),
-        hidden_(options.hidden),
-        out_features_(options.out_features > 0 ? options.out_features : d_model),
-        bias_(options.bias) {}
-
-  Index num_experts() const { return num_experts_; }
-  Index in_features() const { return d_model_; }
-  Index hidden() const { return hidden_; }
-  Index out_features() const { return out_features_; }
+      : BankShape("SwiGLUBank", num_experts, d_model, options) {}
 
   /// y [rows x out] of x [rows x d] in device memory, expert e's rows at [offsets[e], offsets[e + 1])
   /// (num_experts + 1 host values). x is kept, not copied, for backward: it must not change until then.
@@ -325,26 +327,28 @@ class SwiGLUBank {
   const GroupedGemm<Scalar>& gemm() const { return gemm_; }
 
  private:
-  /// num_experts, once the arguments are valid: checked before gemm_ is built (a CUDA context under nvcc).
-  static Index checked(Index num_experts, Index d_model, const Options& options) {
-    moe::detail::require(num_experts > 0 && d_model > 0, "SwiGLUBank: num_experts and d_model must be positive, got ",
-                         num_experts, " and ", d_model);
-    moe::detail::require_hidden("SwiGLUBank", options.hidden);
-    return num_experts;
-  }
-
   std::array<LinearStack<Scalar>, 3> stacks(std::span<const DeviceParameter<Scalar>> parameters) const {
     return detail::linear_stacks<3>("SwiGLUBank", parameters, bias_,
                                     {{{d_model_, hidden_}, {d_model_, hidden_}, {hidden_, out_features_}}});
   }
 
-  Index num_experts_, d_model_, hidden_, out_features_;
-  bool bias_;
   GroupedGemm<Scalar> gemm_;
   const Scalar* input_ = nullptr;  // null for an empty block
   bool has_input_ = false;
   // gate_ holds gate_proj(x) before the SiLU; backward recomputes silu from it.
   thrust::device_vector<Scalar> gate_, up_, product_, output_, d_product_, d_gate_, d_up_, grad_input_;
+};
+
+/// The device bank that computes what ExpertBank<Expert> holds.
+template <class Expert>
+struct DeviceBankOf;
+template <template <class> class Activation, class S>
+struct DeviceBankOf<FeedForward<Activation, S>> {
+  using type = FeedForwardBank<Activation, S>;
+};
+template <class S>
+struct DeviceBankOf<SwiGLUFeedForward<S>> {
+  using type = SwiGLUBank<S>;
 };
 
 }  // namespace moe::backends::device

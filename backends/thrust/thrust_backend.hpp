@@ -34,22 +34,6 @@
 
 namespace moe::backends {
 
-namespace device {
-
-/// The device bank that computes what ExpertBank<Expert> holds.
-template <class Expert>
-struct DeviceBankOf;
-template <template <class> class Activation, class S>
-struct DeviceBankOf<FeedForward<Activation, S>> {
-  using type = device::FeedForwardBank<Activation, S>;
-};
-template <class S>
-struct DeviceBankOf<SwiGLUFeedForward<S>> {
-  using type = device::SwiGLUBank<S>;
-};
-
-}  // namespace device
-
 /// What the user names: MoELayer<..., backends::Thrust>. It has no options; Runner is what the layer owns.
 struct Thrust {
   template <class Bank>
@@ -70,6 +54,7 @@ class Thrust::Runner {
   explicit Runner(const Thrust& /*options*/) {}
 
   MatrixX<Scalar>& forward(Bank& bank, ConstRef<Scalar> x, const Routing<Scalar>& routing, Index capacity) {
+    using device::detail::raw;
     if (!device_bank_) device_bank_.emplace(bank.size(), bank.d_model(), bank.options());
     upload_parameters(bank);
     const Index tokens = x.rows(), k = routing.experts.cols();
@@ -94,14 +79,15 @@ class Thrust::Runner {
   }
 
   MatrixX<Scalar>& backward(Bank& bank, ConstRef<Scalar> dy, const Routing<Scalar>& routing) {
+    using device::detail::raw;
     moe::detail::require(expert_output_ != nullptr, "backends::Thrust: backward before forward");
     const Index tokens = dy.rows(), width = dy.cols(), k = routing.experts.cols();
     upload(dy, dy_);
     for (auto& grad : grads_) thrust::fill(grad.begin(), grad.end(), Scalar(0));
     d_rows_.resize(static_cast<std::size_t>(plan_.rows() * width));
     d_gates_device_.resize(static_cast<std::size_t>(tokens * k));
-    device::expert_output_grads(thrust::device, raw(dy_), raw(*expert_output_), raw(gates_), width, plan_,
-                                raw(d_rows_), raw(d_gates_device_));
+    device::expert_output_grads(thrust::device, raw(dy_), raw(*expert_output_), raw(gates_), width, plan_, raw(d_rows_),
+                                raw(d_gates_device_));
     const thrust::device_vector<Scalar>& input_grads = device_bank_->backward(raw(d_rows_), parameters_);
     dx_.resize(static_cast<std::size_t>(tokens * d_model_));
     device::scatter(thrust::device, raw(input_grads), d_model_, plan_, raw(dx_));
@@ -117,15 +103,6 @@ class Thrust::Runner {
   Index dropped() const { return plan_.dropped; }
 
  private:
-  template <class T>
-  static T* raw(thrust::device_vector<T>& v) {
-    return thrust::raw_pointer_cast(v.data());
-  }
-  template <class T>
-  static const T* raw(const thrust::device_vector<T>& v) {
-    return thrust::raw_pointer_cast(v.data());
-  }
-
   static void upload(ConstRef<Scalar> host, thrust::device_vector<Scalar>& device) {
     device.resize(static_cast<std::size_t>(host.size()));
     if (host.size() == 0) return;  // Thrust dereferences the output of an empty copy
@@ -145,6 +122,7 @@ class Thrust::Runner {
   /// The experts' weights into device stacks packed expert after expert (the host stacks may pad each
   /// expert's slice), and the device gradients sized alike.
   void upload_parameters(Bank& bank) {
+    using device::detail::raw;
     auto& stacks = bank.stacks();
     values_.resize(stacks.size());
     grads_.resize(stacks.size());

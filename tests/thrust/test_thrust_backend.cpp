@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "agreement.hpp"
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/thrust/thrust_backend.hpp"
 #include "moe/balancing/aux_loss.hpp"
@@ -26,30 +27,10 @@ using moe::MatrixX;
 
 namespace {
 
-template <class S>
-using SequenceAuxLossFree = moe::Combine<S, moe::SequenceAuxLoss, moe::AuxLossFree>;
-
-template <class S>
-MatrixX<S> random_matrix(Index rows, Index cols, std::uint64_t seed) {
-  moe::Rng rng(seed);
-  MatrixX<S> m(rows, cols);
-  moe::fill_uniform(m, rng, -1.0, 1.0);
-  return m;
-}
-
-/// max |a - b| over max |b|: the error relative to the tensor's scale (entries near 0 have no relative error
-/// of their own).
-template <class S>
-double scaled_error(const MatrixX<S>& a, const MatrixX<S>& b) {
-  REQUIRE(a.rows() == b.rows());
-  REQUIRE(a.cols() == b.cols());
-  if (a.size() == 0) return 0.0;
-  const double scale = std::max(1e-30, static_cast<double>(b.cwiseAbs().maxCoeff()));
-  return static_cast<double>((a - b).cwiseAbs().maxCoeff()) / scale;
-}
-
-template <class S>
-constexpr double tolerance = std::is_same_v<S, float> ? 1e-6 : 1e-12;
+using moe_test::random_matrix;
+using moe_test::scaled_error;
+using moe_test::SequenceAuxLossFree;
+using moe_test::tolerance;
 
 /// Builds the layer on both backends from the same seed, runs forward and backward twice (the second time
 /// after an aux-loss-free update, when the balancer has one) and compares everything.

@@ -3,6 +3,7 @@
 // outputs with the router's gates (Shazeer et al. 2017), with optional always-on shared experts
 // (DeepSeekMoE, Dai et al. 2024) and an optional capacity (Fedus et al. 2021).
 
+#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <string>
@@ -49,6 +50,14 @@ struct LoadTracker {
     dropped += batch_dropped;
   }
 };
+
+/// The most rows an expert takes from a batch of `tokens` rows routed to k of num_experts experts:
+/// ceil(capacity_factor T K / N), at least 1 (Fedus et al. 2021); 0, meaning no limit, for capacity_factor 0.
+inline Index expert_capacity(double capacity_factor, Index tokens, Index k, Index num_experts) {
+  if (capacity_factor == 0.0) return 0;
+  const double balanced = static_cast<double>(tokens * k) / static_cast<double>(num_experts);
+  return std::max<Index>(1, static_cast<Index>(std::ceil(capacity_factor * balanced)));
+}
 
 template <class ExpertT, template <class> class RouterT, int K, template <class> class BalancerT,
           class Backend = backends::Cpu>
@@ -260,9 +269,7 @@ class MoELayer {
   }
 
   Index capacity(Index tokens) const {
-    if (options_.capacity_factor == 0.0) return 0;
-    const double balanced = static_cast<double>(tokens * options_.k) / static_cast<double>(options_.num_experts);
-    return std::max<Index>(1, static_cast<Index>(std::ceil(options_.capacity_factor * balanced)));
+    return expert_capacity(options_.capacity_factor, tokens, options_.k, options_.num_experts);
   }
 
   void set_training(bool on) {

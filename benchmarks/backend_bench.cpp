@@ -1,14 +1,17 @@
-// The MoE layer on backends::Thrust beside backends::Cpu, forward and forward + backward, on the configs
-// C1, C2 and C4 of common.hpp (GELU experts, softmax top-K, no balancing). Built by nvcc with MOE_CUDA
-// (backend_bench_cuda: Thrust on the GPU) and by the host compiler with moe::thrust (backend_bench: Thrust on
-// OpenMP, the code path CI tests). The layer's interface is host matrices, so the Thrust timings include
-// the uploads of x, the routing and the weights and the downloads of y, dx and the gradients.
+// The MoE layer on backends::Thrust and resident on the device (device::ResidentMoE) beside backends::Cpu,
+// forward and forward + backward, on the configs C1, C2 and C4 of common.hpp (GELU experts, softmax top-K, no
+// balancing). Built by nvcc with MOE_CUDA (backend_bench_cuda: Thrust on the GPU) and by the host compiler
+// with moe::thrust (backend_bench: Thrust on OpenMP, the code path CI tests). As a MoELayer backend Thrust
+// has host matrices as its interface, so its timings include the uploads of x, the routing and the weights
+// and the downloads of y, dx and the gradients; the resident layer's include no transfer but the plan's
+// offsets, and each iteration waits for the device to finish.
 //
-// Names: layer/<backend>/<mode>/<config>, backend cpu or thrust, mode fwd or fwd_bwd.
+// Names: layer/<backend>/<mode>/<config>, backend cpu, thrust or resident, mode fwd or fwd_bwd.
 
 #include <string>
 
 #include "backends/cpu/cpu_backend.hpp"
+#include "backends/thrust/resident_layer.hpp"
 #include "backends/thrust/thrust_backend.hpp"
 #include "common.hpp"
 #include "moe/balancing/balancer.hpp"
@@ -36,6 +39,29 @@ void layer(benchmark::State& state, const Config& c, bool backward) {
   set_rates(state, double(c.tokens), backward ? c.forward_backward_flops() : c.forward_flops());
 }
 
+/// Waits until the device has finished what was queued (the GEMMs run on their own streams).
+void synchronize() {
+#if THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_CUDA
+  moe::backends::gpu::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+#endif
+}
+
+template <int K>
+void resident_layer(benchmark::State& state, const Config& c, bool backward) {
+  namespace device = moe::backends::device;
+  moe::Rng rng(11);
+  Layer<K, moe::backends::Cpu> host({.d_model = c.d, .num_experts = c.experts, .expert = {.hidden = c.h}}, rng);
+  device::ResidentMoE<Layer<K, moe::backends::Cpu>> layer(host);
+  const device::Matrix<float> x = device::to_device(random_matrix(c.tokens, c.d, 1));
+  const device::Matrix<float> dy = device::to_device(random_matrix(c.tokens, c.d, 2));
+  for (auto _ : state) {
+    layer.forward(x);
+    if (backward) layer.backward(dy);
+    synchronize();
+  }
+  set_rates(state, double(c.tokens), backward ? c.forward_backward_flops() : c.forward_flops());
+}
+
 template <int K>
 void register_config(const Config& c) {
   for (const bool backward : {false, true}) {
@@ -47,6 +73,10 @@ void register_config(const Config& c) {
     benchmark::RegisterBenchmark(
         ("layer/thrust/" + mode + "/" + c.name).c_str(),
         [c, backward](benchmark::State& s) { layer<K, moe::backends::Thrust>(s, c, backward); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("layer/resident/" + mode + "/" + c.name).c_str(),
+                                 [c, backward](benchmark::State& s) { resident_layer<K>(s, c, backward); })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
   }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: builds the CUDA backend with nvcc (MOE_CUDA=ON; only the Thrust/CUDA
-# tests, the README's GPU example and the backend benchmark), runs `ctest -L cuda` (backends::Thrust on the
-# GPU against backends::Cpu, the thrust-omp tolerances), the README's GPU example, and times the MoE layer's
-# forward and forward + backward on C1, C2 and C4 (tokens/s), with PyTorch's eager MoE on the same GPU beside
-# it when `import torch` works there. Writes everything into build/gpu-check/ (and $OUT when it is set).
+# tests, the README's GPU example and the backend benchmark), runs `ctest -L cuda` (backends::Thrust and the
+# device-resident layer on the GPU against backends::Cpu, the thrust-omp tolerances), the README's GPU example
+# (a training run resident on the device), and times the MoE layer's forward and forward + backward on C1, C2
+# and C4 (tokens/s; on backends::Thrust and resident), with PyTorch's eager MoE on the same GPU beside it when
+# `import torch` works there. Writes everything into build/gpu-check/ (and $OUT when it is set).
 #
 #   scripts/gpu-check.sh --vendor    where Eigen, Catch2 and Google Benchmark are installed (after
 #                                    scripts/install-deps.sh): copies their headers, libraries and CMake files
@@ -68,7 +69,7 @@ if grep -q "Skipped" "$out/ctest.log"; then echo "gpu-check: CUDA tests skipped:
 log "README GPU example"
 build/gpu/bin/readme_gpu_example_cuda | tee "$out/readme_example.log" || status=1
 
-log "layer timings (the Thrust timings include the host transfers of the layer's interface)"
+log "layer timings (layer/thrust includes the host transfers of the layer's interface; layer/resident none)"
 build/gpu/bin/backend_bench_cuda --benchmark_min_time=0.2 --benchmark_format=console \
   --benchmark_out="$out/backend_bench.json" --benchmark_out_format=json 2>&1 | tee "$out/backend_bench.log" ||
   status=1

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds everything and runs every test: with g++ into build/ (programs in
-# build/bin/; the suite also runs against the single header), then the tests again with clang++ into
-# build/clang/; and, where nvcc is installed, the CUDA backend's tests compiled by nvcc into build/cuda/
-# (without a GPU they report themselves skipped). Warnings are errors in all.
+# build/bin/; the suite also runs against the single header); then the tests again with clang++ under
+# AddressSanitizer and UndefinedBehaviorSanitizer into build/clang/ (any finding fails); and, where nvcc is
+# installed, the CUDA backend's tests, example and benchmark compiled by nvcc into build/cuda/, run where
+# there is a GPU. Warnings are errors in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,13 +16,14 @@ cmake --build build -j "$jobs"
 (cd build && ctest --output-on-failure -j "$jobs")
 
 cmake -S . -B build/clang -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
-  -DMOE_WARNINGS_AS_ERRORS=ON -DMOE_BUILD_EXAMPLES=OFF -DMOE_BUILD_BENCHMARKS=OFF -DMOE_TEST_SINGLE_HEADER=OFF
+  -DMOE_WARNINGS_AS_ERRORS=ON -DMOE_SANITIZE=address,undefined -DMOE_BUILD_EXAMPLES=OFF \
+  -DMOE_BUILD_BENCHMARKS=OFF -DMOE_TEST_SINGLE_HEADER=OFF
 cmake --build build/clang -j "$jobs"
-(cd build/clang && ctest --output-on-failure -j "$jobs")
+(cd build/clang && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --output-on-failure -j "$jobs")
 
 # The CUDA build needs nvcc, not a GPU: the configuration scripts/gpu-check.sh uses on a GPU machine (the CUDA
-# tests, the README's GPU example and the backend benchmark, compiled by nvcc); without a GPU the tests report
-# themselves skipped.
+# tests, the README's GPU example and the backend benchmark, compiled by nvcc). Its tests run where a GPU is.
 nvcc=$(command -v nvcc || true)
 if [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ]; then nvcc=/usr/local/cuda/bin/nvcc; fi
 if [ -n "$nvcc" ]; then
@@ -29,7 +31,11 @@ if [ -n "$nvcc" ]; then
     -DMOE_CUDA=ON -DMOE_GPU_CHECK=ON -DMOE_WARNINGS_AS_ERRORS=ON -DMOE_BUILD_EXAMPLES=OFF -DMOE_BUILD_BENCHMARKS=ON \
     -DMOE_TEST_SINGLE_HEADER=OFF -DMOE_INSTALL=OFF
   cmake --build build/cuda -j "$jobs" --target moe_cuda_tests readme_gpu_example_cuda backend_bench_cuda
-  (cd build/cuda && ctest --output-on-failure -j "$jobs" -L cuda)
+  if nvidia-smi -L >/dev/null 2>&1; then
+    (cd build/cuda && ctest --output-on-failure -j "$jobs" -L cuda)
+  else
+    echo "test.sh: the CUDA build compiled; no GPU here, so its tests run in scripts/gpu-check.sh on a GPU machine"
+  fi
 else
   echo "test.sh: no nvcc, the CUDA build is left out"
 fi

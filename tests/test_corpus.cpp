@@ -20,12 +20,12 @@
 #include <utility>
 #include <vector>
 
-#include "moe/data/corpus.hpp"
+#include "common/corpora/corpus.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
-using moe::MathModule;
-using moe::Rational;
+using moe::examples::MathModule;
+using moe::examples::Rational;
 
 namespace {
 
@@ -166,7 +166,7 @@ bool canonical_polynomial(const std::string& text, char variable) {
   }
 }
 
-std::string check_arithmetic(const moe::MathProblem& p) {
+std::string check_arithmetic(const moe::examples::MathProblem& p) {
   static const std::vector<std::pair<std::regex, std::string>> forms = [] {
     std::vector<std::pair<std::regex, std::string>> f;
     for (const auto& [pattern, expression] : std::vector<std::pair<std::string, std::string>>{
@@ -190,13 +190,13 @@ std::string check_arithmetic(const moe::MathProblem& p) {
     const Rational expected = evaluate(m.format(expression));
     if (evaluate(p.answer) != expected) return "wrong value, expected " + expected.str();
     const bool decimal = std::regex_search(p.question, std::regex(R"(\d\.\d)"));
-    if (p.answer != (decimal ? moe::decimal_string(expected) : expected.str())) return "not in canonical form";
+    if (p.answer != (decimal ? moe::examples::decimal_string(expected) : expected.str())) return "not in canonical form";
     return {};
   }
   return "unknown question form";
 }
 
-std::string check_linear_equation(const moe::MathProblem& p) {
+std::string check_linear_equation(const moe::examples::MathProblem& p) {
   std::smatch m;
   if (!std::regex_match(p.question, m, std::regex(R"(Solve (.+) = (.+) for ([a-z])\.)"))) return "unknown form";
   if (!std::regex_match(p.answer, std::regex("-?[0-9]+"))) return "answer is not an integer";
@@ -210,7 +210,7 @@ std::string check_linear_equation(const moe::MathProblem& p) {
   return {};
 }
 
-std::string check_differentiation(const moe::MathProblem& p) {
+std::string check_differentiation(const moe::examples::MathProblem& p) {
   static const std::vector<std::pair<std::regex, int>> forms{
       {std::regex(R"(Differentiate (.+) twice with respect to ([a-z])\.)"), 2},
       {std::regex(R"((?:What is|Find) the second derivative of (.+) wrt ([a-z])[.?])"), 2},
@@ -231,7 +231,7 @@ std::string check_differentiation(const moe::MathProblem& p) {
   return "unknown form";
 }
 
-std::string check_gcd_lcm(const moe::MathProblem& p) {
+std::string check_gcd_lcm(const moe::examples::MathProblem& p) {
   std::smatch m;
   if (!std::regex_search(p.question, m, std::regex(R"(common (divisor|factor|multiple) of (\d+) and (\d+)[.?]$)")))
     return "unknown form";
@@ -245,7 +245,7 @@ std::string check_gcd_lcm(const moe::MathProblem& p) {
   return p.answer == std::to_string(expected) ? "" : "expected " + std::to_string(expected);
 }
 
-std::string check_expansion(const moe::MathProblem& p) {
+std::string check_expansion(const moe::examples::MathProblem& p) {
   std::smatch m;
   if (!std::regex_match(p.question, m, std::regex(R"((?:Expand|Multiply out) (.+)\.)"))) return "unknown form";
   const std::string expression = m.str(1);
@@ -258,7 +258,7 @@ std::string check_expansion(const moe::MathProblem& p) {
   return {};
 }
 
-std::string check_probability(const moe::MathProblem& p) {
+std::string check_probability(const moe::examples::MathProblem& p) {
   const std::string source = R"((\{[a-z: ,0-9]+\}|[a-z]+))";
   const std::vector<std::pair<std::regex, std::array<int, 3>>> forms{  // groups: count word, source, event
       {std::regex(R"((Two|Three) letters picked without replacement from )" + source +
@@ -328,7 +328,7 @@ std::string check_probability(const moe::MathProblem& p) {
   return "unknown form";
 }
 
-std::string check_problem(MathModule module, const moe::MathProblem& p) {
+std::string check_problem(MathModule module, const moe::examples::MathProblem& p) {
   if (p.question.find('\n') != std::string::npos || p.answer.find('\n') != std::string::npos) return "line break";
   if (p.question.find("  ") != std::string::npos) return "double space";
   try {
@@ -381,7 +381,7 @@ struct DictEntry {
 
 /// Writes gcide.index and gcide.dict.dz for `entries` into `dir`; the index lists headwords in reverse,
 /// so that the reader must restore the dictionary's order itself.
-moe::GcideOptions write_dictionary(const TempDir& dir, const std::vector<DictEntry>& entries, bool compress = true) {
+moe::examples::GcideOptions write_dictionary(const TempDir& dir, const std::vector<DictEntry>& entries, bool compress = true) {
   std::string dict, index;
   std::vector<std::string> lines;
   for (const DictEntry& e : entries) {
@@ -390,7 +390,7 @@ moe::GcideOptions write_dictionary(const TempDir& dir, const std::vector<DictEnt
     dict += e.text + "\n";
   }
   for (auto it = lines.rbegin(); it != lines.rend(); ++it) index += *it;
-  moe::GcideOptions options;
+  moe::examples::GcideOptions options;
   options.index = dir / "gcide.index";
   options.dict = dir / (compress ? "gcide.dict.dz" : "gcide.dict");
   write_file(options.index, index);
@@ -456,8 +456,8 @@ std::vector<DictEntry> many_entries(int n) {
 }
 
 /// `n` small Python files.
-moe::PythonSourceOptions write_python_tree(const TempDir& dir, int n) {
-  moe::PythonSourceOptions options;
+moe::examples::PythonSourceOptions write_python_tree(const TempDir& dir, int n) {
+  moe::examples::PythonSourceOptions options;
   options.root = dir / "lib";
   for (int i = 0; i < n; ++i)
     write_file(options.root / ("module" + std::to_string(i) + ".py"),
@@ -492,13 +492,13 @@ TEST_CASE("Rational rejects zero denominators and overflow", "[data][math][error
 }
 
 TEST_CASE("decimal_string writes finite decimals exactly", "[data][math]") {
-  CHECK(moe::decimal_string(Rational(281, 100)) == "2.81");
-  CHECK(moe::decimal_string(Rational(-1, 20)) == "-0.05");
-  CHECK(moe::decimal_string(Rational(1, 8)) == "0.125");
-  CHECK(moe::decimal_string(Rational(-12)) == "-12");
-  CHECK(moe::decimal_string(Rational(5, 2)) == "2.5");
-  CHECK(moe::decimal_string(Rational(0)) == "0");
-  CHECK_THROWS_WITH(moe::decimal_string(Rational(1, 3)), Catch::Contains("1/3 has no finite decimal expansion"));
+  CHECK(moe::examples::decimal_string(Rational(281, 100)) == "2.81");
+  CHECK(moe::examples::decimal_string(Rational(-1, 20)) == "-0.05");
+  CHECK(moe::examples::decimal_string(Rational(1, 8)) == "0.125");
+  CHECK(moe::examples::decimal_string(Rational(-12)) == "-12");
+  CHECK(moe::examples::decimal_string(Rational(5, 2)) == "2.5");
+  CHECK(moe::examples::decimal_string(Rational(0)) == "0");
+  CHECK_THROWS_WITH(moe::examples::decimal_string(Rational(1, 3)), Catch::Contains("1/3 has no finite decimal expansion"));
 }
 
 // -------------------------------------------------------------------------------------------------------------
@@ -523,18 +523,18 @@ TEST_CASE("The test's evaluator reads the dataset's notation", "[data][math]") {
 }
 
 TEST_CASE("Every generated answer is correct, over many seeds and every module", "[data][math]") {
-  for (const MathModule module : moe::math_modules) {
+  for (const MathModule module : moe::examples::math_modules) {
     std::vector<std::string> failures;
     int problems = 0;
     for (std::uint64_t seed = 1; seed <= 20; ++seed) {
       moe::Rng rng(seed * 100 + static_cast<std::uint64_t>(module));
       for (int i = 0; i < 30; ++i, ++problems) {
-        const moe::MathProblem p = moe::generate_math_problem(module, rng);
+        const moe::examples::MathProblem p = moe::examples::generate_math_problem(module, rng);
         const std::string error = check_problem(module, p);
         if (!error.empty()) failures.push_back(p.question + " -> " + p.answer + ": " + error);
       }
     }
-    INFO(moe::math_module_name(module) << ": " << failures.size() << " of " << problems << " failed, first: "
+    INFO(moe::examples::math_module_name(module) << ": " << failures.size() << " of " << problems << " failed, first: "
                                        << (failures.empty() ? "" : failures[0]));
     CHECK(failures.empty());
     CHECK(problems == 600);
@@ -545,28 +545,28 @@ TEST_CASE("The generator covers each module's forms", "[data][math]") {
   moe::Rng rng(3);
   std::map<std::string, int> seen;
   const auto count = [&](MathModule module, const std::string& feature, bool present) {
-    if (present) ++seen[std::string(moe::math_module_name(module)) + ": " + feature];
+    if (present) ++seen[std::string(moe::examples::math_module_name(module)) + ": " + feature];
   };
   for (int i = 0; i < 400; ++i) {
-    const auto a = moe::generate_math_problem(MathModule::arithmetic, rng);
+    const auto a = moe::examples::generate_math_problem(MathModule::arithmetic, rng);
     count(MathModule::arithmetic, "decimal", std::regex_search(a.question, std::regex(R"(\d\.\d)")));
     count(MathModule::arithmetic, "fraction", a.answer.find('/') != std::string::npos);
     count(MathModule::arithmetic, "brackets", a.question.find('(') != std::string::npos);
     count(MathModule::arithmetic, "words", std::regex_search(a.question, std::regex("plus|minus|times|divided")));
-    const auto d = moe::generate_math_problem(MathModule::differentiation, rng);
+    const auto d = moe::examples::generate_math_problem(MathModule::differentiation, rng);
     count(MathModule::differentiation, "second", d.question.find("second") != std::string::npos ||
                                                      d.question.find("twice") != std::string::npos);
-    const auto e = moe::generate_math_problem(MathModule::polynomial_expansion, rng);
+    const auto e = moe::examples::generate_math_problem(MathModule::polynomial_expansion, rng);
     count(MathModule::polynomial_expansion, "power", e.question.find(")**") != std::string::npos);
     count(MathModule::polynomial_expansion, "three factors",
           std::count(e.question.begin(), e.question.end(), '(') == 3);
-    const auto p = moe::generate_math_problem(MathModule::probability, rng);
+    const auto p = moe::examples::generate_math_problem(MathModule::probability, rng);
     count(MathModule::probability, "sequence", p.question.find("sequence") != std::string::npos);
     count(MathModule::probability, "set", p.question.find('{') != std::string::npos);
     count(MathModule::probability, "three", p.question.find("hree") != std::string::npos);
-    const auto g = moe::generate_math_problem(MathModule::gcd_lcm, rng);
+    const auto g = moe::examples::generate_math_problem(MathModule::gcd_lcm, rng);
     count(MathModule::gcd_lcm, "lcm", g.question.find("multiple") != std::string::npos);
-    const auto l = moe::generate_math_problem(MathModule::linear_equation, rng);
+    const auto l = moe::examples::generate_math_problem(MathModule::linear_equation, rng);
     count(MathModule::linear_equation, "variable on the right",
           std::regex_search(l.question, std::regex(R"(= .*[a-z].* for)")));
   }
@@ -578,11 +578,11 @@ TEST_CASE("The generator covers each module's forms", "[data][math]") {
 }
 
 TEST_CASE("Math documents are blocks of question/answer lines of one module", "[data][math]") {
-  moe::MathOptions options;
+  moe::examples::MathOptions options;
   options.problems_per_document = 7;
   moe::Rng rng(11);
   for (int d = 0; d < 30; ++d) {
-    const std::string doc = moe::generate_math_document(options, rng);
+    const std::string doc = moe::examples::generate_math_document(options, rng);
     REQUIRE(doc.back() == '\n');
     std::vector<std::string> lines;
     std::istringstream in(doc);
@@ -591,7 +591,7 @@ TEST_CASE("Math documents are blocks of question/answer lines of one module", "[
     for (const auto& line : lines) CHECK_FALSE(line.empty());
     // One module: every pair passes the same module's check.
     int modules_fitting = 0;
-    for (const MathModule module : moe::math_modules) {
+    for (const MathModule module : moe::examples::math_modules) {
       bool all = true;
       for (std::size_t i = 0; i < lines.size(); i += 2)
         all = all && check_problem(module, {lines[i], lines[i + 1]}).empty();
@@ -603,12 +603,12 @@ TEST_CASE("Math documents are blocks of question/answer lines of one module", "[
 
 TEST_CASE("Math generation is deterministic by seed", "[data][math]") {
   moe::Rng a(42), b(42), c(43);
-  const std::string first = moe::generate_math_document({}, a);
-  CHECK(first == moe::generate_math_document({}, b));
-  CHECK(first != moe::generate_math_document({}, c));
-  for (const MathModule module : moe::math_modules) {
+  const std::string first = moe::examples::generate_math_document({}, a);
+  CHECK(first == moe::examples::generate_math_document({}, b));
+  CHECK(first != moe::examples::generate_math_document({}, c));
+  for (const MathModule module : moe::examples::math_modules) {
     moe::Rng x(7), y(7);
-    const auto p = moe::generate_math_problem(module, x), q = moe::generate_math_problem(module, y);
+    const auto p = moe::examples::generate_math_problem(module, x), q = moe::examples::generate_math_problem(module, y);
     CHECK(p.question == q.question);
     CHECK(p.answer == q.answer);
   }
@@ -618,65 +618,65 @@ TEST_CASE("Math generation is deterministic by seed", "[data][math]") {
 // GCIDE
 
 TEST_CASE("GCIDE markup becomes plain prose", "[data][gcide]") {
-  CHECK(moe::gcide_to_prose(abandon_entry) == abandon_prose);
-  CHECK(moe::gcide_to_prose(whitsun_entry) == whitsun_prose);
-  CHECK(moe::gcide_to_prose("caf['e] [=a] [a^] [^o] [\"u] [~n] [,c] [*a] [`e] [AE] [oe] [=b] [.a] [-o]") ==
+  CHECK(moe::examples::gcide_to_prose(abandon_entry) == abandon_prose);
+  CHECK(moe::examples::gcide_to_prose(whitsun_entry) == whitsun_prose);
+  CHECK(moe::examples::gcide_to_prose("caf['e] [=a] [a^] [^o] [\"u] [~n] [,c] [*a] [`e] [AE] [oe] [=b] [.a] [-o]") ==
         "café ā ă ô ü ñ ç å è Æ œ b\u0304 a o");
-  CHECK(moe::gcide_to_prose("[beta] [Delta] [sect]5 [pounds]3 46[deg] 56[min]") == "β Δ §5 £3 46° 56′");
-  CHECK(moe::gcide_to_prose("x [OF. [ae]ppel, [root]98. See {Apple}.] y") == "x y");
-  CHECK(moe::gcide_to_prose("an [unmatched bracket") == "an unmatched bracket");
-  CHECK(moe::gcide_to_prose("a stray ] bracket and \\ backslash") == "a stray bracket and backslash");
-  CHECK(moe::gcide_to_prose("a {cross} {reference}") == "a cross reference");
-  CHECK(moe::gcide_to_prose("  one\n   two ,\tthree ;\n\n\n   four\n") == "one two, three;\n\nfour");
-  CHECK(moe::gcide_to_prose("Aa \\Aa\\ (Geog.)") == "Aa");  // the parenthesis after a pronunciation goes
+  CHECK(moe::examples::gcide_to_prose("[beta] [Delta] [sect]5 [pounds]3 46[deg] 56[min]") == "β Δ §5 £3 46° 56′");
+  CHECK(moe::examples::gcide_to_prose("x [OF. [ae]ppel, [root]98. See {Apple}.] y") == "x y");
+  CHECK(moe::examples::gcide_to_prose("an [unmatched bracket") == "an unmatched bracket");
+  CHECK(moe::examples::gcide_to_prose("a stray ] bracket and \\ backslash") == "a stray bracket and backslash");
+  CHECK(moe::examples::gcide_to_prose("a {cross} {reference}") == "a cross reference");
+  CHECK(moe::examples::gcide_to_prose("  one\n   two ,\tthree ;\n\n\n   four\n") == "one two, three;\n\nfour");
+  CHECK(moe::examples::gcide_to_prose("Aa \\Aa\\ (Geog.)") == "Aa");  // the parenthesis after a pronunciation goes
 }
 
 TEST_CASE("read_gcide reads the dictd index and dictzip dictionary", "[data][gcide]") {
   TempDir dir;
-  moe::GcideOptions options = write_dictionary(dir, fixture_entries());
+  moe::examples::GcideOptions options = write_dictionary(dir, fixture_entries());
   // Default min_chars: the short Apple entry and the database note are left out; Whitsun once, not twice.
-  CHECK(moe::read_gcide(options) == std::vector<std::string>{abandon_prose, whitsun_prose});
+  CHECK(moe::examples::read_gcide(options) == std::vector<std::string>{abandon_prose, whitsun_prose});
   options.min_chars = 10;
   const std::vector<std::string> all{abandon_prose, whitsun_prose, "Apple, v. i. To grow like an apple. --Holland."};
-  CHECK(moe::read_gcide(options) == all);
+  CHECK(moe::examples::read_gcide(options) == all);
 
   TempDir plain_dir;
-  moe::GcideOptions plain = write_dictionary(plain_dir, fixture_entries(), false);
+  moe::examples::GcideOptions plain = write_dictionary(plain_dir, fixture_entries(), false);
   plain.min_chars = 10;
-  CHECK(moe::read_gcide(plain) == all);
+  CHECK(moe::examples::read_gcide(plain) == all);
 }
 
 TEST_CASE("read_gcide replaces bytes that are not UTF-8", "[data][gcide]") {
   TempDir dir;
-  moe::GcideOptions options =
+  moe::examples::GcideOptions options =
       write_dictionary(dir, {{{"Market"}, "Market \\Mar\"ket\\, n.\n   The market\x92s drop.\n"}});
   options.min_chars = 1;
-  CHECK(moe::read_gcide(options) == std::vector<std::string>{"Market, n. The market\uFFFDs drop."});
+  CHECK(moe::examples::read_gcide(options) == std::vector<std::string>{"Market, n. The market\uFFFDs drop."});
 }
 
 TEST_CASE("read_gcide names the file and what is wrong", "[data][gcide][errors]") {
   TempDir dir;
-  moe::GcideOptions options = write_dictionary(dir, fixture_entries());
+  moe::examples::GcideOptions options = write_dictionary(dir, fixture_entries());
 
-  moe::GcideOptions missing = options;
+  moe::examples::GcideOptions missing = options;
   missing.index = dir / "nowhere" / "gcide.index";
-  CHECK_THROWS_WITH(moe::read_gcide(missing), Catch::Contains((dir / "nowhere" / "gcide.index").string()) &&
+  CHECK_THROWS_WITH(moe::examples::read_gcide(missing), Catch::Contains((dir / "nowhere" / "gcide.index").string()) &&
                                                   Catch::Contains("dict-gcide") &&
                                                   Catch::Contains("run scripts/fetch-data.sh"));
   missing = options;
   missing.dict = dir / "gcide.dict.missing";
-  CHECK_THROWS_WITH(moe::read_gcide(missing), Catch::Contains((dir / "gcide.dict.missing").string()) &&
+  CHECK_THROWS_WITH(moe::examples::read_gcide(missing), Catch::Contains((dir / "gcide.dict.missing").string()) &&
                                                   Catch::Contains("run scripts/fetch-data.sh"));
 
   write_file(dir / "bad.index", "Abandon\tBA\tCC\nApple\tB!\tC\n");
-  moe::GcideOptions bad = options;
+  moe::examples::GcideOptions bad = options;
   bad.index = dir / "bad.index";
-  CHECK_THROWS_WITH(moe::read_gcide(bad), Catch::Contains((dir / "bad.index").string() + " line 2") &&
+  CHECK_THROWS_WITH(moe::examples::read_gcide(bad), Catch::Contains((dir / "bad.index").string() + " line 2") &&
                                               Catch::Contains("headword<TAB>offset<TAB>length"));
 
   write_file(dir / "long.index", "Abandon\tB\tZZZZ\n");
   bad.index = dir / "long.index";
-  CHECK_THROWS_WITH(moe::read_gcide(bad), Catch::Contains("line 1") && Catch::Contains("runs past the end of " +
+  CHECK_THROWS_WITH(moe::examples::read_gcide(bad), Catch::Contains("line 1") && Catch::Contains("runs past the end of " +
                                                                                        options.dict.string()));
 
   // A dictzip file cut short.
@@ -685,7 +685,7 @@ TEST_CASE("read_gcide names the file and what is wrong", "[data][gcide][errors]"
   write_file(dir / "cut.dict.dz", bytes.substr(0, bytes.size() / 2));
   bad = options;
   bad.dict = dir / "cut.dict.dz";
-  CHECK_THROWS_WITH(moe::read_gcide(bad), Catch::Contains((dir / "cut.dict.dz").string()) &&
+  CHECK_THROWS_WITH(moe::examples::read_gcide(bad), Catch::Contains((dir / "cut.dict.dz").string()) &&
                                               Catch::Contains("not a valid gzip"));
 }
 
@@ -721,7 +721,7 @@ const std::string python_module =
 }  // namespace
 
 TEST_CASE("split_python_source cuts at top-level def and class", "[data][python]") {
-  CHECK(moe::split_python_source(python_module, 10000) == std::vector<std::string>{python_module});
+  CHECK(moe::examples::split_python_source(python_module, 10000) == std::vector<std::string>{python_module});
   // Each block alone: no two fit together in 60 characters.
   const std::vector<std::string> blocks{
       "\"\"\"Module doc.\"\"\"\nimport os\n\nX = 1\n\n\n",
@@ -729,9 +729,9 @@ TEST_CASE("split_python_source cuts at top-level def and class", "[data][python]
       "@decorator\n@other(1)\ndef second():\n    pass\n\n# a comment\n",
       "class Third:\n    def method(self):\n        return 3\n\n",
       "async def fourth():\n    await x\n"};
-  CHECK(moe::split_python_source(python_module, 60) == blocks);
+  CHECK(moe::examples::split_python_source(python_module, 60) == blocks);
   // Blocks are packed greedily up to the cap.
-  CHECK(moe::split_python_source(python_module, 90) ==
+  CHECK(moe::examples::split_python_source(python_module, 90) ==
         std::vector<std::string>{blocks[0] + blocks[1], blocks[2], blocks[3] + blocks[4]});
 }
 
@@ -741,7 +741,7 @@ TEST_CASE("split_python_source cuts a block too long between lines", "[data][pyt
                                          std::to_string(i) + "\n";
   source += "x = '" + std::string(300, 'y') + "'\n";  // one line longer than the cap
   source += "def tail():\n    pass\n";
-  const auto chunks = moe::split_python_source(source, 200);
+  const auto chunks = moe::examples::split_python_source(source, 200);
   CHECK(std::accumulate(chunks.begin(), chunks.end(), std::string()) == source);
   int over = 0;
   for (const auto& chunk : chunks) {
@@ -770,25 +770,25 @@ TEST_CASE("read_python_sources reads .py files in sorted order, skipping exclude
   write_file(root / "notes.txt", "not python\n");
   write_file(root / "__pycache__" / "a.cpython-311.pyc", "binary");
 
-  moe::PythonSourceOptions options;
+  moe::examples::PythonSourceOptions options;
   options.root = root;
   options.max_chars = 80;
-  const auto chunks = moe::split_python_source(python_module, 80);
+  const auto chunks = moe::examples::split_python_source(python_module, 80);
   std::vector<std::string> expected{"A = 1\n", "B = 2\n"};
   expected.insert(expected.end(), chunks.begin(), chunks.end());
   expected.push_back("Z = 26  # caf\uFFFD\n");
-  CHECK(moe::read_python_sources(options) == expected);
+  CHECK(moe::examples::read_python_sources(options) == expected);
 
   options.excluded_directories = {"pkg"};
-  const auto with_tests = moe::read_python_sources(options);
+  const auto with_tests = moe::examples::read_python_sources(options);
   CHECK(std::ranges::count(with_tests, std::string("T = 0\n")) == 1);  // test/ read, pkg/tests/ not
   CHECK(std::ranges::count(with_tests, std::string("topics = {}\n")) == 1);
 }
 
 TEST_CASE("read_python_sources names a missing root and fetch-data.sh", "[data][python][errors]") {
-  moe::PythonSourceOptions options;
+  moe::examples::PythonSourceOptions options;
   options.root = fs::temp_directory_path() / "moe_no_such_python";
-  CHECK_THROWS_WITH(moe::read_python_sources(options),
+  CHECK_THROWS_WITH(moe::examples::read_python_sources(options),
                     Catch::Contains(options.root.string()) && Catch::Contains("libpython3.11-stdlib") &&
                         Catch::Contains("run scripts/fetch-data.sh"));
 }
@@ -800,7 +800,7 @@ namespace {
 
 struct CorpusFixture {
   TempDir dir;
-  moe::CorpusOptions options;
+  moe::examples::CorpusOptions options;
   CorpusFixture() {
     options.gcide = write_dictionary(dir, many_entries(60));
     options.python = write_python_tree(dir, 40);
@@ -809,8 +809,8 @@ struct CorpusFixture {
   }
 };
 
-std::vector<std::pair<moe::Domain, std::string>> contents(const std::vector<moe::Document>& split) {
-  std::vector<std::pair<moe::Domain, std::string>> out;
+std::vector<std::pair<moe::examples::Domain, std::string>> contents(const std::vector<moe::examples::Document>& split) {
+  std::vector<std::pair<moe::examples::Domain, std::string>> out;
   for (const auto& d : split) out.emplace_back(d.domain, d.text);
   return out;
 }
@@ -820,15 +820,15 @@ std::vector<std::pair<moe::Domain, std::string>> contents(const std::vector<moe:
 TEST_CASE("build_corpus caps each domain and splits it by document", "[data][corpus]") {
   CorpusFixture f;
   moe::Rng rng(5);
-  const moe::Corpus corpus = moe::build_corpus(f.options, rng);
-  const moe::CorpusStats stats = moe::corpus_stats(corpus);
-  for (const moe::Domain d : moe::domains) {
-    INFO(moe::domain_name(d));
+  const moe::examples::Corpus corpus = moe::examples::build_corpus(f.options, rng);
+  const moe::examples::CorpusStats stats = moe::examples::corpus_stats(corpus);
+  for (const moe::examples::Domain d : moe::examples::domains) {
+    INFO(moe::examples::domain_name(d));
     CHECK(stats.train[static_cast<std::size_t>(d)].documents == 27);
     CHECK(stats.validation[static_cast<std::size_t>(d)].documents == 3);  // round(0.1 * 30)
   }
   // Disjoint: no document in both splits, none twice.
-  std::set<std::pair<moe::Domain, std::string>> seen;
+  std::set<std::pair<moe::examples::Domain, std::string>> seen;
   for (const auto& doc : contents(corpus.train)) CHECK(seen.insert(doc).second);
   for (const auto& doc : contents(corpus.validation)) CHECK(seen.insert(doc).second);
   // The domains are mixed, not one after the other.
@@ -837,19 +837,19 @@ TEST_CASE("build_corpus caps each domain and splits it by document", "[data][cor
   CHECK(changes > 10);
   // Documents come from their sources.
   for (const auto& doc : corpus.train) {
-    if (doc.domain == moe::Domain::prose) CHECK(doc.text.starts_with("Word"));
-    if (doc.domain == moe::Domain::code) CHECK(doc.text.starts_with("def f"));
-    if (doc.domain == moe::Domain::math) CHECK(doc.text.back() == '\n');
+    if (doc.domain == moe::examples::Domain::prose) CHECK(doc.text.starts_with("Word"));
+    if (doc.domain == moe::examples::Domain::code) CHECK(doc.text.starts_with("def f"));
+    if (doc.domain == moe::examples::Domain::math) CHECK(doc.text.back() == '\n');
   }
 }
 
 TEST_CASE("build_corpus is deterministic by seed", "[data][corpus]") {
   CorpusFixture f;
   moe::Rng a(9), b(9), c(10);
-  const moe::Corpus first = moe::build_corpus(f.options, a), second = moe::build_corpus(f.options, b);
+  const moe::examples::Corpus first = moe::examples::build_corpus(f.options, a), second = moe::examples::build_corpus(f.options, b);
   CHECK(contents(first.train) == contents(second.train));
   CHECK(contents(first.validation) == contents(second.validation));
-  const moe::Corpus other = moe::build_corpus(f.options, c);
+  const moe::examples::Corpus other = moe::examples::build_corpus(f.options, c);
   CHECK(contents(first.validation) != contents(other.validation));
 }
 
@@ -859,16 +859,16 @@ TEST_CASE("build_corpus caps characters per domain", "[data][corpus]") {
   f.options.max_chars_per_domain = 2000;
   f.options.validation_fraction = 0.0;
   moe::Rng rng(1);
-  const moe::Corpus corpus = moe::build_corpus(f.options, rng);
+  const moe::examples::Corpus corpus = moe::examples::build_corpus(f.options, rng);
   CHECK(corpus.validation.empty());
-  const moe::CorpusStats stats = moe::corpus_stats(corpus);
+  const moe::examples::CorpusStats stats = moe::examples::corpus_stats(corpus);
   std::array<std::size_t, 3> largest{};
   for (const auto& doc : corpus.train) {
     std::size_t& l = largest[static_cast<std::size_t>(doc.domain)];
     l = std::max(l, doc.text.size());
   }
-  for (const moe::Domain d : moe::domains) {
-    INFO(moe::domain_name(d));
+  for (const moe::examples::Domain d : moe::examples::domains) {
+    INFO(moe::examples::domain_name(d));
     const std::size_t chars = stats.train[static_cast<std::size_t>(d)].chars;
     CHECK(chars >= 2000);                                        // every source has more than 2000
     CHECK(chars - largest[static_cast<std::size_t>(d)] < 2000);  // only the last document crosses
@@ -878,51 +878,51 @@ TEST_CASE("build_corpus caps characters per domain", "[data][corpus]") {
 TEST_CASE("corpus_stats counts tokens with the caller's tokenizer", "[data][corpus]") {
   CorpusFixture f;
   moe::Rng rng(2);
-  const moe::Corpus corpus = moe::build_corpus(f.options, rng);
+  const moe::examples::Corpus corpus = moe::examples::build_corpus(f.options, rng);
   const auto words = [](const std::string& text) {
     std::vector<std::string> out;
     std::istringstream in(text);
     for (std::string w; in >> w;) out.push_back(w);
     return out;
   };
-  const moe::CorpusStats stats = moe::corpus_stats(corpus, words);
-  const moe::CorpusStats counted = moe::corpus_stats(corpus, [&](const std::string& t) { return words(t).size(); });
+  const moe::examples::CorpusStats stats = moe::examples::corpus_stats(corpus, words);
+  const moe::examples::CorpusStats counted = moe::examples::corpus_stats(corpus, [&](const std::string& t) { return words(t).size(); });
   CHECK(stats.has_tokens);
   std::array<std::size_t, 3> expected{};
   for (const auto& doc : corpus.validation) expected[static_cast<std::size_t>(doc.domain)] += words(doc.text).size();
-  for (const moe::Domain d : moe::domains) {
+  for (const moe::examples::Domain d : moe::examples::domains) {
     const auto i = static_cast<std::size_t>(d);
     CHECK(stats.validation[i].tokens == expected[i]);
     CHECK(counted.validation[i].tokens == expected[i]);
     CHECK(counted.train[i].tokens == stats.train[i].tokens);
     CHECK(stats.train[i].tokens > 0);
   }
-  const std::string table = moe::format_corpus_stats(stats);
+  const std::string table = moe::examples::format_corpus_stats(stats);
   CHECK_THAT(table, Catch::Contains("| prose | Wikipedia (en) |") && Catch::Contains("| code | Github |") &&
                         Catch::Contains("| math | DM Mathematics |") && Catch::Contains("validation tokens"));
-  CHECK_THAT(moe::format_corpus_stats(moe::corpus_stats(corpus)), !Catch::Contains("tokens"));
+  CHECK_THAT(moe::examples::format_corpus_stats(moe::examples::corpus_stats(corpus)), !Catch::Contains("tokens"));
 }
 
 TEST_CASE("build_corpus rejects bad options and names missing sources", "[data][corpus][errors]") {
   CorpusFixture f;
   moe::Rng rng(1);
-  moe::CorpusOptions options = f.options;
+  moe::examples::CorpusOptions options = f.options;
   options.validation_fraction = 1.0;
-  CHECK_THROWS_WITH(moe::build_corpus(options, rng), Catch::Contains("validation_fraction must be in [0, 1)"));
+  CHECK_THROWS_WITH(moe::examples::build_corpus(options, rng), Catch::Contains("validation_fraction must be in [0, 1)"));
   options = f.options;
   options.max_documents_per_domain = std::numeric_limits<std::size_t>::max();
-  CHECK_THROWS_WITH(moe::build_corpus(options, rng), Catch::Contains("must be finite"));
+  CHECK_THROWS_WITH(moe::examples::build_corpus(options, rng), Catch::Contains("must be finite"));
 
   options = f.options;
   options.gcide.index = fs::temp_directory_path() / "moe_no_such_dictd" / "gcide.index";
-  CHECK_THROWS_WITH(moe::build_corpus(options, rng),
+  CHECK_THROWS_WITH(moe::examples::build_corpus(options, rng),
                     Catch::Contains(options.gcide.index.string()) && Catch::Contains("scripts/fetch-data.sh"));
   options = f.options;
   options.python.root = fs::temp_directory_path() / "moe_no_such_python3.11";
-  CHECK_THROWS_WITH(moe::build_corpus(options, rng),
+  CHECK_THROWS_WITH(moe::examples::build_corpus(options, rng),
                     Catch::Contains(options.python.root.string()) && Catch::Contains("scripts/fetch-data.sh"));
   options = f.options;
   options.gcide.min_chars = 100000;
-  CHECK_THROWS_WITH(moe::build_corpus(options, rng), Catch::Contains("the prose domain") &&
+  CHECK_THROWS_WITH(moe::examples::build_corpus(options, rng), Catch::Contains("the prose domain") &&
                                                          Catch::Contains("has no documents"));
 }

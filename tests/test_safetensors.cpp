@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,8 +17,8 @@
 #include "moe/balancing/aux_loss.hpp"
 #include "moe/balancing/aux_loss_free.hpp"
 #include "moe/balancing/balancer.hpp"
-#include "moe/io/json.hpp"
 #include "moe/io/safetensors.hpp"
+#include "moe/io/strict_json.hpp"
 #include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/activation.hpp"
@@ -97,17 +98,71 @@ TEST_CASE("save_safetensors writes the layout of the specification", "[io][safet
   const std::string header = bytes.substr(8, header_length);
   CHECK(header.front() == '{');
   CHECK(header.find_last_not_of(' ') < header.size());
-  const moe::json::Value parsed = moe::json::parse(header);
-  CHECK(parsed.find("__metadata__")->find("format")->as_string() == "pt");
-  const auto& a = *parsed.find("a.bias");
-  CHECK(a.find("dtype")->as_string() == "F32");
-  CHECK(a.find("shape")->as_array() == moe::json::Array{2});
-  CHECK(a.find("data_offsets")->as_array() == moe::json::Array{0, 8});
-  CHECK(parsed.find("b.weight")->find("data_offsets")->as_array() == moe::json::Array{8, 32});
+  const nlohmann::json parsed = moe::parse_json(header);
+  CHECK(parsed.at("__metadata__").at("format") == "pt");
+  const nlohmann::json& a = parsed.at("a.bias");
+  CHECK(a.at("dtype") == "F32");
+  CHECK(a.at("shape") == nlohmann::json::array({2}));
+  CHECK(a.at("data_offsets") == nlohmann::json::array({0, 8}));
+  CHECK(parsed.at("b.weight").at("data_offsets") == nlohmann::json::array({8, 32}));
   // The data: a.bias first (name order), little-endian.
   const std::string data = bytes.substr(8 + header_length);
   CHECK(data.substr(0, 4) == little_endian(std::bit_cast<std::uint32_t>(-1.5f), 4));
   CHECK(data.substr(28, 4) == little_endian(std::bit_cast<std::uint32_t>(6.0f), 4));
+}
+
+// The header bytes are pinned: files written by moe keep the same bytes across versions of moe (they
+// are those of moe's earlier hand-written JSON writer, and the order of safetensors' reference writer).
+TEST_CASE("save_safetensors writes the exact header bytes", "[io][safetensors]") {
+  TempDir dir;
+  const fs::path path = dir / "pinned.safetensors";
+  const auto header_of = [&] {
+    const std::string bytes = read_bytes(path);
+    REQUIRE(bytes.size() >= 8);
+    std::uint64_t length = 0;
+    for (int i = 7; i >= 0; --i) length = length << 8 | static_cast<unsigned char>(bytes[i]);
+    REQUIRE(bytes.size() >= 8 + length);
+    return bytes.substr(0, 8 + length);
+  };
+
+  // Compact, __metadata__ first, tensors in name order, each {"dtype", "shape", "data_offsets"}; spaces
+  // pad the header to a multiple of 8 bytes.
+  moe::StateDict<float> dict;
+  dict["b.weight"] = tensor<float>({2, 3}, {1, 2, 3, 4, 5, 6});
+  dict["a.bias"] = tensor<float>({2}, {-1.5f, 0.25f});
+  moe::save_safetensors(path, dict, {{"format", "pt"}});
+  CHECK(header_of() == little_endian(160, 8) +
+                           R"({"__metadata__":{"format":"pt"},"a.bias":{"dtype":"F32","shape":[2],"data_offsets":)"
+                           R"([0,8]},"b.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[8,32]}}       )");
+
+  // Without metadata there is no __metadata__.
+  moe::save_safetensors(path, dict);
+  CHECK(header_of() == little_endian(128, 8) +
+                           R"({"a.bias":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b.weight":{"dtype":"F32",)"
+                           R"("shape":[2,3],"data_offsets":[8,32]}}      )");
+
+  // __metadata__ stays first before names that sort before it ('0' and 'Z' are below '_'); metadata in
+  // key order; escapes for '"', '\', tab, newline and other control characters (\u00XX), UTF-8 as it is;
+  // a scalar has shape [], an empty tensor equal offsets.
+  moe::StateDict<double> tricky;
+  tricky["0.weight"] = tensor<double>({1, 1}, {3.0});
+  tricky["Zeta"] = tensor<double>({}, {2.0});
+  tricky["caf\xC3\xA9"] = tensor<double>({1}, {1.0});
+  tricky["empty"] = tensor<double>({0, 4}, {});
+  const moe::Metadata metadata{{"config", R"({"d_model": 8, "path": "a\\b"})"},
+                               {"note", "tab\there\nline \x01 \x1f \xC3\xA9 /"},
+                               {"A", ""}};
+  moe::save_safetensors(path, tricky, metadata);
+  CHECK(header_of() ==
+        little_endian(360, 8) +
+            R"({"__metadata__":{"A":"","config":"{\"d_model\": 8, \"path\": \"a\\\\b\"}","note":"tab\there\nline )"
+            R"(\u0001 \u001f )" "\xC3\xA9" R"( /"},"0.weight":{"dtype":"F64","shape":[1,1],"data_offsets":[0,8]},)"
+            R"("Zeta":{"dtype":"F64","shape":[],"data_offsets":[8,16]},"caf)" "\xC3\xA9"
+            R"(":{"dtype":"F64","shape":[1],"data_offsets":[16,24]},"empty":{"dtype":"F64","shape":[0,4],)"
+            R"("data_offsets":[24,24]}}   )");
+  const auto back = moe::load_safetensors<double>(path);
+  CHECK(back.metadata == metadata);
+  CHECK(identical(back.tensors, tricky));
 }
 
 TEMPLATE_TEST_CASE("save_module and load_module round-trip modules bit for bit", "[io][safetensors]", float, double) {
@@ -323,8 +378,8 @@ TEST_CASE("load_safetensors names the file and the tensor in every error", "[io]
   }
   SECTION("header that is not JSON") {
     write_bytes(path, safetensors_bytes(R"({"a": })", ""));
-    CHECK_THROWS_WITH(load(), Contains(name) && Contains("the header is not valid JSON: unexpected character '}', "
-                                                         "expected a value at byte 6 of the header"));
+    CHECK_THROWS_WITH(load(), Contains(name) && Contains("the header is not valid JSON: ") &&
+                                  Contains("unexpected '}'") && Contains("at byte 6 of the header"));
   }
   SECTION("header that is not an object") {
     write_bytes(path, safetensors_bytes("[]", ""));
@@ -433,4 +488,64 @@ TEST_CASE("load_module loads a pretrained network's first layer into one expert"
   CHECK(after.at("experts.0.fc1.weight").data == moe::state_dict(pretrained).at("fc1.weight").data);
   for (const auto& [name, t] : after)
     if (!name.starts_with("experts.0.fc1.")) CHECK(t.data == before.at(name).data);
+}
+
+TEST_CASE("save_safetensors refuses names and metadata that are not UTF-8", "[io][safetensors][errors]") {
+  TempDir dir;
+  const fs::path path = dir / "out.safetensors";
+  moe::StateDict<float> dict;
+  dict["w"] = tensor<float>({1}, {1});
+  CHECK_THROWS_WITH(moe::save_safetensors(path, dict, {{"note", "caf\xE9"}}),
+                    Contains("save_safetensors: " + path.string() + ": incomplete UTF-8 string") &&
+                        Contains("(names and metadata must be UTF-8)"));
+  dict["\xFF"] = tensor<float>({1}, {2});
+  CHECK_THROWS_AS(moe::save_safetensors(path, dict), moe::Error);
+  CHECK_FALSE(fs::exists(path));
+}
+
+// moe::parse_json (moe/io/strict_json.hpp), which reads the safetensors header: nlohmann/json's strict
+// parser, with keys given twice refused and errors as moe::JsonError.
+TEST_CASE("parse_json refuses a key given twice in one object", "[io][json][errors]") {
+  CHECK_THROWS_WITH(moe::parse_json(R"({"a": 1, "a": 2})"), "duplicate key \"a\"");
+  CHECK_THROWS_WITH(moe::parse_json(R"({"x": {"a": 1, "b": [], "a": 2}})"), "duplicate key \"a\"");
+  CHECK_THROWS_AS(moe::parse_json(R"({"\u0061": 1, "a": 2})"), moe::JsonError);  // the same key, escaped
+  CHECK(moe::parse_json(R"({"a": {"a": 1}, "b": [{"a": 1}, {"a": 2}]})").at("b").size() == 2);
+  // ordered_json keeps the document's order; nlohmann::json sorts the keys.
+  CHECK(moe::parse_json<nlohmann::ordered_json>(R"({"b": 1, "a": 2})").begin().key() == "b");
+  CHECK(moe::parse_json(R"({"b": 1, "a": 2})").begin().key() == "a");
+}
+
+TEST_CASE("parse_json gives a moe::Error with the byte offset for invalid documents", "[io][json][errors]") {
+  const auto offset = [](const std::string& text) -> std::optional<std::size_t> {
+    try {
+      (void)moe::parse_json(text);
+    } catch (const moe::JsonError& e) {
+      return e.offset();
+    }
+    FAIL("parse_json accepted " << text);
+    return std::nullopt;
+  };
+  CHECK(offset("[1, 2,]") == 6);
+  CHECK(offset(R"({"a": 1,})") == 8);
+  CHECK(offset(R"({"a" 1})") == 5);
+  CHECK(offset("{} x") == 3);
+  CHECK(offset("") == 0);
+  CHECK(offset("\"abc") == 4);                // unterminated: the end of the input
+  CHECK(offset("[\"a\nb\"]") == 3);           // a raw control character in a string
+  CHECK(offset("\"\xC0\xAF\"") == 1);          // overlong UTF-8
+  CHECK(offset("\"\xED\xA0\x80\"").has_value());  // a UTF-8 surrogate
+  CHECK(offset(R"("\ude00")").has_value());      // a lone low surrogate
+  CHECK(offset("01").has_value());               // leading zero
+  CHECK(offset("NaN").has_value());
+  CHECK(offset("[tru]").has_value());
+  CHECK(offset("// c\n1").has_value());          // no comments
+  CHECK_THROWS_AS(moe::parse_json("[1, 2,]"), moe::Error);
+  CHECK_THROWS_WITH(moe::parse_json("[1, 2,]"), "syntax error while parsing value - unexpected ']'; expected '[', "
+                                                "'{', or a literal at byte 6");
+  // What parses: every escape, surrogate pairs, raw UTF-8, integers of 64 bits.
+  CHECK(moe::parse_json(R"("\"\\\/\b\f\n\r\t\u0041\u00e9\ud83d\ude00")") == "\"\\/\b\f\n\r\tA\xC3\xA9\xF0\x9F\x98\x80");
+  CHECK(moe::parse_json("[18446744073709551615, -9223372036854775808]") ==
+        nlohmann::json::array({std::numeric_limits<std::uint64_t>::max(), std::numeric_limits<std::int64_t>::min()}));
+  // Text for messages never throws, even for bytes that are not UTF-8.
+  CHECK(moe::detail::json_quote("a\"b\xFF") == "\"a\\\"b\xEF\xBF\xBD\"");
 }

@@ -17,10 +17,9 @@
 
 #include "moe/data/gpt2_tokenizer.hpp"
 #include "moe/data/vocabulary_map.hpp"
-#include "moe/io/json.hpp"
+#include "moe/io/strict_json.hpp"
 
 namespace fs = std::filesystem;
-namespace json = moe::json;
 using moe::GPT2Tokenizer;
 using moe::Index;
 using moe::VocabularyMap;
@@ -70,10 +69,7 @@ GPT2Tokenizer* gpt2() {
 }
 
 std::vector<std::string> load_texts() {
-  const json::Value document = json::parse(read_text(texts_path()));
-  std::vector<std::string> texts;
-  for (const json::Value& text : document.as_array()) texts.push_back(text.as_string());
-  return texts;
+  return moe::parse_json(read_text(texts_path())).get<std::vector<std::string>>();
 }
 
 struct ToyFiles {
@@ -90,7 +86,7 @@ ToyFiles toy_files(const std::vector<std::pair<std::string, std::string>>& merge
     for (const char byte : bytes) moe::detail::append_utf8(spelt, to_unicode[static_cast<unsigned char>(byte)]);
     return spelt;
   };
-  json::Object encoder;
+  nlohmann::ordered_json::object_t encoder;  // in this order: bytes, merges, <|endoftext|>
   for (int byte = 0; byte < 256; ++byte) encoder.emplace_back(spell(std::string(1, static_cast<char>(byte))), byte);
   std::string vocab = "#version: 0.2\n";
   for (const auto& [first, second] : merges) {
@@ -98,7 +94,7 @@ ToyFiles toy_files(const std::vector<std::pair<std::string, std::string>>& merge
     vocab += spell(first) + " " + spell(second) + "\n";
   }
   encoder.emplace_back("<|endoftext|>", encoder.size());
-  return {json::dump(encoder), vocab};
+  return {nlohmann::ordered_json(std::move(encoder)).dump(), vocab};
 }
 
 GPT2Tokenizer toy_tokenizer(const std::vector<std::pair<std::string, std::string>>& merges) {
@@ -233,6 +229,13 @@ TEST_CASE("GPT-2 tokenizer rejects a corrupt encoder.json", "[data][tokenizer][e
   CHECK_THAT(load(R"({"!": 0, "\"": 2})"), Catch::Contains("token \"\\\"\" has id 2, expected ids 0 to 1"));
   CHECK_THAT(load(R"({"a b": 0})"), Catch::Contains("token \"a b\" is not spelt with GPT-2's byte characters"));
   CHECK_THAT(load(R"({"!": 0, "<|endoftext|>": 1})"), Catch::Contains("has no token for byte 0,"));
+  CHECK_THAT(load(R"({"!": 0, "!": 1})"), Catch::Contains("dir/encoder.json: token \"!\" is given twice"));
+  CHECK_THAT(load(R"({"!": [0]})"), Catch::Contains("token \"!\" has an array, expected an integer id"));
+  CHECK_THAT(load(R"({"!": 1.0})"), Catch::Contains("token \"!\" has a number, expected an integer id"));
+  CHECK_THAT(load(R"({"!": null})"), Catch::Contains("token \"!\" has null, expected an integer id"));
+  CHECK_THAT(load(R"({"!": 18446744073709551615})"), Catch::Contains("has id 18446744073709551615, too large"));
+  CHECK_THAT(load(R"({"!": 0} x)"), Catch::Contains("dir/encoder.json: ") && Catch::Contains("at byte 9"));
+  CHECK_THAT(load("7"), Catch::Contains("expected a JSON object of token -> id, got number"));
   std::string no_end = encoder;
   no_end.replace(no_end.find("<|endoftext|>"), 13, "<|end|>");
   CHECK_THAT(load(no_end), Catch::Contains("dir/encoder.json: has no token \"<|endoftext|>\""));
@@ -318,7 +321,7 @@ TEST_CASE("GPT-2 decode inverts encode on the test texts", "[data][tokenizer]") 
   const std::vector<std::string> texts = load_texts();
   REQUIRE(texts.size() >= 200);
   for (std::size_t i = 0; i < texts.size(); ++i) {
-    CAPTURE(i, json::dump(texts[i]));
+    CAPTURE(i, moe::detail::json_quote(texts[i]));
     CHECK(tokenizer->decode(tokenizer->encode(texts[i])) == texts[i]);
   }
 }
@@ -331,34 +334,32 @@ TEST_CASE("GPT-2 tokenizer gives the ids of the JavaScript encoder", "[.gpt2_nod
                    " (ctest's gpt2_tokenizer.node_reference writes them with tests/peers/gpt2_encode.js)");
   GPT2Tokenizer* tokenizer = gpt2();
   if (tokenizer == nullptr) return;
-  const json::Value node = json::parse(read_text(ids_path));
-  const json::Array& texts = node.find("texts")->as_array();  // what node read from tests/data/gpt2_texts.json
-  const json::Array& node_ids = node.find("ids")->as_array();
+  const nlohmann::json node = moe::parse_json(read_text(ids_path));
+  const nlohmann::json& texts = node.at("texts");  // what node read from tests/data/gpt2_texts.json
+  const nlohmann::json& node_ids = node.at("ids");
   REQUIRE(node_ids.size() == texts.size());
   REQUIRE(texts.size() >= 200);
   std::size_t equal = 0;
   for (std::size_t i = 0; i < texts.size(); ++i) {
-    const std::string& text = texts[i].as_string();
-    Ids expected;
-    for (const json::Value& id : node_ids[i].as_array()) expected.push_back(static_cast<Index>(id.as_integer()));
-    CAPTURE(i, json::dump(text));
+    const std::string& text = texts[i].get_ref<const std::string&>();
+    const Ids expected = node_ids[i].get<Ids>();
+    CAPTURE(i, moe::detail::json_quote(text));
     const Ids actual = tokenizer->encode(text);
     CHECK(actual == expected);
     equal += actual == expected;
   }
-  WARN(equal << " of " << texts.size() << " texts give node " << node.find("node")->as_string() << "'s ids");
+  WARN(equal << " of " << texts.size() << " texts give node " << node.at("node").get<std::string>() << "'s ids");
 
   // ICU's classes against node's own regex, code point by code point, on the code points that ICU's
   // Unicode version assigns (node may have a newer version, which classes later characters too).
-  const std::string& unicode = node.find("unicode")->as_string();
+  const std::string& unicode = node.at("unicode").get_ref<const std::string&>();
   const std::string icu_unicode = moe::detail::gpt2::unicode_version();
   std::vector<char> node_class(0x110000, 'O');  // 'L', 'N', 'S' or 'O' (other) for each code point
-  for (const json::Value& run : node.find("classes")->as_array()) {
-    const json::Array& r = run.as_array();
-    REQUIRE(r.size() == 3);
-    const std::int64_t first = r[0].as_integer(), last = r[1].as_integer();
+  for (const nlohmann::json& r : node.at("classes")) {
+    REQUIRE((r.is_array() && r.size() == 3));
+    const auto first = r[0].get<std::int64_t>(), last = r[1].get<std::int64_t>();
     REQUIRE((0 <= first && first <= last && last < 0x110000));
-    const std::string& name = r[2].as_string();
+    const std::string& name = r[2].get_ref<const std::string&>();
     REQUIRE((name == "L" || name == "N" || name == "S"));
     for (std::int64_t c = first; c <= last; ++c) node_class[static_cast<std::size_t>(c)] = name[0];
   }

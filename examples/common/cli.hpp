@@ -25,8 +25,6 @@ struct Args {
   int threads = 0;  // 0: every core
 };
 
-namespace detail {
-
 template <class Number>
 Number parse_number(std::string_view flag, std::string_view text) {
   Number value{};
@@ -37,8 +35,6 @@ Number parse_number(std::string_view flag, std::string_view text) {
   }
   return value;
 }
-
-}  // namespace detail
 
 /// Parses the shared options; prints usage and exits on --help or on anything it does not know.
 /// The first preset listed is the default. Sets moe's thread count.
@@ -79,9 +75,9 @@ inline Args parse_args(int argc, char** argv, std::string_view description, cons
     } else if (flag == "--data-dir") {
       args.data_dir = value;
     } else if (flag == "--seed") {
-      args.seed = detail::parse_number<std::uint64_t>(flag, value);
+      args.seed = parse_number<std::uint64_t>(flag, value);
     } else if (flag == "--threads") {
-      args.threads = detail::parse_number<int>(flag, value);
+      args.threads = parse_number<int>(flag, value);
     } else {
       std::cerr << "error: unknown option " << flag << "\n\n";
       usage(std::cerr);

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "common/check.hpp"
 #include "moe/analysis/label_table.hpp"
-#include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 
 namespace moe::examples {
@@ -27,12 +27,12 @@ inline constexpr Index max_aligned_experts = 8;
 /// receive). As every column's norm is fixed, this is also the permutation that minimises the squared
 /// difference between the two tables. Ties go to the first permutation in lexicographic order.
 inline std::vector<Index> align_experts(const MatrixX<double>& reference, const MatrixX<double>& fractions) {
-  moe::detail::require(reference.rows() == fractions.rows() && reference.cols() == fractions.cols(),
-                       "align_experts: reference is ", reference.rows(), "x", reference.cols(), ", fractions ",
-                       fractions.rows(), "x", fractions.cols(), "; expected the same shape");
+  require(reference.rows() == fractions.rows() && reference.cols() == fractions.cols(),
+          "align_experts: reference is ", reference.rows(), "x", reference.cols(), ", fractions ",
+          fractions.rows(), "x", fractions.cols(), "; expected the same shape");
   const Index n = fractions.cols();
-  moe::detail::require(n >= 1 && n <= max_aligned_experts, "align_experts: ", n,
-                       " experts, expected 1 to ", max_aligned_experts, " (permutations are tried exhaustively)");
+  require(n >= 1 && n <= max_aligned_experts, "align_experts: ", n,
+          " experts, expected 1 to ", max_aligned_experts, " (permutations are tried exhaustively)");
   const MatrixX<double> similarity = fractions.transpose() * reference;  // [trial expert x reference expert]
   std::vector<Index> permutation(static_cast<std::size_t>(n));
   std::iota(permutation.begin(), permutation.end(), Index{0});
@@ -54,8 +54,8 @@ inline std::vector<Index> renumber_experts(const std::vector<Index>& experts, co
   std::vector<Index> out;
   out.reserve(experts.size());
   for (Index e : experts) {
-    moe::detail::require(e >= 0 && e < static_cast<Index>(mapping.size()), "renumber_experts: expert ", e,
-                         " outside [0, ", mapping.size(), ")");
+    require(e >= 0 && e < static_cast<Index>(mapping.size()), "renumber_experts: expert ", e,
+            " outside [0, ", mapping.size(), ")");
     out.push_back(mapping[static_cast<std::size_t>(e)]);
   }
   return out;
@@ -124,8 +124,8 @@ struct GroupCorrelation {
 };
 
 inline GroupCorrelation group_correlation(const MatrixX<double>& correlation, const std::vector<Index>& group_of) {
-  moe::detail::require(static_cast<Index>(group_of.size()) == correlation.rows(), "group_correlation: ",
-                       group_of.size(), " group entries for ", correlation.rows(), " classes");
+  require(static_cast<Index>(group_of.size()) == correlation.rows(), "group_correlation: ",
+          group_of.size(), " group entries for ", correlation.rows(), " classes");
   double within = 0, between = 0;
   Index n_within = 0, n_between = 0;
   for (Index a = 0; a < correlation.rows(); ++a)
@@ -158,9 +158,9 @@ inline double off_diagonal_norm(const MatrixX<double>& m) {
 /// trials' class-by-class correlation matrices are, whatever their experts' numbering. NaN when either
 /// has no variance.
 inline double upper_triangle_correlation(const MatrixX<double>& a, const MatrixX<double>& b) {
-  moe::detail::require(a.rows() == a.cols() && b.rows() == b.cols() && a.rows() == b.rows(),
-                       "upper_triangle_correlation: matrices are ", a.rows(), "x", a.cols(), " and ", b.rows(), "x",
-                       b.cols(), "; expected two square matrices of one size");
+  require(a.rows() == a.cols() && b.rows() == b.cols() && a.rows() == b.rows(),
+          "upper_triangle_correlation: matrices are ", a.rows(), "x", a.cols(), " and ", b.rows(), "x",
+          b.cols(), "; expected two square matrices of one size");
   std::vector<double> x, y;
   for (Index i = 0; i < a.rows(); ++i)
     for (Index j = i + 1; j < a.cols(); ++j) {
@@ -210,8 +210,8 @@ class MarkdownTable {
  public:
   explicit MarkdownTable(std::vector<std::string> header) : header_(std::move(header)) {}
   void row(std::vector<std::string> cells) {
-    moe::detail::require(cells.size() == header_.size(), "MarkdownTable: row of ", cells.size(), " cells, header has ",
-                         header_.size());
+    require(cells.size() == header_.size(), "MarkdownTable: row of ", cells.size(), " cells, header has ",
+            header_.size());
     rows_.push_back(std::move(cells));
   }
   std::string str() const {

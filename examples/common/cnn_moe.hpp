@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "common/check.hpp"
 #include "moe/balancing/aux_loss.hpp"
-#include "moe/core/error.hpp"
 #include "moe/core/image_shape.hpp"
 #include "moe/core/parameter.hpp"
 #include "moe/core/random.hpp"
@@ -63,7 +63,7 @@ using RandomRoutedCnnMoELayer = MoELayer<CnnExpert, RandomRouter, 1, SwitchAuxLo
 
 /// The document's filter count scaled by the width multiplier, at least 1.
 inline Index scaled_filters(Index filters, double width) {
-  moe::detail::require(width > 0.0 && std::isfinite(width), "CnnMoEOptions: width must be positive, got ", width);
+  require(width > 0.0 && std::isfinite(width), "CnnMoEOptions: width must be positive, got ", width);
   return std::max<Index>(1, static_cast<Index>(std::lround(static_cast<double>(filters) * width)));
 }
 
@@ -178,9 +178,9 @@ class CnnMoEModel {
   }
 
   static CnnMoELayer::Options moe_options(Index features, const CnnMoEOptions& o) {
-    moe::detail::require(o.experts >= 1, "CnnMoEOptions: experts must be at least 1, got ", o.experts);
-    moe::detail::require(o.expert_hidden_ratio > 0.0, "CnnMoEOptions: expert_hidden_ratio must be positive, got ",
-                    o.expert_hidden_ratio);
+    require(o.experts >= 1, "CnnMoEOptions: experts must be at least 1, got ", o.experts);
+    require(o.expert_hidden_ratio > 0.0, "CnnMoEOptions: expert_hidden_ratio must be positive, got ",
+            o.expert_hidden_ratio);
     CnnMoELayer::Options m;
     m.d_model = features;
     m.num_experts = o.experts;

@@ -15,9 +15,11 @@
 #include <functional>
 #include <limits>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "common/check.hpp"
 #include "common/cnn_moe.hpp"
 #include "moe/analysis/label_table.hpp"
 #include "moe/core/error.hpp"
@@ -27,6 +29,7 @@
 #include "moe/nn/loss.hpp"
 #include "moe/optim/optimizer.hpp"
 #include "moe/optim/schedule.hpp"
+#include "moe/train/trainer.hpp"
 
 namespace moe::examples {
 
@@ -73,7 +76,7 @@ inline std::vector<Index> group_of_class(const std::vector<ClassGroup>& groups, 
 /// `count` images of `data` drawn without replacement by a seeded shuffle, kept in their original order.
 template <class Scalar>
 ImageDataset<Scalar> random_subset(const ImageDataset<Scalar>& data, Index count, std::uint64_t seed) {
-  moe::detail::require(count > 0 && count <= data.size(), "random_subset: count must be in [1, ", data.size(), "], got ",
+  require(count > 0 && count <= data.size(), "random_subset: count must be in [1, ", data.size(), "], got ",
                   count);
   std::vector<Index> order(static_cast<std::size_t>(data.size()));
   std::iota(order.begin(), order.end(), Index{0});
@@ -86,15 +89,11 @@ ImageDataset<Scalar> random_subset(const ImageDataset<Scalar>& data, Index count
   return select(data, order);
 }
 
-namespace detail {
-
 inline std::filesystem::path find_cifar10(const std::filesystem::path& data_dir) {
   for (const auto& dir : {data_dir / "cifar-10-batches-bin", data_dir})
     if (std::filesystem::exists(dir / "data_batch_1.bin")) return dir;
   return {};
 }
-
-}  // namespace detail
 
 /// CIFAR-10 from DATA_DIR/cifar-10-batches-bin/ (or DATA_DIR itself) when data_batch_1.bin is there, else
 /// Fashion-MNIST from DATA_DIR/fashion-mnist/ (scripts/fetch-data.sh). Splits off the validation images,
@@ -102,7 +101,7 @@ inline std::filesystem::path find_cifar10(const std::filesystem::path& data_dir)
 inline VisionData load_vision_data(const std::filesystem::path& data_dir, const DataOptions& options) {
   VisionData data;
   ImageDataset<float> full_train;
-  if (const auto cifar = detail::find_cifar10(data_dir); !cifar.empty()) {
+  if (const auto cifar = find_cifar10(data_dir); !cifar.empty()) {
     Cifar10<float> c = read_cifar10<float>(cifar.string());
     full_train = std::move(c.train);
     data.test = std::move(c.test);
@@ -115,7 +114,7 @@ inline VisionData load_vision_data(const std::filesystem::path& data_dir, const 
     const auto file = [&](const char* name) { return (dir / name).string(); };
     for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                              "t10k-labels-idx1-ubyte.gz"})
-      moe::detail::require(std::filesystem::exists(file(name)), "no data: ", file(name),
+      require(std::filesystem::exists(file(name)), "no data: ", file(name),
                            " is missing; run scripts/fetch-data.sh (Fashion-MNIST from Debian's "
                            "dataset-fashion-mnist), or put CIFAR-10's binary batches in ",
                            (data_dir / "cifar-10-batches-bin").string());
@@ -166,7 +165,7 @@ struct Evaluation {
 /// router), in eval mode, `batch` images at a time.
 template <class Layer>
 Evaluation evaluate_through(CnnMoEModel& model, Layer& layer, const ImageDataset<float>& data, Index batch) {
-  moe::detail::require(data.size() > 0, "evaluate: the data set is empty");
+  require(data.size() > 0, "evaluate: the data set is empty");
   model.eval();
   layer.eval();
   Evaluation result;
@@ -195,65 +194,67 @@ inline Evaluation evaluate(CnnMoEModel& model, const ImageDataset<float>& data, 
 
 inline Index steps_per_epoch(Index train_images, Index batch) { return train_images / batch; }
 
-/// Trains `model` on data.train; the last partial batch of each epoch is dropped. Calls on_step(images,
-/// loss) after each step and on_epoch after each epoch (with the validation accuracy when there is a
-/// validation split).
+/// What moe::Trainer drives: the model, in training mode for each step, and its MoE layer's balancing
+/// update after each optimizer step.
+struct CnnTrainee {
+  CnnMoEModel& model;
+  void train(bool on) { model.train(on); }
+  void update_balancing() { model.moe().update_balancing(); }
+};
+
+/// Trains `model` on data.train with moe::Trainer; each epoch shuffles the last one's order again (from
+/// `rng`) and drops the last partial batch. Calls on_step(images, loss) after each step and on_epoch after
+/// each epoch (with the validation accuracy when there is a validation split).
 inline std::vector<EpochSummary> train_cnn_moe(CnnMoEModel& model, const VisionData& data,
                                                const TrainingOptions& options, Rng& rng,
                                                const std::function<void(Index, double)>& on_step = {},
                                                const std::function<void(const EpochSummary&)>& on_epoch = {}) {
   const ImageDataset<float>& train = data.train;
   const Index steps = steps_per_epoch(train.size(), options.batch);
-  moe::detail::require(steps > 0, "train_cnn_moe: ", train.size(), " training images make no batch of ",
-                       options.batch);
+  require(steps > 0, "train_cnn_moe: ", train.size(), " training images make no batch of ", options.batch);
   const Index total_steps = steps * options.epochs;
   // OneCycleLR needs steps in both of its phases: at least 4 steps in all with pct_start 0.3.
-  moe::detail::require(total_steps >= 4, "train_cnn_moe: ", total_steps,
-                       " optimizer steps in all, OneCycleLR needs at least 4; use more images or epochs");
-  const OneCycleLR schedule(options.max_lr, total_steps);
+  require(total_steps >= 4, "train_cnn_moe: ", total_steps,
+          " optimizer steps in all, OneCycleLR needs at least 4; use more images or epochs");
   AdamW<float> optimizer(model.named_parameters(), {.lr = options.max_lr, .weight_decay = options.weight_decay});
   CrossEntropyLoss<float> loss;
+  CnnTrainee trainee{model};
+  Trainer trainer(trainee, optimizer, rng,
+                  {.batch_size = options.batch, .epochs = options.epochs, .drop_last = true,
+                   .shuffle = Shuffle::Cumulative},
+                  OneCycleLR(options.max_lr, total_steps));
 
-  std::vector<Index> order(static_cast<std::size_t>(train.size()));
-  std::iota(order.begin(), order.end(), Index{0});
   Matrix xb(options.batch, train.shape.size());
   std::vector<Index> yb(static_cast<std::size_t>(options.batch));
   std::vector<EpochSummary> epochs;
-  Index step = 0;
-  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
-    for (std::size_t i = order.size() - 1; i > 0; --i)
-      std::swap(order[i], order[static_cast<std::size_t>(uniform_index(rng, static_cast<Index>(i) + 1))]);
-    model.train();
-    EpochSummary summary;
-    summary.epoch = epoch;
-    Index correct = 0;
-    for (Index s = 0; s < steps; ++s, ++step) {
-      for (Index b = 0; b < options.batch; ++b) {
-        const Index i = order[static_cast<std::size_t>(s * options.batch + b)];
-        xb.row(b) = train.images.row(i);
-        yb[static_cast<std::size_t>(b)] = train.labels[static_cast<std::size_t>(i)];
-      }
-      apply_schedule(schedule, optimizer, step);
-      optimizer.zero_grad();
-      const Matrix& logits = model.forward(xb);
-      const double task_loss = loss.forward(logits, yb);
-      correct += count_correct<float>(logits, yb);
-      model.backward(loss.backward());
-      optimizer.step();
-      model.moe().update_balancing();
-      summary.train_loss += task_loss;
-      summary.aux_loss += static_cast<double>(model.moe().aux_loss());
-      if (on_step) on_step(options.batch, task_loss);
+  const auto step = [&](std::span<const Index> batch) {
+    for (std::size_t b = 0; b < batch.size(); ++b) {
+      xb.row(static_cast<Index>(b)) = train.images.row(batch[b]);
+      yb[b] = train.labels[static_cast<std::size_t>(batch[b])];
     }
-    summary.train_loss /= static_cast<double>(steps);
-    summary.aux_loss /= static_cast<double>(steps);
-    summary.train_accuracy = static_cast<double>(correct) / static_cast<double>(steps * options.batch);
-    summary.validation_accuracy = data.validation.size() > 0
-                                      ? evaluate(model, data.validation, options.eval_batch).accuracy
-                                      : std::numeric_limits<double>::quiet_NaN();
-    if (on_epoch) on_epoch(summary);
-    epochs.push_back(summary);
-  }
+    const Matrix& logits = model.forward(xb);
+    const double task_loss = loss.forward(logits, yb);
+    trainer.add("correct", static_cast<double>(count_correct<float>(logits, yb)));
+    model.backward(loss.backward());
+    return task_loss;
+  };
+  trainer.fit(train.size(), step,
+              OnStepEnd{[&](auto& t) {
+                t.add("aux_loss", static_cast<double>(model.moe().aux_loss()));
+                if (on_step) on_step(t.state().samples, t.loss());
+              }},
+              OnEpochEnd{[&](auto& t) {
+                EpochSummary summary;
+                summary.epoch = static_cast<int>(t.epoch());
+                summary.train_loss = t.epoch_loss();
+                summary.aux_loss = t.sum("aux_loss") / static_cast<double>(steps);
+                summary.train_accuracy = t.sum("correct") / static_cast<double>(steps * options.batch);
+                summary.validation_accuracy = data.validation.size() > 0
+                                                  ? evaluate(model, data.validation, options.eval_batch).accuracy
+                                                  : std::numeric_limits<double>::quiet_NaN();
+                if (on_epoch) on_epoch(summary);
+                epochs.push_back(summary);
+              }});
   return epochs;
 }
 

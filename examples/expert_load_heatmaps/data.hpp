@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "moe/core/error.hpp"
+#include "common/check.hpp"
+#include "common/corpora/corpus.hpp"
 #include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
-#include "moe/data/corpus.hpp"
 #include "moe/data/gpt2_tokenizer.hpp"
 #include "moe/data/vocabulary_map.hpp"
 
@@ -45,8 +45,6 @@ struct PreparedData {
   double train_unk_share = 0.0;           // share of training tokens that became <unk>
 };
 
-namespace detail {
-
 /// Each domain's documents of one split joined into one stream, <|endoftext|> between documents as
 /// GPT-2's training data has it, and cut into windows of `seq_len + 1` tokens that overlap by one (the
 /// last token of a window is the first input of the next). A window never crosses domains; the tail of
@@ -65,13 +63,11 @@ inline TokenWindows cut_windows(const std::array<std::vector<Index>, 3>& streams
                             stream.begin() + static_cast<std::ptrdiff_t>(start + static_cast<std::size_t>(seq_len) + 1));
       windows.domains.push_back(domain);
     }
-    moe::detail::require(taken > 0, "expert_load_heatmaps: the ", domain_name(domain), " domain has fewer than ", seq_len + 1,
-                         " tokens in a split; raise max_chars_per_domain");
+    require(taken > 0, "expert_load_heatmaps: the ", domain_name(domain), " domain has fewer than ", seq_len + 1,
+            " tokens in a split; raise max_chars_per_domain");
   }
   return windows;
 }
-
-}  // namespace detail
 
 /// Builds the corpus (GCIDE and the GPT-2 files from `data_dir`, see scripts/fetch-data.sh), tokenizes it,
 /// keeps the `config.max_vocabulary - 1` most frequent training tokens (the rest become <unk>) and cuts
@@ -80,16 +76,16 @@ inline PreparedData prepare_data(const std::filesystem::path& data_dir, const Da
                                  Rng& rng) {
   const std::filesystem::path gpt2 = data_dir / "gpt2";
   for (const char* name : {"encoder.json", "vocab.bpe"})
-    moe::detail::require(std::filesystem::exists(gpt2 / name), "expert_load_heatmaps: ", (gpt2 / name).string(),
-                         " is missing; scripts/fetch-data.sh puts GPT-2's tokenizer files there");
+    require(std::filesystem::exists(gpt2 / name), "expert_load_heatmaps: ", (gpt2 / name).string(),
+            " is missing; scripts/fetch-data.sh puts GPT-2's tokenizer files there");
   CorpusOptions corpus_options;
   corpus_options.gcide.index = data_dir / "gcide" / "gcide.index";
   // The decompressed dictionary reads faster; the packaged dictzip file works too.
   corpus_options.gcide.dict = std::filesystem::exists(data_dir / "gcide" / "gcide.dict")
                                   ? data_dir / "gcide" / "gcide.dict"
                                   : data_dir / "gcide" / "gcide.dict.dz";
-  moe::detail::require(std::filesystem::exists(corpus_options.gcide.index), "expert_load_heatmaps: ",
-                       corpus_options.gcide.index.string(), " is missing; scripts/fetch-data.sh links GCIDE there");
+  require(std::filesystem::exists(corpus_options.gcide.index), "expert_load_heatmaps: ",
+          corpus_options.gcide.index.string(), " is missing; scripts/fetch-data.sh links GCIDE there");
   corpus_options.max_chars_per_domain = config.max_chars_per_domain;
   corpus_options.validation_fraction = config.validation_fraction;
   const Corpus corpus = build_corpus(corpus_options, rng);
@@ -124,8 +120,8 @@ inline PreparedData prepare_data(const std::filesystem::path& data_dir, const Da
     }
   data.train_unk_share = static_cast<double>(unknown) / static_cast<double>(all_train.size());
 
-  data.train = detail::cut_windows(train_streams, seq_len, std::numeric_limits<Index>::max());
-  data.validation = detail::cut_windows(validation_streams, seq_len, config.max_validation_windows);
+  data.train = cut_windows(train_streams, seq_len, std::numeric_limits<Index>::max());
+  data.validation = cut_windows(validation_streams, seq_len, config.max_validation_windows);
   return data;
 }
 

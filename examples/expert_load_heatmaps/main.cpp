@@ -116,7 +116,7 @@ std::string count_of_layers(std::size_t held, std::size_t layers) {
 /// Mean over the three domains of one layer's specialization figures.
 Specialization layer_mean(const Evaluation& e, std::size_t layer, Index k) {
   Specialization mean;
-  for (const moe::Domain domain : moe::domains) {
+  for (const moe::examples::Domain domain : moe::examples::domains) {
     const auto d = static_cast<std::size_t>(domain);
     const Specialization s = specialization(e.counts[layer][d], e.tokens[d], k);
     mean.max_relative_load += s.max_relative_load / 3.0;
@@ -183,7 +183,7 @@ std::string report_markdown(const moe::examples::Args& args, const Preset& prese
     << args.preset << "`: " << m.num_moe_layers << " MoE layers) and training down to this machine.\n"
     << "- Layer numbers count MoE layers from 1, as Figure 10 does (the dense block is not drawn).\n\n";
 
-  r << "Corpus (GPT-2 tokens per domain):\n\n" << moe::format_corpus_stats(data.stats) << "\n";
+  r << "Corpus (GPT-2 tokens per domain):\n\n" << moe::examples::format_corpus_stats(data.stats) << "\n";
 
   r << "## Validation loss and balance\n\n"
     << "| model | val loss prose | val loss code | val loss math | MaxVio (whole validation set) | MaxVio (mean per "
@@ -298,7 +298,7 @@ int main(int argc, char** argv) {
     const PreparedData data = prepare_data(args.data_dir, preset.data, preset.model.seq_len, data_rng);
     std::printf("\n%s\nvocabulary: %lld ids (the most frequent of %zu GPT-2 tokens in the training split, plus "
                 "<unk>; %.2f%% of training tokens are <unk>)\nwindows of %lld tokens: %lld train, %lld validation\n",
-                moe::format_corpus_stats(data.stats).c_str(), static_cast<long long>(data.vocabulary.size()),
+                moe::examples::format_corpus_stats(data.stats).c_str(), static_cast<long long>(data.vocabulary.size()),
                 data.distinct_train_tokens, 100.0 * data.train_unk_share,
                 static_cast<long long>(preset.model.seq_len), static_cast<long long>(data.train.count()),
                 static_cast<long long>(data.validation.count()));

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "common/corpora/corpus.hpp"
 #include "expert_load_heatmaps/training.hpp"
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/heatmap.hpp"
 #include "moe/analysis/load.hpp"
-#include "moe/data/corpus.hpp"
 
 namespace moe::examples {
 

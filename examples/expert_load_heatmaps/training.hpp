@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "common/progress.hpp"
 #include "expert_load_heatmaps/data.hpp"
 #include "moe/analysis/load.hpp"
 #include "moe/core/random.hpp"
@@ -17,6 +16,8 @@
 #include "moe/nn/loss.hpp"
 #include "moe/optim/optimizer.hpp"
 #include "moe/optim/schedule.hpp"
+#include "moe/train/progress.hpp"
+#include "moe/train/trainer.hpp"
 
 namespace moe::examples {
 
@@ -61,8 +62,6 @@ struct RunResult {
   double seconds = 0.0;
 };
 
-namespace detail {
-
 /// Inputs (the first seq_len ids of each window) and targets (the last seq_len) of a batch of windows.
 inline void fill_batch(const TokenWindows& windows, std::span<const Index> picked, std::vector<Index>& inputs,
                        std::vector<Index>& targets) {
@@ -84,8 +83,6 @@ double mean_batch_max_violation(LM& lm) {
   return sum / static_cast<double>(lm.num_layers() - 1);
 }
 
-}  // namespace detail
-
 /// Runs `lm` in eval mode over the first `count` windows of `order` (indices into `windows`), `batch`
 /// windows at a time, and counts each domain's assignments per expert in every MoE layer.
 template <class LM>
@@ -104,7 +101,7 @@ Evaluation evaluate(LM& lm, const TokenWindows& windows, const std::vector<Index
   for (Index start = 0; start < count; start += batch) {
     const Index size = std::min(batch, count - start);
     const std::span<const Index> picked(order.data() + start, static_cast<std::size_t>(size));
-    detail::fill_batch(windows, picked, inputs, targets);
+    fill_batch(windows, picked, inputs, targets);
     const MatrixX<float>& logits = lm.forward(inputs, size, length);
     for (Index t = 0; t < logits.rows(); ++t) {
       const auto domain = static_cast<std::size_t>(windows.domains[static_cast<std::size_t>(picked[t / length])]);
@@ -122,7 +119,7 @@ Evaluation evaluate(LM& lm, const TokenWindows& windows, const std::vector<Index
         for (Index j = 0; j < experts.cols(); ++j) ++per_domain[domain](experts(t, j));
       }
     }
-    result.max_violation_batch += detail::mean_batch_max_violation(lm);
+    result.max_violation_batch += mean_batch_max_violation(lm);
     ++batches;
   }
   lm.train();
@@ -148,52 +145,52 @@ inline std::vector<Index> training_order(Index windows, Index steps, Index batch
   return order;
 }
 
-/// AdamW with linear warm-up and a cosine decay, gradient clipping, the balancer's update after each step
-/// (AuxLossFree's bias; nothing for SequenceAuxLoss, whose gradient is in backward). Evaluates on the
-/// validation windows of `periodic_order` every eval_every steps, and on all of `validation_order` at the end.
+/// Trains with moe::Trainer: AdamW with linear warm-up and a cosine decay, gradient clipping, the balancer's
+/// update after each step (AuxLossFree's bias; nothing for SequenceAuxLoss, whose gradient is in backward).
+/// The batches follow `train_order` (windows, config.batch per step), which both runs share, so the trainer
+/// itself does not shuffle. Evaluates on the validation windows of `periodic_order` every eval_every steps,
+/// and on all of `validation_order` at the end.
 template <class LM>
 RunResult train_and_evaluate(LM& lm, const std::string& label, const PreparedData& data,
                              const std::vector<Index>& train_order, const std::vector<Index>& validation_order,
                              const std::vector<Index>& periodic_order, const TrainConfig& config) {
   const Index length = data.train.window_length - 1;
-  const auto parameters = lm.named_parameters();
-  AdamW<float> optimizer(parameters, {.lr = config.lr, .weight_decay = config.weight_decay});
-  const CosineWithWarmup schedule(config.lr, config.warmup_steps, config.steps, config.min_lr);
+  AdamW<float> optimizer(lm.named_parameters(), {.lr = config.lr, .weight_decay = config.weight_decay});
+  Rng unused;  // the order is train_order: the trainer draws nothing
+  Trainer trainer(lm, optimizer, unused,
+                  {.batch_size = config.batch, .shuffle = Shuffle::None, .max_grad_norm = config.max_grad_norm},
+                  CosineWithWarmup(config.lr, config.warmup_steps, config.steps, config.min_lr));
   CrossEntropyLoss<float> cross_entropy;
-  Progress progress(label, config.steps, 5.0);
+  ProgressBar progress(label, {.unit = "tokens", .seconds_between_lines = 5.0});
   RunResult result;
-  std::vector<Index> inputs, targets;
+  std::vector<Index> picked, inputs, targets;
   double loss_sum = 0.0, violation_sum = 0.0;
   Index since_row = 0;
-  lm.train();
-  for (Index step = 0; step < config.steps; ++step) {
-    const std::span<const Index> picked(train_order.data() + step * config.batch,
-                                        static_cast<std::size_t>(config.batch));
-    detail::fill_batch(data.train, picked, inputs, targets);
-    apply_schedule(schedule, optimizer, step);
-    optimizer.zero_grad();
+  const auto step = [&](std::span<const Index> positions) {
+    picked.resize(positions.size());
+    for (std::size_t b = 0; b < positions.size(); ++b) picked[b] = train_order[static_cast<std::size_t>(positions[b])];
+    fill_batch(data.train, picked, inputs, targets);
     const float loss = cross_entropy.forward(lm.forward(inputs, config.batch, length), targets);
-    moe::detail::require(std::isfinite(loss), label, ": the training loss is not finite at step ", step + 1);
     lm.backward(cross_entropy.backward());
-    clip_grad_norm(parameters, config.max_grad_norm);
-    optimizer.step();
-    lm.update_balancing();
-    loss_sum += loss;
-    violation_sum += detail::mean_batch_max_violation(lm);
+    return StepResult{.loss = loss, .samples = config.batch * length};
+  };
+  const auto after_step = [&](auto& t) {
+    loss_sum += t.loss();
+    violation_sum += mean_batch_max_violation(lm);
     ++since_row;
-    progress.step(config.batch, loss);
-
-    const bool last = step + 1 == config.steps;
-    if ((step + 1) % config.eval_every == 0 || last) {
-      const std::vector<Index>& windows = last ? validation_order : periodic_order;
-      const Evaluation check =
-          evaluate(lm, data.validation, windows, static_cast<Index>(windows.size()), config.batch);
-      result.metrics.push_back({step + 1, loss_sum / static_cast<double>(since_row), check.loss,
-                                violation_sum / static_cast<double>(since_row)});
-      loss_sum = violation_sum = 0.0;
-      since_row = 0;
-      if (last) result.evaluation = check;
-    }
+    if (t.step() % config.eval_every != 0 && !t.at_end()) return;
+    const std::vector<Index>& windows = t.at_end() ? validation_order : periodic_order;
+    const Evaluation check = evaluate(lm, data.validation, windows, static_cast<Index>(windows.size()), config.batch);
+    result.metrics.push_back(
+        {t.step(), loss_sum / static_cast<double>(since_row), check.loss, violation_sum / static_cast<double>(since_row)});
+    loss_sum = violation_sum = 0.0;
+    since_row = 0;
+    if (t.at_end()) result.evaluation = check;
+  };
+  try {
+    trainer.fit(config.steps * config.batch, step, OnStepEnd{after_step}, progress);
+  } catch (const Error& e) {
+    throw Error(label + ": " + e.what());
   }
   result.seconds = progress.elapsed_seconds();
   return result;

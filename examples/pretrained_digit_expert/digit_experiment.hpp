@@ -8,11 +8,11 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
-#include <numeric>
 #include <optional>
 #include <span>
 #include <vector>
 
+#include "common/check.hpp"
 #include "moe/analysis/label_table.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/random.hpp"
@@ -21,6 +21,7 @@
 #include "moe/io/state_dict.hpp"
 #include "moe/nn/loss.hpp"
 #include "moe/optim/optimizer.hpp"
+#include "moe/train/trainer.hpp"
 #include "pretrained_digit_expert/digit_mixture.hpp"
 
 namespace moe::examples {
@@ -58,46 +59,46 @@ inline std::vector<Index> zero_or_seven_labels(std::span<const Index> digits) {
   return labels;
 }
 
-/// One pass over `images` in a fresh order drawn from `order_rng`, in batches of `batch` (the last one
-/// smaller, as a PyTorch DataLoader without drop_last), with softmax cross-entropy.
-template <class Model>
-EpochRecord train_epoch(Model& model, Adam<float>& optimizer, const Matrix& images, std::span<const Index> labels,
-                        Index batch, Rng& order_rng, const StepCallback& on_step) {
-  moe::detail::require(static_cast<Index>(labels.size()) == images.rows(), "train_epoch: ", images.rows(), " images but ",
-                  labels.size(), " labels");
-  moe::detail::require(batch > 0, "train_epoch: batch must be positive, got ", batch);
-  std::vector<Index> order(labels.size());
-  std::iota(order.begin(), order.end(), Index{0});
-  shuffle(order, order_rng);
-
-  model.train(true);
+/// Trains `model` for `epochs` passes over `images` with moe::Trainer: each epoch in a fresh order drawn
+/// from `order_rng`, in batches of `batch` (the last one smaller, as a PyTorch DataLoader without
+/// drop_last), with softmax cross-entropy. After each epoch calls on_epoch(record) with the epoch's mean
+/// training loss and accuracy (dropout on); on_epoch adds the evaluation.
+template <class Model, class OnEpoch>
+void train_classifier(Model& model, Adam<float>& optimizer, const Matrix& images, std::span<const Index> labels,
+                      Index batch, int epochs, Rng& order_rng, const StepCallback& on_step, OnEpoch&& on_epoch) {
+  require(static_cast<Index>(labels.size()) == images.rows(), "train_classifier: ", images.rows(), " images but ",
+          labels.size(), " labels");
+  require(batch > 0, "train_classifier: batch must be positive, got ", batch);
+  if (epochs <= 0) return;
   CrossEntropyLoss<float> loss;
+  Trainer trainer(model, optimizer, order_rng, {.batch_size = batch, .epochs = epochs, .shuffle = Shuffle::Fresh});
   Matrix batch_images;
   std::vector<Index> batch_labels;
-  double loss_sum = 0.0;
-  Index correct = 0, batches = 0;
-  for (Index start = 0; start < images.rows(); start += batch, ++batches) {
-    const Index rows = std::min(batch, images.rows() - start);
+  const auto step = [&](std::span<const Index> picked) {
+    const auto rows = static_cast<Index>(picked.size());
     batch_images.resize(rows, images.cols());
-    batch_labels.resize(static_cast<std::size_t>(rows));
+    batch_labels.resize(picked.size());
     for (Index r = 0; r < rows; ++r) {
-      const Index i = order[static_cast<std::size_t>(start + r)];
+      const Index i = picked[static_cast<std::size_t>(r)];
       batch_images.row(r) = images.row(i);
       batch_labels[static_cast<std::size_t>(r)] = labels[static_cast<std::size_t>(i)];
     }
-    optimizer.zero_grad();
     const Matrix& logits = model.forward(batch_images);
     const double batch_loss = loss.forward(logits, batch_labels);
-    correct += count_correct<float>(logits, batch_labels);
+    trainer.add("correct", static_cast<double>(count_correct<float>(logits, batch_labels)));
     model.backward(loss.backward());
-    optimizer.step();
-    loss_sum += batch_loss;
-    if (on_step) on_step(rows, batch_loss);
-  }
-  EpochRecord record;
-  record.train_loss = loss_sum / static_cast<double>(std::max<Index>(batches, 1));
-  record.train_accuracy = static_cast<double>(correct) / static_cast<double>(std::max<Index>(images.rows(), 1));
-  return record;
+    return batch_loss;
+  };
+  trainer.fit(images.rows(), step, OnStepEnd{[&](auto& t) {
+                if (on_step) on_step(t.state().samples, t.loss());
+              }},
+              OnEpochEnd{[&](auto& t) {
+                EpochRecord record;
+                record.epoch = static_cast<int>(t.epoch());
+                record.train_loss = t.epoch_loss();
+                record.train_accuracy = t.sum("correct") / static_cast<double>(images.rows());
+                on_epoch(record);
+              }});
 }
 
 /// Runs `model` in evaluation mode over `images` in chunks (bounded memory on the full test set) and calls
@@ -114,7 +115,7 @@ void forward_in_chunks(Model& model, const Matrix& images, OnChunk&& on_chunk, I
 
 template <class Model>
 double accuracy(Model& model, const Matrix& images, std::span<const Index> labels) {
-  moe::detail::require(static_cast<Index>(labels.size()) == images.rows(), "accuracy: ", images.rows(), " images but ",
+  require(static_cast<Index>(labels.size()) == images.rows(), "accuracy: ", images.rows(), " images but ",
                   labels.size(), " labels");
   Index correct = 0;
   forward_in_chunks(model, images, [&](Index start, const Matrix& logits) {
@@ -147,7 +148,7 @@ inline PretrainResult pretrain_zero_or_seven_expert(const ImageDataset<float>& t
                                                     const DigitExperimentSettings& settings, std::uint64_t seed,
                                                     const StepCallback& on_step = {},
                                                     const std::function<void(const EpochRecord&)>& on_epoch = {}) {
-  moe::detail::require(train.size() >= 2, "pretrain_zero_or_seven_expert: need at least 2 training images, got ",
+  require(train.size() >= 2, "pretrain_zero_or_seven_expert: need at least 2 training images, got ",
                   train.size());
   ImageDataset<float> binary_train = train;
   binary_train.labels = zero_or_seven_labels(train.labels);
@@ -164,19 +165,17 @@ inline PretrainResult pretrain_zero_or_seven_expert(const ImageDataset<float>& t
   result.train_images = split.train.size();
   result.validation_images = split.validation.size();
   double best_accuracy = -1.0;
-  for (int epoch = 1; epoch <= settings.pretrain_epochs; ++epoch) {
-    EpochRecord record = train_epoch(expert, optimizer, split.train.images, split.train.labels, settings.batch,
-                                     order_rng, on_step);
-    record.epoch = epoch;
-    record.eval_accuracy = accuracy(expert, split.validation.images, split.validation.labels);
-    if (record.eval_accuracy > best_accuracy) {
-      best_accuracy = record.eval_accuracy;
-      result.best_epoch = epoch;
-      result.best_weights = state_dict(expert);
-    }
-    if (on_epoch) on_epoch(record);
-    result.epochs.push_back(record);
-  }
+  train_classifier(expert, optimizer, split.train.images, split.train.labels, settings.batch, settings.pretrain_epochs,
+                   order_rng, on_step, [&](EpochRecord& record) {
+                     record.eval_accuracy = accuracy(expert, split.validation.images, split.validation.labels);
+                     if (record.eval_accuracy > best_accuracy) {
+                       best_accuracy = record.eval_accuracy;
+                       result.best_epoch = record.epoch;
+                       result.best_weights = state_dict(expert);
+                     }
+                     if (on_epoch) on_epoch(record);
+                     result.epochs.push_back(record);
+                   });
   if (!result.best_weights.empty()) load_state_dict(expert, result.best_weights);
   result.test_accuracy = accuracy(expert, test.images, test_labels);
   result.test_majority_accuracy =
@@ -246,7 +245,7 @@ inline void analyse_routing(DigitMixture& mixture, const ImageDataset<float>& te
     IndexMatrix largest(gates.rows(), 1);
     for (Index t = 0; t < gates.rows(); ++t) {
       const Index digit = labels[static_cast<std::size_t>(t)];
-      moe::detail::require(digit >= 0 && digit < digit_classes, "analyse_routing: test label ", digit, " at image ",
+      require(digit >= 0 && digit < digit_classes, "analyse_routing: test label ", digit, " at image ",
                       start + t, ", expected a digit 0-9");
       gate_sum.row(digit) += gates.row(t).cast<double>();
       result.images_per_digit(digit) += 1.0;
@@ -278,14 +277,12 @@ inline MixtureResult train_digit_mixture(const ImageDataset<float>& train, const
   Rng order_rng(seed + 101);
 
   MixtureResult result;
-  for (int epoch = 1; epoch <= settings.mixture_epochs; ++epoch) {
-    EpochRecord record =
-        train_epoch(mixture, optimizer, train.images, train.labels, settings.batch, order_rng, on_step);
-    record.epoch = epoch;
-    record.eval_accuracy = accuracy(mixture, test.images, test.labels);
-    if (on_epoch) on_epoch(record);
-    result.epochs.push_back(record);
-  }
+  train_classifier(mixture, optimizer, train.images, train.labels, settings.batch, settings.mixture_epochs, order_rng,
+                   on_step, [&](EpochRecord& record) {
+                     record.eval_accuracy = accuracy(mixture, test.images, test.labels);
+                     if (on_epoch) on_epoch(record);
+                     result.epochs.push_back(record);
+                   });
   analyse_routing(mixture, test, result);
   return result;
 }

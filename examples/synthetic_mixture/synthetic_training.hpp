@@ -1,22 +1,23 @@
 #pragma once
-// Trains an MoE of linear experts on moe::make_synthetic_mixture: shared by the demo program and the
+// Trains an MoE of linear experts on moe::examples::make_synthetic_mixture: shared by the demo program and the
 // training test, so the test checks exactly what the demo shows.
 
 #include <algorithm>
 #include <functional>
-#include <numeric>
+#include <span>
 #include <vector>
 
 #include "moe/analysis/label_table.hpp"
 #include "moe/analysis/load.hpp"
 #include "moe/balancing/aux_loss.hpp"
-#include "moe/data/synthetic_mixture.hpp"
+#include "synthetic_mixture/synthetic_mixture.hpp"
 #include "backends/cpu/cpu_backend.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/nn/linear.hpp"
 #include "moe/nn/loss.hpp"
 #include "moe/optim/optimizer.hpp"
 #include "moe/routing/softmax_top_k.hpp"
+#include "moe/train/trainer.hpp"
 
 namespace moe::examples {
 
@@ -45,6 +46,8 @@ struct SyntheticRunResult {
 
 using SyntheticMoE = MoELayer<Linear<float>, SoftmaxTopK, 1, SwitchAuxLoss>;
 
+/// Trains with moe::Trainer: each epoch shuffles the last one's order again (from the model's generator)
+/// and drops the last partial batch; the load and the test accuracy are measured at each epoch's end.
 inline SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& options,
                                                   const std::function<void(const EpochRecord&)>& on_epoch = {},
                                                   const std::function<void(Index, double)>& on_step = {}) {
@@ -59,52 +62,48 @@ inline SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& opt
                      rng);
   Adam<float> optimizer(layer.named_parameters(), {.lr = options.lr});
   CrossEntropyLoss<float> loss;
+  Trainer trainer(layer, optimizer, rng,
+                  {.batch_size = options.batch, .epochs = options.epochs, .drop_last = true,
+                   .shuffle = Shuffle::Cumulative});
 
-  std::vector<Index> order(static_cast<std::size_t>(options.task.samples));
-  std::iota(order.begin(), order.end(), 0);
   Matrix xb(options.batch, options.task.features);
   std::vector<Index> yb(static_cast<std::size_t>(options.batch));
   SyntheticRunResult result{.epochs = {}, .region_by_expert = LabelExpertTable(options.task.regions, options.experts)};
-
-  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
-    EpochRecord record;
-    record.epoch = epoch;
-    for (std::size_t i = order.size() - 1; i > 0; --i)
-      std::swap(order[i], order[static_cast<std::size_t>(uniform_index(rng, static_cast<Index>(i) + 1))]);
-    layer.train();
-    layer.reset_load();
-    Index batches = 0, correct = 0;
-    for (Index start = 0; start + options.batch <= options.task.samples; start += options.batch, ++batches) {
-      for (Index b = 0; b < options.batch; ++b) {
-        const auto i = static_cast<std::size_t>(order[static_cast<std::size_t>(start + b)]);
-        xb.row(b) = train.inputs.row(static_cast<Index>(i));
-        yb[static_cast<std::size_t>(b)] = train.labels[i];
-      }
-      optimizer.zero_grad();
-      const Matrix& logits = layer.forward(xb);
-      const double task_loss = loss.forward(logits, yb);
-      correct += count_correct<float>(logits, yb);
-      layer.backward(loss.backward());
-      optimizer.step();
-      layer.update_balancing();
-      record.train_loss += task_loss;
-      record.aux_loss += layer.aux_loss();
-      if (on_step) on_step(options.batch, task_loss);
+  const auto step = [&](std::span<const Index> batch) {
+    for (std::size_t b = 0; b < batch.size(); ++b) {
+      xb.row(static_cast<Index>(b)) = train.inputs.row(batch[b]);
+      yb[b] = train.labels[static_cast<std::size_t>(batch[b])];
     }
-    record.train_loss /= static_cast<double>(batches);
-    record.aux_loss /= static_cast<double>(batches);
-    record.train_accuracy = static_cast<double>(correct) / static_cast<double>(batches * options.batch);
-    record.max_violation = max_violation(layer.load().counts);
-    record.relative_load = relative_load(layer.load().counts, layer.load().tokens, layer.k());
+    const Matrix& logits = layer.forward(xb);
+    const double task_loss = loss.forward(logits, yb);
+    trainer.add("correct", static_cast<double>(count_correct<float>(logits, yb)));
+    layer.backward(loss.backward());
+    return task_loss;
+  };
+  trainer.fit(
+      options.task.samples, step, OnEpochBegin{[&](auto&) { layer.reset_load(); }},
+      OnStepEnd{[&](auto& t) {
+        t.add("aux_loss", layer.aux_loss());
+        if (on_step) on_step(t.state().samples, t.loss());
+      }},
+      OnEpochEnd{[&](auto& t) {
+        EpochRecord record;
+        record.epoch = static_cast<int>(t.epoch());
+        const auto batches = static_cast<double>(t.steps_per_epoch());
+        record.train_loss = t.epoch_loss();
+        record.aux_loss = t.sum("aux_loss") / batches;
+        record.train_accuracy = t.sum("correct") / (batches * static_cast<double>(options.batch));
+        record.max_violation = max_violation(layer.load().counts);
+        record.relative_load = relative_load(layer.load().counts, layer.load().tokens, layer.k());
 
-    layer.eval();
-    const Matrix& logits = layer.forward(test.inputs);
-    record.test_accuracy = static_cast<double>(count_correct<float>(logits, test.labels)) /
-                           static_cast<double>(options.test_samples);
-    if (epoch == options.epochs) result.region_by_expert.add(test.regions, layer.routing().experts);
-    if (on_epoch) on_epoch(record);
-    result.epochs.push_back(std::move(record));
-  }
+        layer.eval();
+        const Matrix& logits = layer.forward(test.inputs);
+        record.test_accuracy = static_cast<double>(count_correct<float>(logits, test.labels)) /
+                               static_cast<double>(options.test_samples);
+        if (t.at_end()) result.region_by_expert.add(test.regions, layer.routing().experts);
+        if (on_epoch) on_epoch(record);
+        result.epochs.push_back(std::move(record));
+      }});
   return result;
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 // moe: Mixture-of-Experts layers on Eigen. This header brings in everything that needs only Eigen and
-// the C++ standard library. Outside it, each needing one more library: moe/io/checkpoint.hpp (cereal),
-// moe/data/idx.hpp, cifar10.hpp, corpus.hpp (zlib), moe/data/gpt2_tokenizer.hpp (ICU),
+// the C++ standard library. Outside it, each needing more: moe/io/checkpoint.hpp (cereal),
+// moe/train/checkpoint.hpp (cereal), moe/io/safetensors.hpp and moe/io/strict_json.hpp (nlohmann/json),
+// moe/data/idx.hpp, cifar10.hpp (zlib), moe/data/gpt2_tokenizer.hpp (ICU, nlohmann/json),
 // moe/analysis/heatmap.hpp (cairo).
 
 #include "moe/core/error.hpp"
@@ -12,6 +13,7 @@
 #include "moe/core/parameter.hpp"
 #include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
+#include "moe/core/utf8.hpp"
 
 #include "moe/nn/activation.hpp"
 #include "moe/nn/attention.hpp"
@@ -49,12 +51,14 @@
 #include "moe/optim/optimizer.hpp"
 #include "moe/optim/schedule.hpp"
 
+#include "moe/train/callbacks.hpp"
+#include "moe/train/progress.hpp"
+#include "moe/train/trainer.hpp"
+
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/label_table.hpp"
 #include "moe/analysis/load.hpp"
 
-#include "moe/io/safetensors.hpp"
 #include "moe/io/state_dict.hpp"
 
 #include "moe/data/image_dataset.hpp"
-#include "moe/data/synthetic_mixture.hpp"

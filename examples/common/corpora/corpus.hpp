@@ -5,9 +5,9 @@
 // domain; the corpus is split into train and validation by document. Needs zlib (-lz) for GCIDE.
 //
 //   moe::Rng rng(seed);
-//   const moe::Corpus corpus = moe::build_corpus({}, rng);
-//   auto stats = moe::corpus_stats(corpus, [&](const std::string& text) { return tokenizer.encode(text); });
-//   std::cout << moe::format_corpus_stats(stats);
+//   const moe::examples::Corpus corpus = moe::examples::build_corpus({}, rng);
+//   auto stats = moe::examples::corpus_stats(corpus, [&](const std::string& text) { return tokenizer.encode(text); });
+//   std::cout << moe::examples::format_corpus_stats(stats);
 
 #include <array>
 #include <concepts>
@@ -18,13 +18,13 @@
 #include <type_traits>
 #include <vector>
 
-#include "moe/core/error.hpp"
+#include "common/check.hpp"
+#include "common/corpora/gcide.hpp"
+#include "common/corpora/math_generator.hpp"
+#include "common/corpora/python_sources.hpp"
 #include "moe/core/random.hpp"
-#include "moe/data/gcide.hpp"
-#include "moe/data/math_generator.hpp"
-#include "moe/data/python_sources.hpp"
 
-namespace moe {
+namespace moe::examples {
 
 enum class Domain { prose, code, math };
 
@@ -36,7 +36,7 @@ inline const char* domain_name(Domain domain) {
     case Domain::code: return "code";
     case Domain::math: return "math";
   }
-  detail::fail("domain_name: unknown domain ", static_cast<int>(domain));
+  fail("domain_name: unknown domain ", static_cast<int>(domain));
 }
 
 /// The Pile domain of DeepSeek-V3's Figure 10 that `domain` stands in for.
@@ -46,7 +46,7 @@ inline const char* domain_stands_for(Domain domain) {
     case Domain::code: return "Github";
     case Domain::math: return "DM Mathematics";
   }
-  detail::fail("domain_stands_for: unknown domain ", static_cast<int>(domain));
+  fail("domain_stands_for: unknown domain ", static_cast<int>(domain));
 }
 
 /// Where the documents of `domain` come from.
@@ -56,7 +56,7 @@ inline const char* domain_source(Domain domain) {
     case Domain::code: return "Python 3.11 standard library";
     case Domain::math: return "generated DM Mathematics-style problems";
   }
-  detail::fail("domain_source: unknown domain ", static_cast<int>(domain));
+  fail("domain_source: unknown domain ", static_cast<int>(domain));
 }
 
 struct Document {
@@ -95,8 +95,6 @@ struct CorpusStats {
   bool has_tokens = false;
 };
 
-namespace detail {
-
 /// `documents` after a shuffle, cut at the caps.
 inline std::vector<std::string> capped_sample(std::vector<std::string> documents, const CorpusOptions& options,
                                               Rng& rng) {
@@ -119,32 +117,30 @@ inline std::vector<std::string> generated_math(const CorpusOptions& options, Rng
   return documents;
 }
 
-}  // namespace detail
-
 /// Reads and generates the three domains, caps each, and splits each domain's documents into validation
 /// (the first round(validation_fraction * n) of its random order) and train. The same sources, options
 /// and generator state give the same corpus. A missing source is an error naming its path and
 /// scripts/fetch-data.sh.
 inline Corpus build_corpus(const CorpusOptions& options, Rng& rng) {
-  detail::require(options.validation_fraction >= 0.0 && options.validation_fraction < 1.0,
-                  "build_corpus: validation_fraction must be in [0, 1), got ", options.validation_fraction);
-  detail::require(options.max_documents_per_domain > 0 && options.max_chars_per_domain > 0,
-                  "build_corpus: max_documents_per_domain and max_chars_per_domain must be positive");
-  detail::require(options.max_documents_per_domain != std::numeric_limits<std::size_t>::max() ||
-                      options.max_chars_per_domain != std::numeric_limits<std::size_t>::max(),
-                  "build_corpus: math problems are generated up to the caps, so max_documents_per_domain or "
-                  "max_chars_per_domain must be finite");
+  require(options.validation_fraction >= 0.0 && options.validation_fraction < 1.0,
+          "build_corpus: validation_fraction must be in [0, 1), got ", options.validation_fraction);
+  require(options.max_documents_per_domain > 0 && options.max_chars_per_domain > 0,
+          "build_corpus: max_documents_per_domain and max_chars_per_domain must be positive");
+  require(options.max_documents_per_domain != std::numeric_limits<std::size_t>::max() ||
+              options.max_chars_per_domain != std::numeric_limits<std::size_t>::max(),
+          "build_corpus: math problems are generated up to the caps, so max_documents_per_domain or "
+          "max_chars_per_domain must be finite");
   std::array<std::vector<std::string>, 3> sources;
-  sources[static_cast<std::size_t>(Domain::prose)] = detail::capped_sample(read_gcide(options.gcide), options, rng);
+  sources[static_cast<std::size_t>(Domain::prose)] = capped_sample(read_gcide(options.gcide), options, rng);
   sources[static_cast<std::size_t>(Domain::code)] =
-      detail::capped_sample(read_python_sources(options.python), options, rng);
-  sources[static_cast<std::size_t>(Domain::math)] = detail::generated_math(options, rng);
+      capped_sample(read_python_sources(options.python), options, rng);
+  sources[static_cast<std::size_t>(Domain::math)] = generated_math(options, rng);
 
   Corpus corpus;
   for (const Domain domain : domains) {
     std::vector<std::string>& documents = sources[static_cast<std::size_t>(domain)];
-    detail::require(!documents.empty(), "build_corpus: the ", domain_name(domain), " domain (",
-                    domain_source(domain), ") has no documents");
+    require(!documents.empty(), "build_corpus: the ", domain_name(domain), " domain (",
+            domain_source(domain), ") has no documents");
     const auto held_out =
         static_cast<std::size_t>(options.validation_fraction * static_cast<double>(documents.size()) + 0.5);
     for (std::size_t i = 0; i < documents.size(); ++i)
@@ -199,14 +195,14 @@ inline std::string format_corpus_stats(const CorpusStats& stats) {
   for (const Domain domain : domains) {
     const DomainStats& t = stats.train[static_cast<std::size_t>(domain)];
     const DomainStats& v = stats.validation[static_cast<std::size_t>(domain)];
-    out += detail::concat("| ", domain_name(domain), " | ", domain_stands_for(domain), " | ", domain_source(domain),
-                          " | ", t.documents, " | ", t.chars, " | ");
-    if (stats.has_tokens) out += detail::concat(t.tokens, " | ");
-    out += detail::concat(v.documents, " | ", v.chars, " |");
-    if (stats.has_tokens) out += detail::concat(" ", v.tokens, " |");
+    out += concat("| ", domain_name(domain), " | ", domain_stands_for(domain), " | ", domain_source(domain),
+                  " | ", t.documents, " | ", t.chars, " | ");
+    if (stats.has_tokens) out += concat(t.tokens, " | ");
+    out += concat(v.documents, " | ", v.chars, " |");
+    if (stats.has_tokens) out += concat(" ", v.tokens, " |");
     out += "\n";
   }
   return out;
 }
 
-}  // namespace moe
+}  // namespace moe::examples

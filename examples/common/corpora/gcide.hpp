@@ -39,19 +39,17 @@
 #include <utility>
 #include <vector>
 
-#include "moe/core/error.hpp"
+#include "common/check.hpp"
+#include "common/corpora/text_source.hpp"
 #include "moe/core/utf8.hpp"
-#include "moe/data/text_source.hpp"
 
-namespace moe {
+namespace moe::examples {
 
 struct GcideOptions {
   std::filesystem::path index = "/usr/share/dictd/gcide.index";
   std::filesystem::path dict = "/usr/share/dictd/gcide.dict.dz";  // gzip'ed or plain
   std::size_t min_chars = 200;                                    // shorter entries are not prose
 };
-
-namespace detail {
 
 /// The UTF-8 text for a GCIDE character name (the inside of "[ae]", "['e]", "[alpha]"); empty if `name`
 /// names no character.
@@ -108,9 +106,11 @@ inline std::string gcide_character(std::string_view name) {
     const char mark = accent.after_letter ? name[1] : name[0];
     const char letter = accent.after_letter ? name[0] : name[1];
     if (mark != accent.mark || !((letter >= 'a' && letter <= 'z') || (letter >= 'A' && letter <= 'Z'))) continue;
-    // precomposed alternates an ASCII letter and its accented form (2 or 3 bytes of UTF-8).
+    // precomposed alternates an ASCII letter and its accented form (2 or 3 bytes of UTF-8, as the lead
+    // byte says).
     for (std::size_t i = 0; i < accent.precomposed.size();) {
-      const std::size_t length = decode_utf8(accent.precomposed, i + 1).length;
+      const auto lead = static_cast<unsigned char>(accent.precomposed[i + 1]);
+      const std::size_t length = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
       if (accent.precomposed[i] == letter) return std::string(accent.precomposed.substr(i + 1, length));
       i += 1 + length;
     }
@@ -273,29 +273,27 @@ inline std::string read_gzip_file(const std::filesystem::path& path) {
   }
 }
 
-}  // namespace detail
-
 /// Rules 1 to 5 of this header's comment: one GCIDE entry in its dictd text form as plain prose.
 inline std::string gcide_to_prose(std::string_view entry) {
-  return detail::gcide_reflow(detail::gcide_strip_markup(detail::gcide_strip_pronunciations(entry)));
+  return gcide_reflow(gcide_strip_markup(gcide_strip_pronunciations(entry)));
 }
 
 /// The GCIDE entries of at least `options.min_chars` characters of prose, in dictionary order.
 inline std::vector<std::string> read_gcide(const GcideOptions& options = {}) {
-  detail::require_source(options.index, "read_gcide", "the GCIDE index, from the Debian package dict-gcide");
-  detail::require_source(options.dict, "read_gcide", "the GCIDE dictionary, from the Debian package dict-gcide");
-  const std::vector<detail::DictdEntry> entries = detail::read_dictd_index(options.index);
-  const std::string dict = detail::read_gzip_file(options.dict);
+  require_source(options.index, "read_gcide", "the GCIDE index, from the Debian package dict-gcide");
+  require_source(options.dict, "read_gcide", "the GCIDE dictionary, from the Debian package dict-gcide");
+  const std::vector<DictdEntry> entries = read_dictd_index(options.index);
+  const std::string dict = read_gzip_file(options.dict);
   std::vector<std::string> documents;
-  for (const detail::DictdEntry& entry : entries) {
-    detail::require(entry.offset + entry.length <= dict.size(), "read_gcide: ", options.index.string(), " line ",
-                    entry.line, ": the entry at offset ", entry.offset, " with length ", entry.length,
-                    " runs past the end of ", options.dict.string(), " (", dict.size(), " bytes)");
+  for (const DictdEntry& entry : entries) {
+    require(entry.offset + entry.length <= dict.size(), "read_gcide: ", options.index.string(), " line ",
+            entry.line, ": the entry at offset ", entry.offset, " with length ", entry.length,
+            " runs past the end of ", options.dict.string(), " (", dict.size(), " bytes)");
     const std::string_view text = std::string_view(dict).substr(entry.offset, entry.length);
-    std::string prose = gcide_to_prose(detail::to_valid_utf8(text));
+    std::string prose = gcide_to_prose(moe::to_valid_utf8(text));
     if (prose.size() >= options.min_chars) documents.push_back(std::move(prose));
   }
   return documents;
 }
 
-}  // namespace moe
+}  // namespace moe::examples

@@ -1,7 +1,7 @@
 #pragma once
 // Questions and answers in the style of the DeepMind Mathematics dataset (Saxton et al. 2019, "Analysing
 // Mathematical Reasoning Abilities of Neural Models"), the "DM Mathematics" domain of the Pile: each
-// problem is a question line and an answer line, and every answer is computed exactly (moe::Rational).
+// problem is a question line and an answer line, and every answer is computed exactly (Rational).
 //
 // Modules and the forms they produce:
 //   arithmetic            "What is 23 + -45?", "Divide 2.4 by -0.6.", "Evaluate (-2)/(-6)*(-18)/12."
@@ -23,11 +23,11 @@
 #include <utility>
 #include <vector>
 
-#include "moe/core/error.hpp"
+#include "common/check.hpp"
+#include "common/corpora/rational.hpp"
 #include "moe/core/random.hpp"
-#include "moe/data/rational.hpp"
 
-namespace moe {
+namespace moe::examples {
 
 enum class MathModule { arithmetic, linear_equation, differentiation, gcd_lcm, polynomial_expansion, probability };
 
@@ -46,7 +46,7 @@ inline const char* math_module_name(MathModule module) {
     case MathModule::polynomial_expansion: return "polynomials__expand";
     case MathModule::probability: return "probability__swr_p";
   }
-  detail::fail("math_module_name: unknown module ", static_cast<int>(module));
+  fail("math_module_name: unknown module ", static_cast<int>(module));
 }
 
 struct MathProblem {
@@ -54,8 +54,8 @@ struct MathProblem {
   std::string answer;    // one line, no line break
 };
 
-/// The generator's helpers, apart from the rest of moe::detail because their names are common words.
-namespace detail::math {
+/// The generator's helpers, in a namespace of their own because their names are common words.
+namespace math {
 
 /// Uniform integer in [low, high].
 inline std::int64_t draw_int(Rng& rng, std::int64_t low, std::int64_t high) {
@@ -119,7 +119,7 @@ inline SumTerm monomial(std::int64_t coefficient, int power, char variable) {
   } else {
     if (magnitude != 1) text = std::to_string(magnitude) + "*";
     text += variable;
-    if (power > 1) text += detail::concat("**", power);
+    if (power > 1) text += concat("**", power);
   }
   return {coefficient < 0, text};
 }
@@ -288,7 +288,7 @@ inline MathProblem linear_equation_problem(Rng& rng) {
   shuffle(left, rng);
   shuffle(right, rng);
   if (coin(rng)) std::swap(left, right);
-  return {detail::concat("Solve ", format_sum(left), " = ", format_sum(right), " for ", variable, "."),
+  return {concat("Solve ", format_sum(left), " = ", format_sum(right), " for ", variable, "."),
           std::to_string(solution)};
 }
 
@@ -350,7 +350,7 @@ inline MathProblem polynomial_expansion_problem(Rng& rng) {
     p = {draw_nonzero(rng, 9), draw_nonzero(rng, 5)};
     std::vector<SumTerm> terms{monomial(p[1], 1, variable), monomial(p[0], 0, variable)};
     shuffle(terms, rng);
-    return detail::concat("(", format_sum(terms), ")");
+    return concat("(", format_sum(terms), ")");
   };
   Polynomial product{1}, factor;
   std::string text;
@@ -394,7 +394,7 @@ inline MathProblem probability_problem(Rng& rng) {
   std::string source;
   if (coin(rng)) {
     for (std::size_t k = 0; k < kinds; ++k)
-      source += detail::concat(k == 0 ? "{" : ", ", alphabet[k], ": ", counts[k]);
+      source += concat(k == 0 ? "{" : ", ", alphabet[k], ": ", counts[k]);
     source += "}";
   } else {
     source = bag;
@@ -441,19 +441,19 @@ inline MathProblem probability_problem(Rng& rng) {
   return {fill(pick(rng, level_set_forms), args(event)), probability.str()};
 }
 
-}  // namespace detail::math
+}  // namespace math
 
 /// One problem of `module`; the same generator state gives the same problem.
 inline MathProblem generate_math_problem(MathModule module, Rng& rng) {
   switch (module) {
-    case MathModule::arithmetic: return detail::math::arithmetic_problem(rng);
-    case MathModule::linear_equation: return detail::math::linear_equation_problem(rng);
-    case MathModule::differentiation: return detail::math::differentiation_problem(rng);
-    case MathModule::gcd_lcm: return detail::math::gcd_lcm_problem(rng);
-    case MathModule::polynomial_expansion: return detail::math::polynomial_expansion_problem(rng);
-    case MathModule::probability: return detail::math::probability_problem(rng);
+    case MathModule::arithmetic: return math::arithmetic_problem(rng);
+    case MathModule::linear_equation: return math::linear_equation_problem(rng);
+    case MathModule::differentiation: return math::differentiation_problem(rng);
+    case MathModule::gcd_lcm: return math::gcd_lcm_problem(rng);
+    case MathModule::polynomial_expansion: return math::polynomial_expansion_problem(rng);
+    case MathModule::probability: return math::probability_problem(rng);
   }
-  detail::fail("generate_math_problem: unknown module ", static_cast<int>(module));
+  fail("generate_math_problem: unknown module ", static_cast<int>(module));
 }
 
 struct MathOptions {
@@ -463,8 +463,8 @@ struct MathOptions {
 /// A document: `problems_per_document` problems of one module (drawn uniformly), each written
 /// "question\nanswer\n" as in the dataset's files.
 inline std::string generate_math_document(const MathOptions& options, Rng& rng) {
-  detail::require(options.problems_per_document > 0, "generate_math_document: problems_per_document must be positive");
-  const MathModule module = detail::math::pick(rng, math_modules);
+  require(options.problems_per_document > 0, "generate_math_document: problems_per_document must be positive");
+  const MathModule module = math::pick(rng, math_modules);
   std::string document;
   for (std::size_t i = 0; i < options.problems_per_document; ++i) {
     const MathProblem problem = generate_math_problem(module, rng);
@@ -473,4 +473,4 @@ inline std::string generate_math_document(const MathOptions& options, Rng& rng) 
   return document;
 }
 
-}  // namespace moe
+}  // namespace moe::examples

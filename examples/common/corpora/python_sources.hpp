@@ -22,11 +22,11 @@
 #include <utility>
 #include <vector>
 
-#include "moe/core/error.hpp"
+#include "common/check.hpp"
+#include "common/corpora/text_source.hpp"
 #include "moe/core/utf8.hpp"
-#include "moe/data/text_source.hpp"
 
-namespace moe {
+namespace moe::examples {
 
 struct PythonSourceOptions {
   std::filesystem::path root = "/usr/lib/python3.11";
@@ -34,8 +34,6 @@ struct PythonSourceOptions {
   std::vector<std::string> excluded_directories{"test",          "tests",         "idle_test", "pydoc_data",
                                                 "site-packages", "dist-packages", "__pycache__"};
 };
-
-namespace detail {
 
 /// Whether a column-0 line opens a top-level definition: "def ", "async def ", "class " or a decorator "@".
 inline bool python_definition_line(std::string_view line) {
@@ -55,15 +53,13 @@ inline std::vector<std::string> pack_pieces(const std::vector<std::string_view>&
   return chunks;
 }
 
-}  // namespace detail
-
 /// A source file as documents of at most `max_chars` characters: the whole file when it fits; otherwise
 /// its top-level blocks (a block starts at a column-0 def, async def, class or at the first of the
 /// decorators before one; what precedes the first block is a block too) packed greedily in order. A block
 /// longer than `max_chars` is cut between lines; only a single line longer than `max_chars` makes a
 /// longer chunk. Concatenating the chunks gives the file back.
 inline std::vector<std::string> split_python_source(std::string_view source, std::size_t max_chars) {
-  detail::require(max_chars > 0, "split_python_source: max_chars must be positive");
+  require(max_chars > 0, "split_python_source: max_chars must be positive");
   if (source.size() <= max_chars) return {std::string(source)};
   std::vector<std::string_view> lines;
   for (std::size_t start = 0; start < source.size();) {
@@ -78,7 +74,7 @@ inline std::vector<std::string> split_python_source(std::string_view source, std
     const std::string_view line = lines[i];
     const bool top_level = !line.empty() && line[0] != ' ' && line[0] != '\t' && line[0] != '\n' &&
                            line[0] != '\r' && line[0] != '#';
-    if (top_level && detail::python_definition_line(line) && !after_decorator && i > 0) {
+    if (top_level && python_definition_line(line) && !after_decorator && i > 0) {
       blocks.back().second = i;
       blocks.push_back({i, i});
     }
@@ -97,14 +93,14 @@ inline std::vector<std::string> split_python_source(std::string_view source, std
       for (std::size_t i = first; i < end; ++i) pieces.push_back(lines[i]);
     }
   }
-  return detail::pack_pieces(pieces, max_chars);
+  return pack_pieces(pieces, max_chars);
 }
 
 /// The documents of the Python sources under `options.root` (rules in this header's comment).
 inline std::vector<std::string> read_python_sources(const PythonSourceOptions& options = {}) {
   namespace fs = std::filesystem;
-  detail::require_source(options.root, "read_python_sources",
-                         "the Python 3.11 standard library, from the Debian package libpython3.11-stdlib");
+  require_source(options.root, "read_python_sources",
+                 "the Python 3.11 standard library, from the Debian package libpython3.11-stdlib");
   std::vector<fs::path> files;
   for (auto it = fs::recursive_directory_iterator(options.root); it != fs::recursive_directory_iterator(); ++it) {
     const std::string name = it->path().filename().string();
@@ -119,11 +115,11 @@ inline std::vector<std::string> read_python_sources(const PythonSourceOptions& o
 
   std::vector<std::string> documents;
   for (const fs::path& file : files) {
-    const std::string text = detail::to_valid_utf8(detail::read_text_file(options.root / file, "read_python_sources"));
+    const std::string text = moe::to_valid_utf8(read_text_file(options.root / file, "read_python_sources"));
     if (text.find_first_not_of(" \t\r\n\f") == std::string::npos) continue;
     for (std::string& chunk : split_python_source(text, options.max_chars)) documents.push_back(std::move(chunk));
   }
   return documents;
 }
 
-}  // namespace moe
+}  // namespace moe::examples

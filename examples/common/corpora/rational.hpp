@@ -9,9 +9,9 @@
 #include <numeric>
 #include <string>
 
-#include "moe/core/error.hpp"
+#include "common/check.hpp"
 
-namespace moe {
+namespace moe::examples {
 
 /// num/den in lowest terms with den > 0; integers convert implicitly. An overflowing operation throws
 /// moe::Error instead of wrapping round.
@@ -20,7 +20,7 @@ class Rational {
   Rational() = default;
   Rational(std::int64_t value) : num_(value) {}  // implicit: an integer is a rational
   Rational(std::int64_t num, std::int64_t den) : num_(num), den_(den) {
-    detail::require(den != 0, "Rational: denominator is 0 in ", num, "/", den);
+    require(den != 0, "Rational: denominator is 0 in ", num, "/", den);
     normalise();
   }
 
@@ -36,7 +36,7 @@ class Rational {
     return {mul(a.num_, b.num_), mul(a.den_, b.den_)};
   }
   friend Rational operator/(const Rational& a, const Rational& b) {
-    detail::require(b.num_ != 0, "Rational: division of ", a.str(), " by 0");
+    require(b.num_ != 0, "Rational: division of ", a.str(), " by 0");
     return {mul(a.num_, b.den_), mul(a.den_, b.num_)};
   }
   Rational operator-() const { return {mul(num_, -1), den_}; }
@@ -51,17 +51,17 @@ class Rational {
   }
 
   /// "7", "-7/3": the form of the answers of the DeepMind Mathematics dataset.
-  std::string str() const { return is_integer() ? std::to_string(num_) : detail::concat(num_, "/", den_); }
+  std::string str() const { return is_integer() ? std::to_string(num_) : concat(num_, "/", den_); }
 
  private:
   static std::int64_t mul(std::int64_t a, std::int64_t b) {
     std::int64_t r = 0;
-    detail::require(!__builtin_mul_overflow(a, b, &r), "Rational: ", a, " * ", b, " overflows 64 bits");
+    require(!__builtin_mul_overflow(a, b, &r), "Rational: ", a, " * ", b, " overflows 64 bits");
     return r;
   }
   static std::int64_t add(std::int64_t a, std::int64_t b) {
     std::int64_t r = 0;
-    detail::require(!__builtin_add_overflow(a, b, &r), "Rational: ", a, " + ", b, " overflows 64 bits");
+    require(!__builtin_add_overflow(a, b, &r), "Rational: ", a, " + ", b, " overflows 64 bits");
     return r;
   }
 
@@ -85,7 +85,7 @@ inline std::string decimal_string(const Rational& value) {
   int twos = 0, fives = 0;
   for (; rest % 2 == 0; rest /= 2) ++twos;
   for (; rest % 5 == 0; rest /= 5) ++fives;
-  detail::require(rest == 1, "decimal_string: ", value.str(), " has no finite decimal expansion");
+  require(rest == 1, "decimal_string: ", value.str(), " has no finite decimal expansion");
   const auto places = static_cast<std::size_t>(std::max(twos, fives));
   Rational scaled = value;  // becomes value * 10^places, an integer
   for (std::size_t i = 0; i < places; ++i) scaled *= 10;
@@ -99,4 +99,4 @@ inline std::string decimal_string(const Rational& value) {
   return scaled.num() < 0 ? "-" + digits : digits;
 }
 
-}  // namespace moe
+}  // namespace moe::examples

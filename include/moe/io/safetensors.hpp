@@ -3,6 +3,7 @@
 // (https://github.com/huggingface/safetensors): an 8-byte little-endian header length N, N bytes of JSON
 // {"__metadata__": {string: string}, name: {"dtype", "shape", "data_offsets": [begin, end]}, ...}, then
 // the tensors' little-endian bytes back to back, offsets counted from the end of the header.
+// Needs nlohmann/json (CMake: nlohmann_json::nlohmann_json, which moe::moe links when CMake finds it).
 
 #include <algorithm>
 #include <bit>
@@ -13,6 +14,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,8 +23,8 @@
 #include "moe/core/module.hpp"
 #include "moe/core/types.hpp"
 #include "moe/io/atomic_file.hpp"
-#include "moe/io/json.hpp"
 #include "moe/io/state_dict.hpp"
+#include "moe/io/strict_json.hpp"
 #include "moe/io/tensor.hpp"
 
 namespace moe {
@@ -128,45 +130,45 @@ struct TensorEntry {
 };
 
 /// A non-negative integer of a header, or an error naming the tensor and the field.
-inline std::uint64_t header_count(const json::Value& value, const std::string& context, const std::string& name,
+inline std::uint64_t header_count(const nlohmann::json& value, const std::string& context, const std::string& name,
                                   const char* field) {
-  if (!value.is_integer() || value.as_integer() < 0)
-    fail(context, ": tensor ", name, ": ", field, " must hold non-negative integers, found ", json::dump(value));
-  return static_cast<std::uint64_t>(value.as_integer());
+  if (value.is_number_unsigned()) return value.get<std::uint64_t>();
+  fail(context, ": tensor ", name, ": ", field, " must hold non-negative integers, found ", json_text(value));
 }
 
 /// The entry of tensor `name`, checked against itself and against the `data_bytes` the file holds.
-inline TensorEntry tensor_entry(const std::string& name, const json::Value& info, std::uint64_t data_bytes,
+inline TensorEntry tensor_entry(const std::string& name, const nlohmann::json& info, std::uint64_t data_bytes,
                                 const std::string& context) {
   if (!info.is_object())
-    fail(context, ": tensor ", name, ": expected an object {dtype, shape, data_offsets}, found ", json::dump(info));
-  for (const auto& [key, value] : info.as_object())
+    fail(context, ": tensor ", name, ": expected an object {dtype, shape, data_offsets}, found ", json_text(info));
+  for (const auto& [key, value] : info.items())
     if (key != "dtype" && key != "shape" && key != "data_offsets")
       fail(context, ": tensor ", name, ": unknown field \"", key, "\" (expected dtype, shape, data_offsets)");
-  const json::Value* dtype = info.find("dtype");
-  const json::Value* shape = info.find("shape");
-  const json::Value* offsets = info.find("data_offsets");
-  if (!dtype || !shape || !offsets) fail(context, ": tensor ", name, ": needs dtype, shape and data_offsets");
+  const auto dtype = info.find("dtype");
+  const auto shape = info.find("shape");
+  const auto offsets = info.find("data_offsets");
+  if (dtype == info.end() || shape == info.end() || offsets == info.end())
+    fail(context, ": tensor ", name, ": needs dtype, shape and data_offsets");
 
   TensorEntry entry{name, DType::F32, {}, 0, 0};
-  if (!dtype->is_string()) fail(context, ": tensor ", name, ": dtype must be a string, found ", json::dump(*dtype));
-  const std::optional<DType> known = dtype_from_name(dtype->as_string());
-  if (!known)
-    fail(context, ": tensor ", name, ": unsupported dtype ", dtype->as_string(), " (moe reads F16, BF16, F32, F64)");
+  if (!dtype->is_string()) fail(context, ": tensor ", name, ": dtype must be a string, found ", json_text(*dtype));
+  const std::string& dtype_text = dtype->get_ref<const std::string&>();
+  const std::optional<DType> known = dtype_from_name(dtype_text);
+  if (!known) fail(context, ": tensor ", name, ": unsupported dtype ", dtype_text, " (moe reads F16, BF16, F32, F64)");
   entry.dtype = *known;
 
-  if (!shape->is_array()) fail(context, ": tensor ", name, ": shape must be an array, found ", json::dump(*shape));
+  if (!shape->is_array()) fail(context, ": tensor ", name, ": shape must be an array, found ", json_text(*shape));
   std::uint64_t elements = 1;
-  for (const json::Value& dim : shape->as_array()) {
+  for (const nlohmann::json& dim : *shape) {
     const std::uint64_t d = header_count(dim, context, name, "shape");
     elements = saturating_multiply(elements, d);
     entry.shape.push_back(static_cast<Index>(d));
   }
 
-  if (!offsets->is_array() || offsets->as_array().size() != 2)
-    fail(context, ": tensor ", name, ": data_offsets must be [begin, end], found ", json::dump(*offsets));
-  entry.begin = header_count(offsets->as_array()[0], context, name, "data_offsets");
-  entry.end = header_count(offsets->as_array()[1], context, name, "data_offsets");
+  if (!offsets->is_array() || offsets->size() != 2)
+    fail(context, ": tensor ", name, ": data_offsets must be [begin, end], found ", json_text(*offsets));
+  entry.begin = header_count((*offsets)[0], context, name, "data_offsets");
+  entry.end = header_count((*offsets)[1], context, name, "data_offsets");
   if (entry.begin > entry.end)
     fail(context, ": tensor ", name, ": data_offsets [", entry.begin, ", ", entry.end, "] end before they begin");
   if (entry.end > data_bytes)
@@ -211,30 +213,42 @@ void save_safetensors(const std::filesystem::path& path, const StateDict<Scalar>
   const std::string context = "save_safetensors: " + path.string();
   if (dtype != DType::F32 && dtype != DType::F64)
     detail::fail(context, ": writes F32 or F64, not ", dtype_name(dtype));
-  json::Object header;
+  // The header's members in the order safetensors' own writer uses: __metadata__ first, then the tensors in
+  // name order, each {"dtype", "shape", "data_offsets"}. ordered_json keeps that order; its operator[]
+  // searches the members one by one, so members (unique: a std::map's keys) are appended to its vector.
+  using Json = nlohmann::ordered_json;
+  Json::object_t header;
   if (!metadata.empty()) {
-    json::Object entries;
+    Json::object_t entries;
     for (const auto& [key, value] : metadata) entries.emplace_back(key, value);
     header.emplace_back("__metadata__", std::move(entries));
   }
   std::uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
     if (name == "__metadata__") detail::fail(context, ": a tensor cannot be named __metadata__");
-    json::Array shape;
+    Json shape = Json::array();
     for (const Index dim : tensor.shape) {
       if (dim < 0) detail::fail(context, ": tensor ", name, " has shape ", shape_to_string(tensor.shape));
-      shape.emplace_back(dim);
+      shape.push_back(static_cast<std::uint64_t>(dim));
     }
     if (numel(tensor.shape) != tensor.data.size())
       detail::fail(context, ": tensor ", name, " has shape ", shape_to_string(tensor.shape), " but holds ",
                    tensor.data.size(), " values");
     const std::uint64_t end = offset + static_cast<std::uint64_t>(tensor.data.size()) * dtype_size(dtype);
-    header.emplace_back(name, json::Object{{"dtype", dtype_name(dtype)},
-                                           {"shape", std::move(shape)},
-                                           {"data_offsets", json::Array{offset, end}}});
+    Json::object_t entry;
+    entry.emplace_back("dtype", std::string(dtype_name(dtype)));
+    entry.emplace_back("shape", std::move(shape));
+    entry.emplace_back("data_offsets", Json::array({offset, end}));
+    header.emplace_back(name, std::move(entry));
     offset = end;
   }
-  std::string text = json::dump(header);
+  // Compact, numbers as integers; a name or metadata that is not UTF-8 is an error (no reader would take it).
+  std::string text;
+  try {
+    text = Json(std::move(header)).dump();
+  } catch (const Json::exception& e) {
+    detail::fail(context, ": ", detail::json_error_reason(e), " (names and metadata must be UTF-8)");
+  }
   text.append((8 - text.size() % 8) % 8, ' ');  // the data starts 8-byte aligned, as the reference pads it
 
   detail::write_file_atomically(path, context, [&](std::ostream& out) {
@@ -277,27 +291,28 @@ SafetensorsFile<Scalar> load_safetensors(const std::filesystem::path& path) {
                  file_bytes - 8, " bytes follow it)");
   std::string text(header_bytes, '\0');
   read(text.data(), header_bytes);
-  json::Value header;
+  nlohmann::json header;
   try {
-    header = json::parse(text);
-  } catch (const json::ParseError& e) {
-    detail::fail(context, ": the header is not valid JSON: ", e.reason(), " at byte ", e.offset(), " of the header");
+    header = parse_json(text);
+  } catch (const JsonError& e) {
+    detail::fail(context, ": the header is not valid JSON: ", e.reason(),
+                 e.offset() ? detail::concat(" at byte ", *e.offset(), " of the header") : std::string());
   }
   if (!header.is_object()) detail::fail(context, ": the header is a JSON ", header.type_name(), ", not an object");
 
   const std::uint64_t data_bytes = file_bytes - 8 - header_bytes;
   SafetensorsFile<Scalar> file;
   std::vector<detail::TensorEntry> entries;
-  for (const auto& [name, info] : header.as_object()) {
+  for (const auto& [name, info] : header.items()) {
     if (name != "__metadata__") {
       entries.push_back(detail::tensor_entry(name, info, data_bytes, context));
       continue;
     }
-    if (!info.is_object()) detail::fail(context, ": __metadata__ must be an object, found ", json::dump(info));
-    for (const auto& [key, value] : info.as_object()) {
+    if (!info.is_object()) detail::fail(context, ": __metadata__ must be an object, found ", detail::json_text(info));
+    for (const auto& [key, value] : info.items()) {
       if (!value.is_string())
-        detail::fail(context, ": __metadata__ maps strings to strings; ", key, " is ", json::dump(value));
-      file.metadata.emplace(key, value.as_string());
+        detail::fail(context, ": __metadata__ maps strings to strings; ", key, " is ", detail::json_text(value));
+      file.metadata.emplace(key, value.template get<std::string>());
     }
   }
   detail::check_layout(entries, data_bytes, context);

@@ -84,13 +84,7 @@ std::string document_table(const std::vector<std::vector<double>>& values) {
   return table.str();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const auto args = parse_args(argc, argv,
-                               "class_routing: which classes each expert of a CNN + MoE receives, 2, 3 and 5 "
-                               "experts (Experiment 2 of \"Do Experts Specialize?\")",
-                               {"quick", "smoke", "paper"}, "out/class_routing");
+int run(const moe::examples::Args& args) {
   const CnnPreset preset = cnn_preset(args.preset, args.seed);
   const std::vector<Index> expert_counts = {2, 3, 5};
 
@@ -409,4 +403,16 @@ int main(int argc, char** argv) {
   std::cout << '\n' << strength.str() << "\nwall time " << format("%.1f", progress.elapsed_seconds())
             << " s; report in " << (args.out / "report.md").string() << '\n';
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::examples::Args args;
+  CLI::App app("class_routing: which classes each expert of a CNN + MoE receives, 2, 3 and 5 "
+               "experts (Experiment 2 of \"Do Experts Specialize?\")");
+  moe::examples::add_common_options(app, args,
+                                    {.name = "class_routing", .presets = {"quick", "smoke", "paper"},
+                                     .default_out = "out/class_routing"});
+  return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
 }

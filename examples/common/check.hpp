@@ -4,11 +4,18 @@
 // batch)`). The library's own helpers of this kind are internal: the examples use only its public API.
 
 #include <sstream>
+#include <stdexcept>
 #include <string>
 
 #include "moe/core/error.hpp"
 
 namespace moe::examples {
+
+/// Thrown by a run that stops on purpose before its end, once its checkpoint is saved (--max-steps):
+/// run_main (common/cli.hpp) prints the message and exits 0.
+struct Stopped : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 /// The parts streamed one after the other into one string.
 template <class... Parts>

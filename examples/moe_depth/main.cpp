@@ -16,6 +16,7 @@
 #include "common/progress.hpp"
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/heatmap.hpp"
+#include "moe_depth/collapse_diagnosis.hpp"
 
 namespace {
 
@@ -36,52 +37,38 @@ std::string mean_sd(const std::vector<double>& v, const char* pattern) {
   return format(pattern, mean(v)) + " ± " + format(pattern, sample_stddev(v));
 }
 
-/// Why this program's balancing weight differs from the other CNN examples' (`shared`), with what test runs
-/// of the quick preset (seed 1, trials 1-8) measured; empty when it does not differ.
-std::string balancing_note(double weight, double shared) {
+/// moe_depth's own Switch aux weight in the quick preset (and the diagnosis), for both models.
+constexpr double quick_aux_weight = 1e-1;
+/// Trials per model and weight of --preset diagnose.
+constexpr int diagnosis_trials = 4;
+
+/// Why this program's balancing weight differs from the other CNN examples' (`shared`); empty when it does
+/// not differ. What the weights do is measured by --preset diagnose, not stated here.
+std::string balancing_note(double weight, double shared, std::uint64_t seed) {
   if (weight == shared) return "";
   return "**Balancing weight.** Both models use " + format("%g", weight) + " x the Switch aux loss, where "
          "router_ablation's and class_routing's quick presets use " + format("%g", shared) + " (and the document "
          "1e-5): one weight for both models, as in the document, so that the balancing strength is not part of "
-         "the comparison. In test runs of this preset (seed 1, its first 8 trials) the short model's router sent "
-         "every test image to one expert in 8 of 8 trials at 3e-2 and in 4 of 4 at 5e-2, and in none of 8 at "
-         "1e-1; the base model's collapsed in 1 of 8 at 3e-2 (and sent 90% to one expert in another), in none "
-         "of 8 at 1e-1, with the same mean test accuracy (84.4% at both) and class spread (0.46 at 1e-1; 0.46 in "
-         "the 6 trials at 3e-2 that kept both experts busy).\n\n"
-         "Why the short model's router collapses: its input, the maximum of one convolution's ReLU maps over "
-         "7x7 windows, is all positive and mostly common to every image (the mean feature vector's norm is about "
-         "3 times the RMS distance of an image's features from it: 7.5 vs 2.3 at initialisation, 9 vs 3.3 after "
-         "training). So the router's logit difference between the two experts is an offset shared by all images "
-         "plus a spread 4 to 6 times smaller (-0.76 ± 0.18 over 500 test images at initialisation in trial 1), and "
-         "both experts stay in use only while the router holds that offset within about one spread of zero; only "
-         "the balancing loss pulls it there. At 3e-2 the offset ran away during the warm-up (-5.3 ± 0.8 by step "
-         "150; the softmax then saturates, p(1 - p) = 0.007, and neither loss moves it back). The base model's "
-         "router starts offset-dominated too (-0.11 ± 0.03), but within about 100 steps its features become "
-         "discriminative and the spread exceeds the offset (-0.7 ± 3.5 at step 200), so a weaker balancing loss "
-         "suffices. Checks of that cause, not used here: subtracting the batch mean from the short model's MoE "
-         "input kept both experts in use in 8 of 8 trials at 3e-2 (the document's model has no normalisation, "
-         "so this program does not do it), while a 10 times lower learning rate for the router alone did not "
-         "(8 of 8 collapsed: the router never crossed the balance point while the growing features scaled its "
-         "initial offset up).\n\n";
+         "the comparison. `moe_depth --preset diagnose --seed " + std::to_string(seed) + "` trains both models at " +
+         format("%g", shared) + " and at " + format("%g", weight) + " and measures how often each router sends "
+         "every test image to one expert, and why: how the router's logits and the MoE's input evolve during "
+         "training. The example's README gives what it last measured.\n\n";
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const auto args = parse_args(argc, argv,
-                               "moe_depth: class-based routing of an MoE after one convolution vs after four, 2 "
-                               "experts (Experiment 3 of \"Do Experts Specialize?\")",
-                               {"quick", "smoke", "paper"}, "out/moe_depth");
+int run(const moe::examples::Args& args) {
   CnnPreset preset = cnn_preset(args.preset, args.seed);
   const double shared_aux_weight = preset.aux_weight;
+  if (args.preset == "diagnose")
+    return run_collapse_diagnosis(args, {shared_aux_weight, quick_aux_weight}, diagnosis_trials);
   if (preset.name == "quick") {
     // The short model costs a few per cent of the base model, so the quick run affords the document's 10
     // trials (2 min 41 s for 8 on two idle cores).
     preset.trials = 10;
     // The other examples' 3e-2 lets the short model's router send every image to one expert (8 of 8 test
     // trials), which leaves no class-based routing to compare; 1e-1 keeps both experts of both models in
-    // use without changing the base model's accuracy or class spread. balancing_note() gives the numbers.
-    preset.aux_weight = 1e-1;
+    // use without changing the base model's accuracy or class spread (--preset diagnose measures both
+    // weights; the README gives what it last measured).
+    preset.aux_weight = quick_aux_weight;
   }
   constexpr Index experts = 2;
 
@@ -137,10 +124,10 @@ int main(int argc, char** argv) {
                                 static_cast<double>(t.routing.counts().sum()));
       r.gap.push_back(group_correlation(t.routing.correlation(), group_of).gap());
       r.fractions.push_back(fractions);
-      std::string shares;
-      for (Index c = 0; c < classes; ++c) shares += (c ? " " : "") + format("%.4f", fractions(c, 0));
+      std::ostringstream shares;  // a stream: g++ 12 -O3 warns (-Wrestrict) about std::string += here
+      for (Index c = 0; c < classes; ++c) shares << (c ? " " : "") << format("%.4f", fractions(c, 0));
       trials_csv.row(depth_name(r.depth), trial + 1, seed, t.learned.accuracy, r.strength.back(), r.spread.back(),
-                     r.busiest_share.back(), r.gap.back(), shares);
+                     r.busiest_share.back(), r.gap.back(), shares.str());
       std::printf("%s model, trial %d: accuracy %.2f%%, off-diagonal covariance norm %.4f, class spread %.3f, "
                   "busiest expert %.0f%%, %.0f s\n",
                   depth_name(r.depth), trial + 1, 100 * t.learned.accuracy, r.strength.back(), r.spread.back(),
@@ -187,7 +174,7 @@ int main(int argc, char** argv) {
                mean_sd(r.spread, "%.3f"), mean_sd(r.busiest_share, "%.3f"),
                std::to_string(std::count_if(r.busiest_share.begin(), r.busiest_share.end(),
                                             [](double share) { return share >= 0.99; })) +
-                   " / " + std::to_string(r.busiest_share.size()),
+               " / " + std::to_string(r.busiest_share.size()),
                mean_sd(r.gap, "%.2f")});
   }
   std::vector<std::string> share_header{"class"};
@@ -211,7 +198,7 @@ int main(int argc, char** argv) {
          << " threads, " << format("%.0f", progress.elapsed_seconds()) << " s)\n\n"
          << describe_scaling(preset, data, base.forward_macs) << '\n'
          << describe_model(preset, data, features, hidden) << '\n'
-         << balancing_note(preset.aux_weight, shared_aux_weight)
+         << balancing_note(preset.aux_weight, shared_aux_weight, args.seed)
          << "The short model keeps the base model's first convolution (128 x width filters) and its 2x2 pool, then "
             "a final max pool to 2x2: on 32x32 CIFAR-10 that is the document's 8x8 pool on 16x16 maps; on 28x28 "
             "Fashion-MNIST it is an adaptive pool with 7x7 windows on 14x14 maps (an 8x8 pool would leave 1x1). "
@@ -268,4 +255,16 @@ int main(int argc, char** argv) {
   std::cout << '\n' << table.str() << "\nwall time " << format("%.1f", progress.elapsed_seconds()) << " s; report in "
             << (args.out / "report.md").string() << '\n';
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::examples::Args args;
+  CLI::App app("moe_depth: class-based routing of an MoE after one convolution vs after four, 2 "
+               "experts (Experiment 3 of \"Do Experts Specialize?\")");
+  moe::examples::add_common_options(app, args,
+                                    {.name = "moe_depth", .presets = {"quick", "smoke", "paper", "diagnose"},
+                                     .default_out = "out/moe_depth"});
+  return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
 }

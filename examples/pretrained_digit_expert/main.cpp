@@ -533,14 +533,7 @@ void write_report(const std::vector<SeedResult>& results, const MnistData& data,
   if (!file) fail("pretrained_digit_expert: could not write ", path.string());
 }
 
-}  // namespace
-
-int main(int argc, char** argv) try {
-  const auto args = moe::examples::parse_args(
-      argc, argv,
-      "pretrained_digit_expert: an expert pretrained on \"0 or 7\" placed in a 4-expert dense MoE on MNIST "
-      "(method 2 of seeds/003)",
-      {"quick", "smoke", "paper"}, "out/pretrained_digit_expert");
+int run(const moe::examples::Args& args) {
   const Preset preset = preset_named(args.preset);
   moe::examples::Progress wall("total", 1, 1e9);
   const MnistData data = load_mnist(args.data_dir, preset);
@@ -560,7 +553,16 @@ int main(int argc, char** argv) try {
   std::printf("\nwrote %s (report.md, CSV tables, gate_by_digit.png, top1_by_digit.png); wall time %.1f s\n",
               args.out.string().c_str(), wall.elapsed_seconds());
   return 0;
-} catch (const std::exception& e) {
-  std::cerr << "error: " << e.what() << '\n';
-  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::examples::Args args;
+  CLI::App app("pretrained_digit_expert: an expert pretrained on \"0 or 7\" placed in a 4-expert dense MoE on MNIST "
+               "(method 2 of seeds/003)");
+  moe::examples::add_common_options(app, args,
+                                    {.name = "pretrained_digit_expert", .presets = {"quick", "smoke", "paper"},
+                                     .default_out = "out/pretrained_digit_expert"});
+  return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
 }

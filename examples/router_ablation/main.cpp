@@ -17,6 +17,7 @@
 #include "common/progress.hpp"
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/heatmap.hpp"
+#include "router_ablation/drop_diagnosis.hpp"
 
 namespace {
 
@@ -49,52 +50,22 @@ double document_class_majority_share(const std::vector<std::vector<double>>& tab
   return sum / static_cast<double>(table.size());
 }
 
-/// What our test runs on Fashion-MNIST showed about the drop (a diagnostic outside this program that also
-/// set each image's expert and gate by hand).
-std::string fashion_mnist_drop_analysis() {
-  return "## What drives the drop here\n\n"
-         "Measured in test runs outside this program (quick settings, 2 experts unless said, seeds 1200 and "
-         "1201; 5 experts seed 1500), which also evaluated each trained model with the expert and the gate set "
-         "by hand:\n\n"
-         "- *The gate is not the cause.* Learned routing with gate 1 instead of the top softmax score changed "
-         "accuracy by at most 0.2 points (2 and 5 experts); random routing with gate 1, with the learned top "
-         "score, or with the softmax score of the randomly chosen expert gave accuracies within 2 points of "
-         "each other (2 experts: 47.9%, 47.9%, 47.9%; 5 experts: 28.1%, 28.2%, 26.9%).\n"
-         "- *Each expert is trained only on its own classes and is no use for the others.* The learned router "
-         "sent each Fashion-MNIST class wholly to one expert (2 experts, 10 epochs: shares 1.00 or 0.00 for 9 "
-         "classes, Bag split 0.44 / 0.56). Forced through one expert, the test images of its own classes were "
-         "classified at 66-99%, those of the other expert's classes at 0-25%, and Bag, which both experts "
-         "receive, at 99-100% through either. Through the expert the learned router did not pick, accuracy was "
-         "9.6-13.8%, chance level; the classes were already split this way after the first epoch.\n"
-         "- *The document's weaker balancing makes it worse, not better.* At its 1e-5 both 2-expert runs routed "
-         "every test image to one expert; the other stayed near its initialisation and scored 1-11%, and the "
-         "drops were 43.5% and 49.9% (3e-2: 43.1% and 42.9%).\n"
-         "- *Training longer does not change it.* 10 epochs instead of 3 (seed 1200): learned 88.7%, random "
-         "52.1%, a drop of 41.2% (43.1% in the 3-epoch run; 40.3% after the first of the 10 epochs).\n"
-         "- *The experts do not see all images early on.* The untrained router sends 97-100% of the images to "
-         "one expert, and by the end of the first epoch each class goes to one expert; with K = 1 (the "
-         "document's setup) no other expert is trained on it.\n\n"
-         "So the drop here measures how cleanly the router separates the classes at the MoE's input, and on "
-         "Fashion-MNIST it separates them almost perfectly. The document's CIFAR-10 routing is softer (its "
-         "Table 2 sends 3-33% of each animal class to the \"vehicle\" expert), so each of its experts is trained "
-         "on every class, which fits its own explanation that imperfect routing makes experts share features. "
-         "Its finding that the drop is small, and its reading that experts share most of their features, do not "
-         "carry over to this setup; we have not checked whether they hold on CIFAR-10 (put its binary batches "
-         "in --data-dir and this program uses them). No difference from the document's random router was "
-         "found: it and RandomRouter both pick one of the N experts uniformly per image.\n\n";
+/// Where the report points for what drives the drop: the diagnosis this program runs with --preset diagnose.
+std::string drop_diagnosis_pointer(const std::string& seed) {
+  return "## What drives the drop\n\n"
+         "`router_ablation --preset diagnose --seed " + seed + "` trains the `quick` preset's first 2-expert model "
+         "again and measures, on that trained model, each class's share in its main expert, each class's accuracy forced "
+         "through either expert, whether the gate changes the random-router accuracy, and the drop at the "
+         "document's balancing weight and after the document's number of epochs. This report does not repeat "
+         "figures of runs other than its own; the example's README gives what the diagnosis last measured.\n\n";
 }
 
 std::string mean_sd_percent(const std::vector<double>& v) {
   return percent(mean(v), 2) + " ± " + format("%.2f", 100.0 * sample_stddev(v));
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const auto args = parse_args(argc, argv,
-                               "router_ablation: learned vs random router in a CNN + MoE with 2, 3 and 5 experts "
-                               "(Experiment 1 of \"Do Experts Specialize?\")",
-                               {"quick", "smoke", "paper"}, "out/router_ablation");
+int run(const moe::examples::Args& args) {
+  if (args.preset == "diagnose") return run_drop_diagnosis(args);
   const CnnPreset preset = cnn_preset(args.preset, args.seed);
   const std::vector<moe::Index> expert_counts = {2, 3, 5};
 
@@ -243,7 +214,7 @@ int main(int argc, char** argv) {
             "goes to one expert drawn uniformly at random, as the document's random router \"for each token randomly "
             "selects one of the N experts\". RandomRouter's gate is 1 (K = 1), while the learned router's gate is "
             "the top softmax score, whose mean is in the second table; the document does not say what its random "
-            "router does with the gate. In our test runs the gate did not matter: see below.\n\n"
+            "router does with the gate; `--preset diagnose` measures whether it matters (see below).\n\n"
          << "## Table 1: test accuracy, learned vs random routing\n\n"
          << "Ours (" << data.dataset << ", mean of " << preset.trials << " trials) beside the document's (CIFAR-10, "
          << "mean of 10 trials). % Decrease is relative to the learned accuracy, computed from the mean accuracies "
@@ -274,7 +245,7 @@ int main(int argc, char** argv) {
          << " points, with a standard error of " << format("%.2f", se_25) << " points from the spread over "
          << preset.trials << " trials" << (std::abs(d2 - d5) > 2 * se_25 ? "." : ", so it is within the noise of this run.")
          << "\n\n"
-         << (data.dataset == "Fashion-MNIST" ? fashion_mnist_drop_analysis() : "")
+         << drop_diagnosis_pointer(std::to_string(args.seed))
          << "## Files\n\n"
          << "- `trials.csv`: every trial (accuracies, decrease, mean gate, load, class's share in its main expert, "
             "final training loss, validation accuracy, time).\n"
@@ -289,4 +260,16 @@ int main(int argc, char** argv) {
   std::cout << '\n' << table1.str() << "\nwall time " << format("%.1f", progress.elapsed_seconds()) << " s; report in "
             << (args.out / "report.md").string() << '\n';
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::examples::Args args;
+  CLI::App app("router_ablation: learned vs random router in a CNN + MoE with 2, 3 and 5 experts "
+               "(Experiment 1 of \"Do Experts Specialize?\")");
+  moe::examples::add_common_options(app, args,
+                                    {.name = "router_ablation", .presets = {"quick", "smoke", "paper", "diagnose"},
+                                     .default_out = "out/router_ablation"});
+  return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
 }

@@ -31,12 +31,7 @@ std::string percent(double fraction) {
   return text;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const auto args = moe::examples::parse_args(
-      argc, argv, "synthetic_mixture: an MoE learns a task whose input regions need different experts",
-      {"quick", "smoke"}, "out/synthetic_mixture");
+int run(const moe::examples::Args& args) {
   const auto options = preset_options(args.preset, args.seed);
   const moe::Index steps_per_epoch = options.task.samples / options.batch;
 
@@ -102,4 +97,15 @@ int main(int argc, char** argv) {
   }
   std::printf("\nwall time %.2f s\n", progress.elapsed_seconds());
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::examples::Args args;
+  CLI::App app("synthetic_mixture: an MoE learns a task whose input regions need different experts");
+  moe::examples::add_common_options(app, args,
+                                    {.name = "synthetic_mixture", .presets = {"quick", "smoke"},
+                                     .default_out = "out/synthetic_mixture", .reads_data = false});
+  return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
 }

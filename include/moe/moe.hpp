@@ -20,6 +20,7 @@
 #include "moe/nn/conv2d.hpp"
 #include "moe/nn/dropout.hpp"
 #include "moe/nn/embedding.hpp"
+#include "moe/nn/encoder.hpp"
 #include "moe/nn/feed_forward.hpp"
 #include "moe/nn/layer_norm.hpp"
 #include "moe/nn/linear.hpp"

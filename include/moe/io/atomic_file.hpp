@@ -37,7 +37,12 @@ template <class Write>
 void write_file_atomically(const std::filesystem::path& path, const std::string& context, Write&& write) {
   namespace fs = std::filesystem;
   std::random_device random;
-  const fs::path temporary = path.parent_path() / ("." + path.filename().string() + ".tmp" + std::to_string(random()));
+  // Appended piece by piece: `"." + std::string&&` trips GCC 12's -Wrestrict false positive (GCC bug 105329).
+  std::string name = ".";
+  name += path.filename().string();
+  name += ".tmp";
+  name += std::to_string(random());
+  const fs::path temporary = path.parent_path() / name;
   bool created = false;
   const auto remove_temporary = [&] {
     std::error_code ignored;

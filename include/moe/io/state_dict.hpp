@@ -237,4 +237,48 @@ LoadReport load_state_dict(M& module, const StateDict<typename M::Scalar>& dict,
   return detail::load_state_dict(module, dict, options, "load_state_dict");
 }
 
+/// Copies a pretrained model's tensors into part of `module` by name: prefix_map maps source prefixes to
+/// destination prefixes, the longest matching source prefix winning ({{"encoder.", "moe.experts.2."},
+/// {"embed_tokens.", "embed_tokens."}} puts a single-expert language model's encoder into expert slot 2 and
+/// takes its embedding). Source tensors under no source prefix, or left out by `only`, are skipped. Every
+/// other source tensor must exist in the module with the same shape, and every module tensor under a
+/// destination prefix must receive one (a pretrained model with fewer layers is an error, not a partial
+/// copy); errors name both names and, for a shape, both shapes. On any error the module is unchanged.
+template <HasNamedParameters M>
+LoadReport transfer_state_dict(M& module, const StateDict<typename M::Scalar>& source,
+                               const std::map<std::string, std::string>& prefix_map, const NameFilter& only = {}) {
+  const std::string context = "transfer_state_dict";
+  detail::require(!prefix_map.empty(), context,
+                  ": prefix_map is empty; give source prefix -> destination prefix, as {\"encoder.\", "
+                  "\"experts.2.\"}");
+  const auto slots = detail::module_tensors(module, context);
+  const detail::LoadPlan<typename M::Scalar> plan =
+      detail::plan_load(slots, source, LoadOptions{false, prefix_map, only}, context, "source");
+  for (const auto& name : plan.report.unexpected)
+    detail::fail(context, ": source tensor ", name, " ", shape_to_string(source.at(name).shape), " maps to ",
+                 *detail::map_name(name, prefix_map), ", which the module does not have");
+  for (const auto& slot : slots) {
+    if (std::ranges::find(plan.report.missing, slot.name) == plan.report.missing.end()) continue;
+    const std::pair<const std::string, std::string>* best = nullptr;  // the longest destination prefix
+    for (const auto& entry : prefix_map)
+      if (slot.name.starts_with(entry.second) && (!best || entry.second.size() > best->second.size())) best = &entry;
+    if (!best) continue;
+    const std::string wanted = best->first + slot.name.substr(best->second.size());
+    if (!only(wanted)) continue;
+    detail::fail(context, ": module tensor ", slot.name, " ", shape_to_string(slot.shape),
+                 " would come from source tensor ", wanted, ", which the source does not have");
+  }
+  plan.apply();
+  return plan.report;
+}
+
+/// transfer_state_dict from a module: its state_dict().
+template <HasNamedParameters M, HasNamedParameters Source>
+LoadReport transfer_state_dict(M& module, Source& source, const std::map<std::string, std::string>& prefix_map,
+                               const NameFilter& only = {}) {
+  static_assert(std::same_as<typename M::Scalar, typename Source::Scalar>,
+                "moe::transfer_state_dict: the source and the module must have the same Scalar");
+  return transfer_state_dict(module, state_dict(source), prefix_map, only);
+}
+
 }  // namespace moe

@@ -33,6 +33,15 @@ concept Expert = Module<E> && requires { typename E::Options; } &&
                    { e.out_features() } -> std::convertible_to<Index>;
                  };
 
+/// An expert that needs whole sequences in order (TransformerEncoder declares `static constexpr bool
+/// sequence_expert = true`). The layer hands experts their rows without a layout, so such experts get
+/// theirs from MoELayer::set_layout, and every expert must see every token in token order: the layer
+/// accepts them only with dense routing (k = num_experts) and no capacity.
+template <class E>
+concept SequenceExpert = requires {
+  requires E::sequence_expert;
+};
+
 /// Which rows go where, and the per-token load, of every forward; accumulated until reset().
 struct LoadTracker {
   IndexVector counts;  // assignments per expert (before capacity drops)
@@ -176,6 +185,14 @@ class MoELayer {
     return output;
   }
 
+  /// The layout of the rows of the next forwards, for sequence experts (every routed and shared expert).
+  template <class Layout>
+    requires requires(ExpertT& e, const Layout& layout) { e.set_layout(layout); }
+  void set_layout(const Layout& layout) {
+    for (Index e = 0; e < experts_.size(); ++e) experts_.expert(e).set_layout(layout);
+    for (auto& s : shared_) s.set_layout(layout);
+  }
+
   /// dx for dy = d loss / d output; adds the gradients of every expert, the router and the aux loss.
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     const Index tokens = routing_.tokens(), width = out_features();
@@ -265,6 +282,13 @@ class MoELayer {
                     o.num_shared_experts);
     detail::require(o.capacity_factor >= 0.0 && std::isfinite(o.capacity_factor),
                     "MoELayer: capacity_factor must be >= 0 (0: dropless), got ", o.capacity_factor);
+    if constexpr (SequenceExpert<ExpertT>) {
+      detail::require(o.k == o.num_experts, "MoELayer: the experts are sequence experts, which need every token of "
+                      "each sequence in order, so routing must be dense: k must be num_experts = ", o.num_experts,
+                      ", got ", o.k);
+      detail::require(o.capacity_factor == 0.0, "MoELayer: the experts are sequence experts, which need every token "
+                      "of each sequence in order, so capacity_factor must be 0 (no drops), got ", o.capacity_factor);
+    }
     return o;
   }
 

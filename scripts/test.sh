@@ -10,15 +10,24 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/fetch-data.sh  # the tokenizer's tests compare with the JavaScript encoder on the real vocabulary
 jobs=$(nproc)
+# A Catch2 program that crashes while listing its tests adds none to ctest, silently: fail on that.
+require_discovered() {
+  local empty
+  empty=$(find "$1" \( -path "$1/clang" -o -path "$1/cuda" \) -prune -o -name '*_tests-*.cmake' -print |
+    xargs -r grep -L 'add_test' || true)
+  if [ -n "$empty" ]; then echo "test.sh: no tests were discovered in $empty" >&2; exit 1; fi
+}
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DMOE_WARNINGS_AS_ERRORS=ON
 cmake --build build -j "$jobs"
+require_discovered build
 (cd build && ctest --output-on-failure -j "$jobs")
 
 cmake -S . -B build/clang -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
   -DMOE_WARNINGS_AS_ERRORS=ON -DMOE_SANITIZE=address,undefined -DMOE_BUILD_EXAMPLES=OFF \
   -DMOE_BUILD_BENCHMARKS=OFF -DMOE_TEST_SINGLE_HEADER=OFF
 cmake --build build/clang -j "$jobs"
+require_discovered build/clang
 (cd build/clang && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --output-on-failure -j "$jobs")
 

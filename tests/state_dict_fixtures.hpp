@@ -47,7 +47,7 @@ template <class S>
 bool identical(const StateDict<S>& a, const StateDict<S>& b) {
   return std::ranges::equal(a, b, [](const auto& x, const auto& y) {
     return x.first == y.first && x.second.shape == y.second.shape && x.second.data.size() == y.second.data.size() &&
-           (x.second.data.empty() ||
+           (x.second.data.size() == 0 ||
             std::memcmp(x.second.data.data(), y.second.data.data(), sizeof(S) * x.second.data.size()) == 0);
   });
 }

@@ -496,7 +496,7 @@ class ResidentMoE<MoELayer<Expert, RouterT, K, BalancerT, Backend>> {
   /// The aux loss of the last forward (a few scalars copied from the device): add it to the task loss.
   Scalar aux_loss() const {
     std::vector<Scalar> values(aux_values_.size());
-    thrust::copy(aux_values_.begin(), aux_values_.end(), values.begin());
+    if (!values.empty()) thrust::copy(aux_values_.begin(), aux_values_.end(), values.begin());
     Scalar sum = 0;
     for (Scalar v : values) sum += v;
     return sum;

@@ -28,7 +28,7 @@ namespace device = moe::backends::device;
 template <class T>
 std::vector<T> to_host(const thrust::device_vector<T>& values) {
   std::vector<T> host(values.size());
-  thrust::copy(values.begin(), values.end(), host.begin());
+  if (!host.empty()) thrust::copy(values.begin(), values.end(), host.begin());  // no iterator into an empty vector
   return host;
 }
 

@@ -3,9 +3,10 @@
 
 --help lists the shared options with their defaults and exits 0. An unknown option, a bad value, a missing
 data directory (for a program that reads data), an --out that cannot be created (under /proc, under a
-regular file) and --resume where the program cannot resume each end in exit status 1 and a message on
-stderr that starts with `error:` and names the option or the path; never a crash (`terminate called`,
-exit 134).
+regular file), --resume of a directory that holds no run (a resumable program; examples/check_resume.py
+checks the resuming itself), --resume beside an option of the run it resumes, and --resume where the program
+cannot resume each end in exit status 1 and a message on stderr that starts with `error:` and names the
+option or the path; never a crash (`terminate called`, exit 134).
 
 Usage: check_cli.py PROGRAM NAME [--reads-data] [--resumable]
 """
@@ -50,7 +51,7 @@ def check(program, name, reads_data, resumable):
         if reads_data:
             expected.append(r"--data-dir DIR=data\b")
         if resumable:
-            expected.append(r"--resume DIR\b")
+            expected += [r"--resume DIR\b", r"--max-steps N=0\b"]
         for pattern in expected:
             if not re.search(pattern, out):
                 raise CheckError(f"--help does not list /{pattern}/:\n{out}")
@@ -76,6 +77,8 @@ def check(program, name, reads_data, resumable):
         os.mkdir(empty)
         if resumable:  # nothing to resume in an empty directory: names what it looked for
             expect_error(program, ["--resume", empty], tmp, "--resume", os.path.join(empty, "checkpoints"))
+            expect_error(program, ["--resume", empty, "--seed", "3"], tmp, "--resume", "--seed")
+            expect_error(program, ["--max-steps", "-1"], tmp, "--max-steps", "-1")
         else:
             expect_error(program, ["--resume", empty], tmp, "--resume", name)
 

@@ -7,6 +7,7 @@ packages=(
   libeigen3-dev libcereal-dev catch2 libbenchmark-dev libomp-dev
   nlohmann-json3-dev  # JSON: the safetensors header, vocabularies, configs
   libcli11-dev  # the examples' command lines
+  libfmt-dev  # the examples' number formatting (examples/common/format.hpp)
   libthrust-dev  # Thrust where no CUDA toolkit brings it: the thrust-omp tests of the GPU backend
   zlib1g-dev libcairo2-dev fonts-dejavu-core libicu-dev
   python3-torch  # the peer of the cross-checks and benchmarks, run with /usr/bin/python3

@@ -16,7 +16,9 @@
 #include "common/cli.hpp"
 #include "common/cnn_analysis.hpp"
 #include "common/cnn_presets.hpp"
+#include "common/format.hpp"
 #include "common/progress.hpp"
+#include "common/resume.hpp"
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/heatmap.hpp"
 
@@ -78,13 +80,14 @@ std::string document_table(const std::vector<std::vector<double>>& values) {
   MarkdownTable table(header);
   for (std::size_t c = 0; c < values.size(); ++c) {
     std::vector<std::string> row{document::classes[c]};
-    for (double v : values[c]) row.push_back(format("%.1f%%", v));
+    for (double v : values[c]) row.push_back(fixed(v, 1) + "%");
     table.row(row);
   }
   return table.str();
 }
 
-int run(const moe::examples::Args& args) {
+int run(moe::examples::Args args) {
+  RunState run(args, "class_routing");
   const CnnPreset preset = cnn_preset(args.preset, args.seed);
   const std::vector<Index> expert_counts = {2, 3, 5};
 
@@ -108,6 +111,7 @@ int run(const moe::examples::Args& args) {
   const Index steps = steps_per_epoch(data.train.size(), preset.training.batch) * preset.training.epochs *
                       preset.trials * static_cast<Index>(expert_counts.size());
   Progress progress("train", steps, 5.0);
+  progress.set_done(run.steps_before());
 
   moe::CsvWriter trials_csv(args.out / "trials.csv");
   {
@@ -129,8 +133,13 @@ int run(const moe::examples::Args& args) {
     std::vector<std::uint64_t> seeds;
     for (int trial = 0; trial < preset.trials; ++trial) {
       seeds.push_back(args.seed * 1000 + static_cast<std::uint64_t>(experts * 100 + trial));
-      runs.push_back(
-          run_trial(data, trial_options, seeds.back(), [&](Index images, double loss) { progress.step(images, loss); }));
+      // One unit per trial: a resumed run reads the finished trials' results and goes on with the next.
+      runs.push_back(run.unit(concat(experts, "experts_trial", trial + 1), preset.checkpoint_every,
+                              [&](UnitCheckpoint& checkpoint) {
+                                return run_trial(
+                                    data, trial_options, seeds.back(),
+                                    [&](Index images, double loss) { progress.step(images, loss); }, checkpoint);
+                              }));
       std::printf("%lld experts, trial %d: accuracy %.2f%%, %lld experts in use, %.0f s\n",
                   static_cast<long long>(experts), trial + 1, 100 * runs.back().learned.accuracy,
                   static_cast<long long>(experts_in_use(runs.back().routing.counts())), runs.back().seconds);
@@ -286,11 +295,11 @@ int run(const moe::examples::Args& args) {
     }
     if (m.experts == 2 && !used_agreement.empty()) agreement_2 = mean(used_agreement);
     gap_by_model.push_back(mean(used_gap));
-    strength.row({std::to_string(m.experts), percent(mean(accuracy), 2), format("%.1f", mean(in_use)),
-                  percent(mean(busiest), 0), format("%.3f", mean(spread)),
-                  format("%.2f", mean(within)), format("%.2f", mean(between)), format("%.2f", mean(gap)),
+    strength.row({std::to_string(m.experts), percent(mean(accuracy), 2), fixed(mean(in_use), 1),
+                  percent(mean(busiest), 0), fixed(mean(spread), 3),
+                  fixed(mean(within), 2), fixed(mean(between), 2), fixed(mean(gap), 2),
                   agreement.empty() ? "(one trial)" : percent(mean(agreement), 0),
-                  similarity.empty() ? "n/a" : format("%.2f", mean(similarity)),
+                  similarity.empty() ? "n/a" : fixed(mean(similarity), 2),
                   std::to_string(collapsed) + " / " + std::to_string(m.trials.size())});
     std::vector<std::string> share_row{std::to_string(m.experts)};
     for (const auto& s : shares)
@@ -328,7 +337,7 @@ int run(const moe::examples::Args& args) {
   std::ofstream report(args.out / "report.md");
   report << "# Experiment 2: which classes go to which expert (\"Do Experts Specialize?\")\n\n"
          << "Command: `class_routing --preset " << args.preset << " --seed " << args.seed << "` (" << moe::num_threads()
-         << " threads, " << format("%.0f", progress.elapsed_seconds()) << " s)\n\n"
+         << " threads, " << fixed(run.elapsed_seconds(), 0) << " s)\n\n"
          << describe_scaling(preset, data, probe.forward_macs_per_image()) << '\n'
          << describe_model(preset, data, probe.moe_features(), probe.expert_hidden()) << '\n'
          << "Class groups (" << group_names << ")"
@@ -386,8 +395,8 @@ int run(const moe::examples::Args& args) {
          << ".\n"
          << "4. *Grouping by high-level subject weakens as experts are added* (within- minus between-group "
             "correlation falls from 2 to 3 to 5 experts): "
-         << held(weakening) << " (" << format("%.2f", gap_by_model[0]) << ", " << format("%.2f", gap_by_model[1])
-         << ", " << format("%.2f", gap_by_model[2]) << ").\n\n"
+         << held(weakening) << " (" << fixed(gap_by_model[0], 2) << ", " << fixed(gap_by_model[1], 2)
+         << ", " << fixed(gap_by_model[2], 2) << ").\n\n"
          << "With 2 experts every class's routing is one number (its share in expert 1), so each correlation is "
             "+1 or -1, as the document notes for Experiment 3; the 3- and 5-expert matrices carry more detail.\n\n"
          << "## Files\n\n"
@@ -400,8 +409,9 @@ int run(const moe::examples::Args& args) {
     std::cerr << "error: could not write " << (args.out / "report.md") << '\n';
     return 1;
   }
-  std::cout << '\n' << strength.str() << "\nwall time " << format("%.1f", progress.elapsed_seconds())
+  std::cout << '\n' << strength.str() << "\nwall time " << fixed(run.elapsed_seconds(), 1)
             << " s; report in " << (args.out / "report.md").string() << '\n';
+  run.finish();
   return 0;
 }
 
@@ -413,6 +423,6 @@ int main(int argc, char** argv) {
                "experts (Experiment 2 of \"Do Experts Specialize?\")");
   moe::examples::add_common_options(app, args,
                                     {.name = "class_routing", .presets = {"quick", "smoke", "paper"},
-                                     .default_out = "out/class_routing"});
+                                     .default_out = "out/class_routing", .resumable = true});
   return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
 }

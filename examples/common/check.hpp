@@ -11,8 +11,8 @@
 
 namespace moe::examples {
 
-/// Thrown by a run that stops on purpose before its end, once its checkpoint is saved (--max-steps):
-/// run_main (common/cli.hpp) prints the message and exits 0.
+/// Thrown by a run that stops on purpose before its end (--max-steps), once its state is saved to go on
+/// from (common/resume.hpp): run_main (common/cli.hpp) prints the message and exits 0.
 struct Stopped : std::runtime_error {
   using std::runtime_error::runtime_error;
 };

@@ -1,9 +1,10 @@
 #pragma once
 // The command line every example shares, on CLI11: add_common_options declares --preset, --out, --data-dir,
-// --seed, --threads and --resume on a CLI::App, beside which each example declares its own; run_main parses,
-// sets the threads, keeps freed memory in the process (moe::retain_freed_memory), checks that --out can be
-// written, and runs the program's body. Every error, of the command line or of the run, ends in a message
-// on stderr that starts with `error: ` and names the option or file, and exit status 1.
+// --seed, --threads, --resume and --max-steps (common/resume.hpp) on a CLI::App, beside which each example
+// declares its own; run_main parses, sets the threads, keeps freed memory in the process
+// (moe::retain_freed_memory), checks that --out can be written, and runs the program's body. Every error, of
+// the command line or of the run, ends in a message on stderr that starts with `error: ` and names the
+// option or file, and exit status 1.
 //
 //   int main(int argc, char** argv) {
 //     moe::examples::Args args;
@@ -32,20 +33,12 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/args.hpp"
 #include "common/check.hpp"
 #include "moe/core/memory.hpp"
 #include "moe/core/parallel.hpp"
 
 namespace moe::examples {
-
-struct Args {
-  std::string preset;
-  std::filesystem::path out;
-  std::filesystem::path data_dir = "data";
-  std::uint64_t seed = 1;
-  int threads = 0;               // 0: every core
-  std::filesystem::path resume;  // empty: a fresh run; else the --out of the run to continue (then out == resume)
-};
 
 /// What add_common_options needs to know about the program.
 struct Program {
@@ -53,8 +46,8 @@ struct Program {
   std::vector<std::string> presets;  // the first is the default
   std::string default_out;
   bool reads_data = true;  // declares --data-dir
-  /// Whether --resume works (the example reads args.resume); otherwise --resume is hidden from --help and is
-  /// an error that says so.
+  /// Whether --resume and --max-steps work (the example keeps a RunState, common/resume.hpp); otherwise
+  /// --resume is hidden from --help and is an error that says so.
   bool resumable = false;
 };
 
@@ -139,8 +132,8 @@ inline CLI::Validator non_negative_integer() { return detail::non_negative_integ
 
 /// Declares the shared options on `app`, bound to `args` (which must outlive the parse), with their defaults
 /// shown by --help: --preset (one of program.presets, the first by default), --out, --data-dir (when the
-/// program reads data), --seed, --threads and --resume. With --resume DIR (a program.resumable one), --out
-/// is DIR and --preset, --out, --data-dir and --seed are errors: the run's own are in DIR.
+/// program reads data), --seed, --threads, --resume and --max-steps. With --resume DIR (a program.resumable
+/// one), --out is DIR and --preset, --out, --data-dir and --seed are errors: the run's own are in DIR.
 inline void add_common_options(CLI::App& app, Args& args, const Program& program) {
   require(!program.presets.empty(), "add_common_options: no presets");
   args.preset = program.presets.front();
@@ -182,6 +175,11 @@ inline void add_common_options(CLI::App& app, Args& args, const Program& program
                        ->excludes(out)
                        ->excludes(seed);
     if (data_dir != nullptr) resume->excludes(data_dir);
+    app.add_option("--max-steps", args.max_steps,
+                   "stop after this many training steps of this invocation (all trainings of the run together), "
+                   "leaving a checkpoint to --resume from (0: no limit)")
+        ->type_name("N")
+        ->check(detail::non_negative_integer());
   } else {
     app.add_option_function<std::string>("--resume",
                                          [message = program.name + " keeps no checkpoints, so it cannot resume a "

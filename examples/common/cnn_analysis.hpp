@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <numeric>
 #include <sstream>
@@ -191,18 +190,6 @@ inline double sample_stddev(const std::vector<double>& v) {
   double s = 0;
   for (double x : v) s += (x - m) * (x - m);
   return std::sqrt(s / static_cast<double>(v.size() - 1));
-}
-
-inline std::string format(const char* pattern, double value) {
-  char text[64];
-  std::snprintf(text, sizeof text, pattern, value);
-  return text;
-}
-
-inline std::string percent(double fraction, int decimals = 1) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.*f%%", decimals, 100.0 * fraction);
-  return text;
 }
 
 /// A GitHub-flavoured markdown table, built row by row.

@@ -153,6 +153,19 @@ class CnnMoEModel {
     return list;
   }
 
+  /// The MoE layer's buffers and generators (the convolutions and the head have none), named as its
+  /// parameters.
+  BufferList<float> named_buffers() {
+    BufferList<float> list;
+    append_prefixed(list, moe_.named_buffers(), "moe.");
+    return list;
+  }
+  GeneratorList named_generators() {
+    GeneratorList list;
+    append_prefixed(list, moe_.named_generators(), "moe.");
+    return list;
+  }
+
   void train(bool on = true) { moe_.train(on); }
   void eval() { moe_.eval(); }
 

@@ -2,11 +2,11 @@
 // The smoke / quick / paper presets of the three CNN examples of "Do Experts Specialize?", and the
 // paragraph of each report that says what a preset changed from the document.
 
-#include <cstdio>
 #include <sstream>
 #include <string>
 
 #include "common/cnn_training.hpp"
+#include "common/format.hpp"
 
 namespace moe::examples {
 
@@ -17,6 +17,7 @@ struct CnnPreset {
   double width = 1.0;  // CnnMoEOptions::width
   double aux_weight = 1e-5;  // CnnMoEOptions::aux_weight
   int trials = 10;
+  Index checkpoint_every = 100;  // steps between a training's checkpoints (--resume)
 };
 
 /// paper: the document's settings (full width, every training image, 10 epochs, 10 trials).
@@ -76,9 +77,7 @@ inline std::string describe_scaling(const CnnPreset& p, const VisionData& data, 
   else
     out << "The document trains the full-width model (128/256/256/512 filters) for 10 epochs on every training "
            "image, 10 trials per model; this preset scales it down to fit its time budget.";
-  char macs[32];
-  std::snprintf(macs, sizeof macs, "%.2f", forward_macs_per_image / 1e6);
-  out << " One forward pass of the base model costs " << macs
+  out << " One forward pass of the base model costs " << fixed(forward_macs_per_image / 1e6, 2)
       << " M multiply-accumulates per image here (training about three times that).\n";
   return out.str();
 }

@@ -8,7 +8,6 @@
 // says its training loop builds on).
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include "common/check.hpp"
+#include "common/checkpoints.hpp"
 #include "common/cnn_moe.hpp"
 #include "moe/analysis/label_table.hpp"
 #include "moe/core/error.hpp"
@@ -152,6 +152,11 @@ struct TrainingOptions {
 struct EpochSummary {
   int epoch = 0;
   double train_loss = 0, aux_loss = 0, train_accuracy = 0, validation_accuracy = 0;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(epoch, train_loss, aux_loss, train_accuracy, validation_accuracy);
+  }
 };
 
 /// What the model does on a data set: accuracy, the expert each image went to (K = 1) and the mean gate.
@@ -159,6 +164,11 @@ struct Evaluation {
   double accuracy = 0;
   std::vector<Index> experts;
   double mean_gate = 0;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(accuracy, experts, mean_gate);
+  }
 };
 
 /// Evaluates `model` with `layer` in place of its MoE layer (model.moe() itself, or a copy behind another
@@ -194,21 +204,28 @@ inline Evaluation evaluate(CnnMoEModel& model, const ImageDataset<float>& data, 
 
 inline Index steps_per_epoch(Index train_images, Index batch) { return train_images / batch; }
 
-/// What moe::Trainer drives: the model, in training mode for each step, and its MoE layer's balancing
-/// update after each optimizer step.
+/// What moe::Trainer drives and a checkpoint saves: the model, in training mode for each step, and its MoE
+/// layer's balancing update after each optimizer step.
 struct CnnTrainee {
+  using Scalar = float;
   CnnMoEModel& model;
   void train(bool on) { model.train(on); }
   void update_balancing() { model.moe().update_balancing(); }
+  ParameterList<float> named_parameters() { return model.named_parameters(); }
+  BufferList<float> named_buffers() { return model.named_buffers(); }
+  GeneratorList named_generators() { return model.named_generators(); }
 };
 
 /// Trains `model` on data.train with moe::Trainer; each epoch shuffles the last one's order again (from
 /// `rng`) and drops the last partial batch. Calls on_step(images, loss) after each step and on_epoch after
-/// each epoch (with the validation accuracy when there is a validation split).
-inline std::vector<EpochSummary> train_cnn_moe(CnnMoEModel& model, const VisionData& data,
-                                               const TrainingOptions& options, Rng& rng,
-                                               const std::function<void(Index, double)>& on_step = {},
-                                               const std::function<void(const EpochSummary&)>& on_epoch = {}) {
+/// each epoch (with the validation accuracy when there is a validation split). `checkpoints`
+/// (common/checkpoints.hpp) may resume the training and save it as it goes; what on_epoch gathers is the
+/// caller's to keep().
+template <class Checkpoints = NoCheckpoints>
+std::vector<EpochSummary> train_cnn_moe(CnnMoEModel& model, const VisionData& data, const TrainingOptions& options,
+                                        Rng& rng, const std::function<void(Index, double)>& on_step = {},
+                                        const std::function<void(const EpochSummary&)>& on_epoch = {},
+                                        Checkpoints&& checkpoints = {}) {
   const ImageDataset<float>& train = data.train;
   const Index steps = steps_per_epoch(train.size(), options.batch);
   require(steps > 0, "train_cnn_moe: ", train.size(), " training images make no batch of ", options.batch);
@@ -227,6 +244,8 @@ inline std::vector<EpochSummary> train_cnn_moe(CnnMoEModel& model, const VisionD
   Matrix xb(options.batch, train.shape.size());
   std::vector<Index> yb(static_cast<std::size_t>(options.batch));
   std::vector<EpochSummary> epochs;
+  checkpoints.keep(epochs);
+  checkpoints.resume(trainer);
   const auto step = [&](std::span<const Index> batch) {
     for (std::size_t b = 0; b < batch.size(); ++b) {
       xb.row(static_cast<Index>(b)) = train.images.row(batch[b]);
@@ -254,7 +273,8 @@ inline std::vector<EpochSummary> train_cnn_moe(CnnMoEModel& model, const VisionD
                                                   : std::numeric_limits<double>::quiet_NaN();
                 if (on_epoch) on_epoch(summary);
                 epochs.push_back(summary);
-              }});
+              }},
+              checkpoints);
   return epochs;
 }
 
@@ -266,6 +286,11 @@ struct TrialResult {
   double random_router_accuracy = std::numeric_limits<double>::quiet_NaN();  // when asked for
   LabelExpertTable routing{1, 1};      // class x expert counts of the learned routing on the test set
   double seconds = 0;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(seed, epochs, learned, random_router_accuracy, routing, seconds);
+  }
 };
 
 struct TrialOptions {
@@ -274,11 +299,10 @@ struct TrialOptions {
   bool random_router_ablation = false;  // also evaluate with RandomRouter swapped in (Experiment 1)
 };
 
-/// Builds a model from `seed`, trains it and evaluates it on data.test.
-inline TrialResult run_trial(const VisionData& data, const TrialOptions& options, std::uint64_t seed,
-                             const std::function<void(Index, double)>& on_step = {},
-                             const std::function<void(const EpochSummary&)>& on_epoch = {}) {
-  const auto start = std::chrono::steady_clock::now();
+/// Builds a model from `seed`, trains it and evaluates it on data.test; `checkpoints` as train_cnn_moe's.
+template <class Checkpoints = NoCheckpoints>
+TrialResult run_trial(const VisionData& data, const TrialOptions& options, std::uint64_t seed,
+                      const std::function<void(Index, double)>& on_step = {}, Checkpoints&& checkpoints = {}) {
   TrialResult result;
   result.seed = seed;
   Rng rng(seed);
@@ -286,7 +310,7 @@ inline TrialResult run_trial(const VisionData& data, const TrialOptions& options
   model_options.input = data.train.shape;
   model_options.classes = static_cast<Index>(data.classes.size());
   CnnMoEModel model(model_options, rng);
-  result.epochs = train_cnn_moe(model, data, options.training, rng, on_step, on_epoch);
+  result.epochs = train_cnn_moe(model, data, options.training, rng, on_step, {}, checkpoints);
   result.learned = evaluate(model, data.test, options.training.eval_batch);
   result.routing = LabelExpertTable(model_options.classes, model_options.experts);
   IndexMatrix experts(static_cast<Index>(result.learned.experts.size()), 1);
@@ -298,7 +322,7 @@ inline TrialResult run_trial(const VisionData& data, const TrialOptions& options
     auto random = model.moe().with_router<RandomRouter>({.seed = seed * 7919 + 17}, rng);
     result.random_router_accuracy = evaluate_through(model, random, data.test, options.training.eval_batch).accuracy;
   }
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.seconds = checkpoints.elapsed_seconds();
   return result;
 }
 

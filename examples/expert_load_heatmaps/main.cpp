@@ -4,7 +4,6 @@
 // the two models (safetensors, with the vocabulary map in the metadata) into --out.
 
 #include <array>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +15,8 @@
 #include <vector>
 
 #include "common/cli.hpp"
+#include "common/format.hpp"
+#include "common/resume.hpp"
 #include "expert_load_heatmaps/data.hpp"
 #include "expert_load_heatmaps/model.hpp"
 #include "expert_load_heatmaps/outputs.hpp"
@@ -64,63 +65,7 @@ Preset preset_config(const std::string& name) {
 /// The example's own options, beside the shared ones (moe::examples::Args).
 struct Options {
   std::optional<double> aux_alpha;
-  Index max_steps = 0;  // 0: no limit
 };
-
-/// What decides a run's results, saved beside its checkpoints at its start: --resume DIR goes on with them.
-void save_run_options(const std::filesystem::path& path, const moe::examples::Args& args, const Options& options) {
-  std::ofstream file(path);
-  file << "expert_load_heatmaps run\npreset " << args.preset << "\nseed " << args.seed << "\ndata_dir "
-       << std::filesystem::absolute(args.data_dir).string() << '\n';
-  if (options.aux_alpha) {
-    char alpha[32];
-    std::snprintf(alpha, sizeof alpha, "%.17g", *options.aux_alpha);  // reads back to the same double
-    file << "aux_alpha " << alpha << '\n';
-  }
-  file.close();
-  moe::examples::require(static_cast<bool>(file), "expert_load_heatmaps: could not write ", path.string());
-}
-
-void load_run_options(const std::filesystem::path& path, moe::examples::Args& args, Options& options) {
-  std::ifstream file(path);
-  moe::examples::require(file.is_open(), "--resume: ", path.string(), " is missing: ", args.out.string(),
-                         " holds no unfinished run of expert_load_heatmaps (a finished run removes its checkpoints)");
-  std::string line;
-  moe::examples::require(std::getline(file, line) && line == "expert_load_heatmaps run", "--resume: ",
-                         path.string(), " is not the options of an expert_load_heatmaps run");
-  while (std::getline(file, line)) {
-    const auto space = line.find(' ');
-    const std::string key = line.substr(0, space), value = space == std::string::npos ? "" : line.substr(space + 1);
-    try {
-      if (key == "preset") {
-        args.preset = value;
-      } else if (key == "seed") {
-        args.seed = std::stoull(value);
-      } else if (key == "data_dir") {
-        args.data_dir = value;
-      } else if (key == "aux_alpha") {
-        options.aux_alpha = std::stod(value);
-      } else {
-        throw std::invalid_argument("unknown key");
-      }
-    } catch (const std::logic_error&) {
-      moe::examples::fail("--resume: ", path.string(), ": cannot read the line '", line, "'");
-    }
-  }
-}
-
-std::string fixed(double value, int decimals) {
-  char text[64];
-  std::snprintf(text, sizeof text, "%.*f", decimals, value);
-  return text;
-}
-
-std::string clock_text(double seconds) {
-  const auto s = static_cast<long long>(seconds + 0.5);
-  char text[32];
-  std::snprintf(text, sizeof text, "%lld min %02lld s", s / 60, s % 60);
-  return text;
-}
 
 /// The first `per_domain` windows of each domain in `order`, in that order: the validation windows of the
 /// evaluations during training, the same number from every domain.
@@ -162,9 +107,10 @@ std::string report_markdown(const moe::examples::Args& args, const Preset& prese
   std::ostringstream r;
   r << "# Expert load of an aux-loss-based and an aux-loss-free MoE (DeepSeek-V3, Appendix C, Figure 10)\n\n"
     << "Command: `expert_load_heatmaps --preset " << args.preset << " --seed " << args.seed << " --aux-alpha "
-    << m.aux_alpha << "` (" << moe::num_threads() << " threads); wall time " << clock_text(wall_seconds)
+    << m.aux_alpha << "` (" << moe::num_threads() << " threads); wall time " << minutes_seconds(wall_seconds)
     << " for both runs, data preparation and outputs included (aux-loss-based run "
-    << clock_text(runs[0].result->seconds) << ", aux-loss-free run " << clock_text(runs[1].result->seconds) << ").\n\n";
+    << minutes_seconds(runs[0].result->seconds) << ", aux-loss-free run " << minutes_seconds(runs[1].result->seconds)
+    << ").\n\n";
 
   r << "## The document's experiment and ours\n\n"
     << "DeepSeek-V3 (Appendix C) compares two 16B DeepSeekMoE models, one balanced by an auxiliary loss and one "
@@ -281,11 +227,13 @@ std::string report_markdown(const moe::examples::Args& args, const Preset& prese
   return r.str();
 }
 
+/// One model, a unit of the run: trained from the seed's initial weights (going on from the unit's
+/// checkpoint, if there is one), evaluated, and saved as safetensors.
 template <class LM>
 RunResult run_model(const std::string& label, const std::string& balancing, const moe::examples::Args& args,
                     const Preset& preset, const PreparedData& data, const std::vector<Index>& train_order,
                     const std::vector<Index>& validation_order, const std::vector<Index>& periodic_order,
-                    const Checkpointing& checkpointing) {
+                    UnitCheckpoint& checkpoint) {
   moe::Rng rng(args.seed);  // the same initial weights for both models
   LM lm(lm_options<LM>(preset.model, data.vocabulary.size()), rng);
   std::printf("\n%s: %zu parameters\n", label.c_str(), [&] {
@@ -295,7 +243,7 @@ RunResult run_model(const std::string& label, const std::string& balancing, cons
   }());
   std::fflush(stdout);
   RunResult result =
-      train_and_evaluate(lm, label, data, train_order, validation_order, periodic_order, preset.train, checkpointing);
+      train_and_evaluate(lm, label, data, train_order, validation_order, periodic_order, preset.train, checkpoint);
   moe::Metadata metadata = config_metadata(preset.model, balancing);
   metadata["vocabulary"] = data.vocabulary.to_string();
   moe::save_module(args.out / (label + ".safetensors"), lm, metadata);
@@ -308,28 +256,19 @@ RunResult run_model(const std::string& label, const std::string& balancing, cons
 }
 
 int run(moe::examples::Args args, Options options) {
-  const auto started = std::chrono::steady_clock::now();
-  // A run keeps its checkpoints (and the options they need) in OUT/checkpoints until it ends.
-  const std::filesystem::path checkpoints = args.out / "checkpoints";
-  const std::filesystem::path run_options = checkpoints / "run.txt";
-  if (!args.resume.empty()) {
-    load_run_options(run_options, args, options);
-  } else {
-    if (std::filesystem::exists(checkpoints)) {
-      std::printf("starting afresh: removing the checkpoints of an earlier run in %s\n", checkpoints.c_str());
-      std::filesystem::remove_all(checkpoints);
+  // --aux-alpha decides the results, so a resumed run takes it from the run's own settings.
+  RunSettings settings;
+  if (options.aux_alpha) settings["aux_alpha"] = fmt::format("{}", *options.aux_alpha);  // reads back exactly
+  RunState run(args, "expert_load_heatmaps", settings);
+  if (const auto alpha = run.settings().find("aux_alpha"); alpha != run.settings().end()) {
+    try {
+      options.aux_alpha = std::stod(alpha->second);
+    } catch (const std::logic_error&) {
+      fail("--resume: the run's aux_alpha '", alpha->second, "' is not a number");
     }
-    std::filesystem::create_directories(checkpoints);
-    save_run_options(run_options, args, options);
   }
   Preset preset = preset_config(args.preset);
   if (options.aux_alpha) preset.model.aux_alpha = *options.aux_alpha;
-  Index steps_left = options.max_steps;
-  const auto checkpointing = [&](const std::string& label) {
-    return Checkpointing{.path = checkpoints / (label + ".ck"),
-                         .every = preset.train.eval_every,
-                         .steps_left = options.max_steps > 0 ? &steps_left : nullptr};
-  };
   moe::Rng data_rng(args.seed);
   std::printf("expert_load_heatmaps --preset %s: building the three-domain corpus and tokenizing it...\n",
               args.preset.c_str());
@@ -350,10 +289,15 @@ int run(moe::examples::Args args, Options options) {
   const std::vector<Index> periodic_order =
       per_domain_prefix(validation_order, data.validation, preset.train.eval_windows_in_training / 3);
 
-  const RunResult based = run_model<AuxLossBasedLM>("aux_loss_based", "SequenceAuxLoss", args, preset, data, train_order,
-                                                    validation_order, periodic_order, checkpointing("aux_loss_based"));
-  const RunResult loss_free = run_model<AuxLossFreeLM>("aux_loss_free", "AuxLossFree", args, preset, data, train_order,
-                                                       validation_order, periodic_order, checkpointing("aux_loss_free"));
+  // One unit per model, checkpointed at each evaluation.
+  const auto model_unit = [&]<class LM>(const std::string& label, const std::string& balancing) {
+    return run.unit(label, preset.train.eval_every, [&](UnitCheckpoint& checkpoint) {
+      return run_model<LM>(label, balancing, args, preset, data, train_order, validation_order, periodic_order,
+                           checkpoint);
+    });
+  };
+  const RunResult based = model_unit.operator()<AuxLossBasedLM>("aux_loss_based", "SequenceAuxLoss");
+  const RunResult loss_free = model_unit.operator()<AuxLossFreeLM>("aux_loss_free", "AuxLossFree");
   const std::vector<NamedRun> runs{{"aux_loss_based", "Aux-Loss-Based", &based},
                                    {"aux_loss_free", "Aux-Loss-Free", &loss_free}};
   constexpr Index k = routed_per_token;
@@ -362,7 +306,7 @@ int run(moe::examples::Args args, Options options) {
   write_metrics_csv(args.out / "metrics.csv", runs);
   write_heatmaps(args.out, runs, k);
 
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const double wall = run.elapsed_seconds();
   const std::string report = report_markdown(args, preset, data, runs, wall);
   std::ofstream file(args.out / "report.md");
   file << report;
@@ -372,7 +316,7 @@ int run(moe::examples::Args args, Options options) {
   std::printf("\n%s\nwall time %.1f s\nreport: %s\nfigure: %s\n",
               report.substr(section, report.find("## Files") - section).c_str(), wall,
               (args.out / "report.md").c_str(), (args.out / "figure10.png").c_str());
-  std::filesystem::remove_all(checkpoints);  // the run is complete
+  run.finish();
   return 0;
 }
 
@@ -392,10 +336,5 @@ int main(int argc, char** argv) {
       ->type_name("A")
       ->check(moe::examples::non_negative_number())
       ->excludes("--resume");
-  app.add_option("--max-steps", options.max_steps,
-                 "stop after this many training steps (both models together), leaving a checkpoint to --resume "
-                 "from (0: no limit)")
-      ->type_name("N")
-      ->check(moe::examples::non_negative_integer());
   return moe::examples::run_main(app, args, argc, argv, [&] { return run(args, options); });
 }

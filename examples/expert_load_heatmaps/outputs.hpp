@@ -5,11 +5,12 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "common/corpora/corpus.hpp"
 #include "expert_load_heatmaps/training.hpp"
@@ -169,8 +170,7 @@ inline std::vector<std::filesystem::path> write_heatmaps(const std::filesystem::
   const std::size_t layers = runs.front().result->evaluation.counts.size();
   for (std::size_t m = 0; m < layers; ++m) {
     const std::vector<HeatmapPanel> panels = layer_panels(runs, m, k);
-    char name[32];
-    std::snprintf(name, sizeof name, "layer_%02zu.png", m + 1);
+    const std::string name = fmt::format("layer_{:02}.png", m + 1);
     write_stacked_heatmaps_png(out / "heatmaps" / name, panels, figure10_options());
     written.push_back(out / "heatmaps" / name);
     figures.emplace_back(panels, figure10_options());

@@ -5,15 +5,12 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <cstdio>
-#include <filesystem>
-#include <map>
 #include <span>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "common/check.hpp"
+#include "common/checkpoints.hpp"
 #include "expert_load_heatmaps/data.hpp"
 #include "moe/analysis/load.hpp"
 #include "moe/core/random.hpp"
@@ -21,7 +18,6 @@
 #include "moe/nn/loss.hpp"
 #include "moe/optim/optimizer.hpp"
 #include "moe/optim/schedule.hpp"
-#include "moe/train/checkpoint.hpp"
 #include "moe/train/progress.hpp"
 #include "moe/train/trainer.hpp"
 
@@ -53,6 +49,11 @@ struct Evaluation {
     for (const double v : max_violation_global) sum += v;
     return max_violation_global.empty() ? 0.0 : sum / static_cast<double>(max_violation_global.size());
   }
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(loss, tokens, counts, max_violation_global, max_violation_batch);
+  }
 };
 
 struct MetricRow {
@@ -60,21 +61,22 @@ struct MetricRow {
   double train_loss = 0.0;  // mean cross entropy over the steps since the previous row
   std::array<double, 3> validation_loss{};
   double max_violation_batch = 0.0;  // MaxVio per training batch, mean over those steps and MoE layers
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(step, train_loss, validation_loss, max_violation_batch);
+  }
 };
 
 struct RunResult {
   std::vector<MetricRow> metrics;
   Evaluation evaluation;  // on every validation window, after training
   double seconds = 0.0;
-};
 
-/// Checkpoints of a run (--resume, --max-steps): moe::save_training into `path` every `every` steps and
-/// after the last; train_and_evaluate goes on from the checkpoint when it is there.
-struct Checkpointing {
-  std::filesystem::path path;  // empty: no checkpoints
-  Index every = 0;
-  Index* steps_left = nullptr;  // when set, the steps this invocation may still take: at 0, the run saves its
-                                // checkpoint and throws Stopped
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(metrics, evaluation, seconds);
+  }
 };
 
 /// Inputs (the first seq_len ids of each window) and targets (the last seq_len) of a batch of windows.
@@ -160,83 +162,17 @@ inline std::vector<Index> training_order(Index windows, Index steps, Index batch
   return order;
 }
 
-namespace detail {
-
-/// Saves the checkpoint of `checkpointing` at its steps and at the end, and stops the run (Stopped) once
-/// the invocation's steps are taken.
-class CheckpointAndStop {
- public:
-  CheckpointAndStop(const Checkpointing& checkpointing, std::string label)
-      : c_(checkpointing), label_(std::move(label)) {
-    require(c_.path.empty() || c_.every > 0, "Checkpointing: every must be positive, got ", c_.every);
-  }
-
-  /// Before the first step: stops at once when the steps of this invocation are all taken.
-  template <class T>
-  void on_fit_begin(T& trainer) {
-    if (c_.steps_left != nullptr && *c_.steps_left <= 0 && trainer.step() < trainer.total_steps()) stop(trainer);
-  }
-
-  template <class T>
-  void on_commit(T& trainer) {
-    const bool stopping = c_.steps_left != nullptr && --*c_.steps_left <= 0 && !trainer.at_end();
-    if (!c_.path.empty() && (stopping || trainer.step() % c_.every == 0 || trainer.at_end()))
-      save_training(c_.path, trainer);
-    if (stopping) stop(trainer);
-  }
-
- private:
-  template <class T>
-  [[noreturn]] void stop(T& trainer) const {
-    throw Stopped(concat(label_, ": stopped at step ", trainer.step(), " of ", trainer.total_steps(),
-                         " (--max-steps)"));
-  }
-
-  Checkpointing c_;
-  std::string label_;
-};
-
-/// The numbers of a metrics row, kept in the trainer's state under "row.<i>.<name>" so that a resumed run
-/// has the rows written before its checkpoint.
-inline void log_row(std::map<std::string, double>& values, const MetricRow& row) {
-  const std::string prefix = concat("row.", static_cast<Index>(values["rows"]), ".");
-  values[prefix + "step"] = static_cast<double>(row.step);
-  values[prefix + "train_loss"] = row.train_loss;
-  for (std::size_t d = 0; d < 3; ++d) values[concat(prefix, "validation_loss.", d)] = row.validation_loss[d];
-  values[prefix + "max_violation_batch"] = row.max_violation_batch;
-  values["rows"] += 1.0;
-}
-
-inline std::vector<MetricRow> logged_rows(const std::map<std::string, double>& values) {
-  const auto at = [&](const std::string& name) {
-    const auto found = values.find(name);
-    require(found != values.end(), "expert_load_heatmaps: the trainer's state has no '", name, "'");
-    return found->second;
-  };
-  std::vector<MetricRow> rows(values.contains("rows") ? static_cast<std::size_t>(at("rows")) : 0);
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    const std::string prefix = concat("row.", i, ".");
-    rows[i].step = static_cast<Index>(at(prefix + "step"));
-    rows[i].train_loss = at(prefix + "train_loss");
-    for (std::size_t d = 0; d < 3; ++d) rows[i].validation_loss[d] = at(concat(prefix, "validation_loss.", d));
-    rows[i].max_violation_batch = at(prefix + "max_violation_batch");
-  }
-  return rows;
-}
-
-}  // namespace detail
-
 /// Trains with moe::Trainer: AdamW with linear warm-up and a cosine decay, gradient clipping, the balancer's
 /// update after each step (AuxLossFree's bias; nothing for SequenceAuxLoss, whose gradient is in backward).
 /// The batches follow `train_order` (windows, config.batch per step), which both runs share, so the trainer
 /// itself does not shuffle. Evaluates on the validation windows of `periodic_order` every eval_every steps,
-/// and on all of `validation_order` at the end. With a checkpoint path, goes on from the checkpoint there
-/// when there is one, and ends with the same bits as a run never interrupted.
-template <class LM>
+/// and on all of `validation_order` at the end. `checkpoints` (common/checkpoints.hpp) may resume the
+/// training and save it as it goes; the metrics rows are kept with it.
+template <class LM, class Checkpoints = NoCheckpoints>
 RunResult train_and_evaluate(LM& lm, const std::string& label, const PreparedData& data,
                              const std::vector<Index>& train_order, const std::vector<Index>& validation_order,
                              const std::vector<Index>& periodic_order, const TrainConfig& config,
-                             const Checkpointing& checkpointing = {}) {
+                             Checkpoints&& checkpoints = {}) {
   const Index length = data.train.window_length - 1;
   AdamW<float> optimizer(lm.named_parameters(), {.lr = config.lr, .weight_decay = config.weight_decay});
   Rng unused;  // the order is train_order: the trainer draws nothing
@@ -246,12 +182,9 @@ RunResult train_and_evaluate(LM& lm, const std::string& label, const PreparedDat
   CrossEntropyLoss<float> cross_entropy;
   ProgressBar progress(label, {.unit = "tokens", .seconds_between_lines = 5.0});
   RunResult result;
+  checkpoints.keep(result.metrics);
+  checkpoints.resume(trainer);
   std::vector<Index> picked, inputs, targets;
-  if (!checkpointing.path.empty() && std::filesystem::exists(trainer_state_path(checkpointing.path))) {
-    resume_training(checkpointing.path, trainer);
-    std::printf("%s: resumed from %s at step %lld\n", label.c_str(), checkpointing.path.c_str(),
-                static_cast<long long>(trainer.step()));
-  }
   const auto step = [&](std::span<const Index> positions) {
     picked.resize(positions.size());
     for (std::size_t b = 0; b < positions.size(); ++b) picked[b] = train_order[static_cast<std::size_t>(positions[b])];
@@ -260,7 +193,7 @@ RunResult train_and_evaluate(LM& lm, const std::string& label, const PreparedDat
     lm.backward(cross_entropy.backward());
     return StepResult{.loss = loss, .samples = config.batch * length};
   };
-  // The sums since the last metrics row, and the rows, are in the trainer's state (a checkpoint keeps them).
+  // The sums since the last metrics row are in the trainer's state, which a checkpoint keeps.
   const auto after_step = [&](auto& t) {
     std::map<std::string, double>& values = t.state().values;
     double& loss_sum = values["loss_sum"];
@@ -272,22 +205,16 @@ RunResult train_and_evaluate(LM& lm, const std::string& label, const PreparedDat
     if (t.step() % config.eval_every != 0 && !t.at_end()) return;
     const std::vector<Index>& windows = t.at_end() ? validation_order : periodic_order;
     const Evaluation check = evaluate(lm, data.validation, windows, static_cast<Index>(windows.size()), config.batch);
-    detail::log_row(values, {t.step(), loss_sum / since_row, check.loss, violation_sum / since_row});
+    result.metrics.push_back({t.step(), loss_sum / since_row, check.loss, violation_sum / since_row});
     loss_sum = violation_sum = since_row = 0.0;
     if (t.at_end()) result.evaluation = check;
   };
   try {
-    trainer.fit(config.steps * config.batch, step, OnStepEnd{after_step}, progress,
-                detail::CheckpointAndStop(checkpointing, label));
+    trainer.fit(config.steps * config.batch, step, OnStepEnd{after_step}, progress, checkpoints);
   } catch (const Error& e) {
     throw Error(label + ": " + e.what());
   }
-  // A run resumed from the checkpoint of its last step took no step: its final evaluation, again.
-  if (result.evaluation.counts.empty())
-    result.evaluation = evaluate(lm, data.validation, validation_order, static_cast<Index>(validation_order.size()),
-                                 config.batch);
-  result.metrics = detail::logged_rows(trainer.state().values);
-  result.seconds = progress.elapsed_seconds();
+  result.seconds = checkpoints.elapsed_seconds();
   return result;
 }
 

@@ -8,7 +8,6 @@
 // states only what this run measured.
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -20,7 +19,9 @@
 #include "common/cli.hpp"
 #include "common/cnn_analysis.hpp"
 #include "common/cnn_presets.hpp"
+#include "common/format.hpp"
 #include "common/progress.hpp"
+#include "common/resume.hpp"
 #include "moe/analysis/csv.hpp"
 
 namespace moe::examples {
@@ -33,6 +34,11 @@ struct RouterProbe {
   double busier_share = 0;        // share of the images whose top expert is the busier one
   double feature_mean_norm = 0;   // norm of the mean MoE input over the images
   double feature_rms_distance = 0;  // root mean squared distance of an image's MoE input from that mean
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(step, offset, spread, slope, busier_share, feature_mean_norm, feature_rms_distance);
+  }
 };
 
 inline RouterProbe probe_router(CnnMoEModel& model, const Matrix& images, Index step) {
@@ -64,14 +70,19 @@ struct CollapseTrial {
   double accuracy = 0, busiest_share = 0, spread = 0, seconds = 0;
   std::vector<RouterProbe> probes;  // first trial only
   bool collapsed() const { return busiest_share >= 0.99; }
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(depth, aux_weight, trial, seed, accuracy, busiest_share, spread, seconds, probes);
+  }
 };
 
 /// Trains one model as moe_depth's run_trial does (same seed, same draws); with `probe_images`, probes the
-/// router before training, every `probe_every` steps and at the end.
+/// router before training, every `probe_every` steps and at the end. The training goes on from the unit's
+/// checkpoint, if there is one.
 inline CollapseTrial run_collapse_trial(const VisionData& data, const CnnPreset& preset, CnnDepth depth,
                                         double aux_weight, int trial, std::uint64_t seed, Progress& progress,
-                                        const Matrix* probe_images, Index probe_every) {
-  const auto start = std::chrono::steady_clock::now();
+                                        const Matrix* probe_images, Index probe_every, UnitCheckpoint& checkpoint) {
   CollapseTrial t;
   t.depth = depth;
   t.aux_weight = aux_weight;
@@ -88,11 +99,16 @@ inline CollapseTrial run_collapse_trial(const VisionData& data, const CnnPreset&
   CnnMoEModel model(options, rng);
   Index step = 0;
   if (probe_images) t.probes.push_back(probe_router(model, *probe_images, 0));
-  train_cnn_moe(model, data, preset.training, rng, [&](Index images, double loss) {
-    progress.step(images, loss);
-    ++step;
-    if (probe_images && step % probe_every == 0) t.probes.push_back(probe_router(model, *probe_images, step));
-  });
+  checkpoint.keep(t.probes);
+  checkpoint.keep(step);
+  train_cnn_moe(
+      model, data, preset.training, rng,
+      [&](Index images, double loss) {
+        progress.step(images, loss);
+        ++step;
+        if (probe_images && step % probe_every == 0) t.probes.push_back(probe_router(model, *probe_images, step));
+      },
+      {}, checkpoint);
   if (probe_images && t.probes.back().step != step) t.probes.push_back(probe_router(model, *probe_images, step));
   const Evaluation e = evaluate(model, data.test, preset.training.eval_batch);
   LabelExpertTable table(options.classes, options.experts);
@@ -100,15 +116,15 @@ inline CollapseTrial run_collapse_trial(const VisionData& data, const CnnPreset&
   t.accuracy = e.accuracy;
   t.busiest_share = busiest_expert_share(table.counts());
   t.spread = class_spread(table.fractions());
-  t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  t.seconds = checkpoint.elapsed_seconds();
   return t;
 }
 
-inline std::string offset_text(const RouterProbe& p) { return format("%.2f", p.offset) + " ± " + format("%.2f", p.spread); }
+inline std::string offset_text(const RouterProbe& p) { return fixed(p.offset, 2) + " ± " + fixed(p.spread, 2); }
 
 /// moe_depth --preset diagnose. `weights`: the balancing weights to compare (the other CNN examples' and
-/// moe_depth's own); `trials` per model and weight.
-inline int run_collapse_diagnosis(const Args& args, const std::vector<double>& weights, int trials) {
+/// moe_depth's own); `trials` per model and weight, each a unit of `run`.
+inline int run_collapse_diagnosis(const Args& args, RunState& run, const std::vector<double>& weights, int trials) {
   const CnnPreset preset = cnn_preset(args.preset, args.seed);
   const VisionData data = load_vision_data(args.data_dir, preset.data);
   const Index probe_count = std::min<Index>(500, data.test.size());
@@ -122,13 +138,19 @@ inline int run_collapse_diagnosis(const Args& args, const std::vector<double>& w
               data.dataset.c_str(), static_cast<long long>(data.train.size()),
               static_cast<long long>(data.test.size()), preset.width, trials, weights.size(), num_threads());
   Progress progress("train", steps, 5.0);
+  progress.set_done(run.steps_before());
   std::vector<CollapseTrial> results;
-  for (const double weight : weights)
+  for (std::size_t w = 0; w < weights.size(); ++w)
     for (const CnnDepth depth : depths)
       for (int trial = 0; trial < trials; ++trial) {
+        const double weight = weights[w];
         const std::uint64_t seed = args.seed * 1000 + static_cast<std::uint64_t>(trial);  // as moe_depth's trials
-        results.push_back(run_collapse_trial(data, preset, depth, weight, trial + 1, seed, progress,
-                                             trial == 0 ? &probe_images : nullptr, probe_every));
+        results.push_back(run.unit(concat(depth_name(depth), "_weight", w + 1, "_trial", trial + 1),
+                                   preset.checkpoint_every, [&](UnitCheckpoint& checkpoint) {
+                                     return run_collapse_trial(data, preset, depth, weight, trial + 1, seed, progress,
+                                                               trial == 0 ? &probe_images : nullptr, probe_every,
+                                                               checkpoint);
+                                   }));
         const CollapseTrial& t = results.back();
         std::printf("%s model, weight %g, trial %d: accuracy %.2f%%, busiest expert %.1f%%, class spread %.3f, "
                     "%.0f s\n",
@@ -166,7 +188,9 @@ inline int run_collapse_diagnosis(const Args& args, const std::vector<double>& w
         if (t.depth == depth && t.aux_weight == weight) a.trials.push_back(&t);
       arms.push_back(a);
     }
-  const auto arm_name = [](const Arm& a) { return std::string(depth_name(a.depth)) + ", " + format("%g", a.weight); };
+  const auto arm_name = [](const Arm& a) {
+    return std::string(depth_name(a.depth)) + ", " + fmt::format("{:g}", a.weight);
+  };
 
   MarkdownTable outcome({"model, aux weight", "collapsed trials", "busiest expert's share (mean)", "test accuracy",
                          "class spread"});
@@ -180,7 +204,7 @@ inline int run_collapse_diagnosis(const Args& args, const std::vector<double>& w
       collapsed += t->collapsed() ? 1 : 0;
     }
     outcome.row({arm_name(a), std::to_string(collapsed) + " / " + std::to_string(a.trials.size()),
-                 percent(mean(busiest), 1), percent(mean(accuracy), 2), format("%.3f", mean(spread))});
+                 percent(mean(busiest), 1), percent(mean(accuracy), 2), fixed(mean(spread), 3)});
   }
 
   // The probed trials side by side: every probe up to the end of the warm-up, then fewer.
@@ -199,8 +223,8 @@ inline int run_collapse_diagnosis(const Args& args, const std::vector<double>& w
     for (const Arm& a : arms) {
       const RouterProbe& p = a.trials.front()->probes[i];
       offset_row.push_back(offset_text(p) + " (" + percent(p.busier_share, 0) + ")");
-      slope_row.push_back(format("%.3f", p.slope));
-      feature_row.push_back(format("%.2f", p.feature_mean_norm) + " / " + format("%.2f", p.feature_rms_distance));
+      slope_row.push_back(fixed(p.slope, 3));
+      feature_row.push_back(fixed(p.feature_mean_norm, 2) + " / " + fixed(p.feature_rms_distance, 2));
     }
     offsets.row(offset_row);
     slopes.row(slope_row);
@@ -212,31 +236,32 @@ inline int run_collapse_diagnosis(const Args& args, const std::vector<double>& w
   for (const Arm& a : arms) {
     int collapsed = 0;
     for (const CollapseTrial* t : a.trials) collapsed += t->collapsed() ? 1 : 0;
-    collapses << "- " << depth_name(a.depth) << " model at " << format("%g", a.weight) << ": " << collapsed << " of "
+    collapses << "- " << depth_name(a.depth) << " model at " << fmt::format("{:g}", a.weight) << ": " << collapsed
+              << " of "
               << a.trials.size() << " trials collapsed.\n";
   }
   std::ostringstream start_state;
   for (const CnnDepth depth : depths) {
     const RouterProbe& p = arms[depth == depths.front() ? 0 : 1].trials.front()->probes.front();
     start_state << "- " << depth_name(depth) << " model: the MoE input's mean vector has norm "
-                << format("%.2f", p.feature_mean_norm) << ", an image's RMS distance from it is "
-                << format("%.2f", p.feature_rms_distance) << " (ratio "
-                << format("%.2f", p.feature_mean_norm / p.feature_rms_distance) << "); the logit difference is "
+                << fixed(p.feature_mean_norm, 2) << ", an image's RMS distance from it is "
+                << fixed(p.feature_rms_distance, 2) << " (ratio "
+                << fixed(p.feature_mean_norm / p.feature_rms_distance, 2) << "); the logit difference is "
                 << offset_text(p) << " (|offset| / spread "
-                << format("%.2f", std::abs(p.offset) / std::max(p.spread, 1e-12)) << ").\n";
+                << fixed(std::abs(p.offset) / std::max(p.spread, 1e-12), 2) << ").\n";
   }
   std::ostringstream end_state;
   for (const Arm& a : arms) {
     const RouterProbe& p = a.trials.front()->probes.back();
     end_state << "- " << arm_name(a) << ": logit difference " << offset_text(p) << " (|offset| / spread "
-              << format("%.2f", std::abs(p.offset) / std::max(p.spread, 1e-12)) << "), mean p(1 - p) "
-              << format("%.3f", p.slope) << ", busier expert " << percent(p.busier_share, 0) << " of the probe images.\n";
+              << fixed(std::abs(p.offset) / std::max(p.spread, 1e-12), 2) << "), mean p(1 - p) "
+              << fixed(p.slope, 3) << ", busier expert " << percent(p.busier_share, 0) << " of the probe images.\n";
   }
 
   std::ofstream report(args.out / "report.md");
   report << "# Experiment 3, diagnosis: when and why a router collapses (\"Do Experts Specialize?\")\n\n"
          << "Command: `moe_depth --preset " << args.preset << " --seed " << args.seed << "` (" << num_threads()
-         << " threads, " << format("%.0f", progress.elapsed_seconds()) << " s)\n\n"
+         << " threads, " << fixed(run.elapsed_seconds(), 0) << " s)\n\n"
          << "Both models of moe_depth (the MoE after four convolutions, base, and after one, short), 2 experts, "
             "this preset's data and training ("
          << data.train.size() << " training images, " << preset.training.epochs << " epochs of batch "
@@ -273,8 +298,9 @@ inline int run_collapse_diagnosis(const Args& args, const std::vector<double>& w
     std::cerr << "error: could not write " << (args.out / "report.md") << '\n';
     return 1;
   }
-  std::cout << '\n' << outcome.str() << "\nwall time " << format("%.1f", progress.elapsed_seconds()) << " s; report in "
+  std::cout << '\n' << outcome.str() << "\nwall time " << fixed(run.elapsed_seconds(), 1) << " s; report in "
             << (args.out / "report.md").string() << '\n';
+  run.finish();
   return 0;
 }
 

@@ -13,7 +13,9 @@
 #include "common/cli.hpp"
 #include "common/cnn_analysis.hpp"
 #include "common/cnn_presets.hpp"
+#include "common/format.hpp"
 #include "common/progress.hpp"
+#include "common/resume.hpp"
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/heatmap.hpp"
 #include "moe_depth/collapse_diagnosis.hpp"
@@ -33,10 +35,6 @@ struct DepthResult {
   MatrixX<double> mean_covariance() const { return covariance_sum / static_cast<double>(accuracy.size()); }
 };
 
-std::string mean_sd(const std::vector<double>& v, const char* pattern) {
-  return format(pattern, mean(v)) + " ± " + format(pattern, sample_stddev(v));
-}
-
 /// moe_depth's own Switch aux weight in the quick preset (and the diagnosis), for both models.
 constexpr double quick_aux_weight = 1e-1;
 /// Trials per model and weight of --preset diagnose.
@@ -46,20 +44,22 @@ constexpr int diagnosis_trials = 4;
 /// not differ. What the weights do is measured by --preset diagnose, not stated here.
 std::string balancing_note(double weight, double shared, std::uint64_t seed) {
   if (weight == shared) return "";
-  return "**Balancing weight.** Both models use " + format("%g", weight) + " x the Switch aux loss, where "
-         "router_ablation's and class_routing's quick presets use " + format("%g", shared) + " (and the document "
-         "1e-5): one weight for both models, as in the document, so that the balancing strength is not part of "
-         "the comparison. `moe_depth --preset diagnose --seed " + std::to_string(seed) + "` trains both models at " +
-         format("%g", shared) + " and at " + format("%g", weight) + " and measures how often each router sends "
-         "every test image to one expert, and why: how the router's logits and the MoE's input evolve during "
-         "training. The example's README gives what it last measured.\n\n";
+  return fmt::format(
+      "**Balancing weight.** Both models use {:g} x the Switch aux loss, where router_ablation's and class_routing's "
+      "quick presets use {:g} (and the document 1e-5): one weight for both models, as in the document, so that the "
+      "balancing strength is not part of the comparison. `moe_depth --preset diagnose --seed {}` trains both "
+      "models at {:g} and at {:g} and measures how often each router sends every test image to one expert, and "
+      "why: how the router's logits and the MoE's input evolve during training. The example's README gives what "
+      "it last measured.\n\n",
+      weight, shared, seed, shared, weight);
 }
 
-int run(const moe::examples::Args& args) {
+int run(moe::examples::Args args) {
+  RunState run(args, "moe_depth");
   CnnPreset preset = cnn_preset(args.preset, args.seed);
   const double shared_aux_weight = preset.aux_weight;
   if (args.preset == "diagnose")
-    return run_collapse_diagnosis(args, {shared_aux_weight, quick_aux_weight}, diagnosis_trials);
+    return run_collapse_diagnosis(args, run, {shared_aux_weight, quick_aux_weight}, diagnosis_trials);
   if (preset.name == "quick") {
     // The short model costs a few per cent of the base model, so the quick run affords the document's 10
     // trials (2 min 41 s for 8 on two idle cores).
@@ -105,6 +105,7 @@ int run(const moe::examples::Args& args) {
   const Index steps = steps_per_epoch(data.train.size(), preset.training.batch) * preset.training.epochs *
                       preset.trials * static_cast<Index>(results.size());
   Progress progress("train", steps, 5.0);
+  progress.set_done(run.steps_before());
   moe::CsvWriter trials_csv(args.out / "trials.csv");
   trials_csv.row("model", "trial", "seed", "test_accuracy", "off_diagonal_covariance_norm", "class_spread",
                  "busiest_expert_share", "within_minus_between_correlation", "expert1_share_by_class");
@@ -112,8 +113,14 @@ int run(const moe::examples::Args& args) {
     for (DepthResult& r : results) {
       trial_options.model.depth = r.depth;
       const std::uint64_t seed = args.seed * 1000 + static_cast<std::uint64_t>(trial);  // the same for both
-      const TrialResult t =
-          run_trial(data, trial_options, seed, [&](Index images, double loss) { progress.step(images, loss); });
+      // One unit per model and trial: a resumed run reads the finished ones' results and goes on.
+      const TrialResult t = run.unit(concat(depth_name(r.depth), "_trial", trial + 1), preset.checkpoint_every,
+                                     [&](UnitCheckpoint& checkpoint) {
+                                       return run_trial(
+                                           data, trial_options, seed,
+                                           [&](Index images, double loss) { progress.step(images, loss); },
+                                           checkpoint);
+                                     });
       const MatrixX<double> covariance = t.routing.covariance();
       const MatrixX<double> fractions = t.routing.fractions();
       r.covariance_sum += covariance;
@@ -125,7 +132,7 @@ int run(const moe::examples::Args& args) {
       r.gap.push_back(group_correlation(t.routing.correlation(), group_of).gap());
       r.fractions.push_back(fractions);
       std::ostringstream shares;  // a stream: g++ 12 -O3 warns (-Wrestrict) about std::string += here
-      for (Index c = 0; c < classes; ++c) shares << (c ? " " : "") << format("%.4f", fractions(c, 0));
+      for (Index c = 0; c < classes; ++c) shares << (c ? " " : "") << fixed(fractions(c, 0), 4);
       trials_csv.row(depth_name(r.depth), trial + 1, seed, t.learned.accuracy, r.strength.back(), r.spread.back(),
                      r.busiest_share.back(), r.gap.back(), shares.str());
       std::printf("%s model, trial %d: accuracy %.2f%%, off-diagonal covariance norm %.4f, class spread %.3f, "
@@ -164,18 +171,21 @@ int run(const moe::examples::Args& args) {
   int trials_base_stronger = 0;
   for (std::size_t t = 0; t < base.strength.size(); ++t) trials_base_stronger += base.strength[t] > shallow.strength[t];
 
+  const auto mean_sd_of = [](const std::vector<double>& values, int decimals) {
+    return mean_sd(mean(values), sample_stddev(values), decimals);
+  };
   MarkdownTable table({"model", "MoE after", "M MACs / image", "test accuracy", "S (mean covariance)",
                        "S per trial (mean ± sd)", "class spread", "busiest expert's share", "collapsed trials",
                        "within - between r"});
   for (const DepthResult& r : results) {
     table.row({depth_name(r.depth), r.depth == CnnDepth::base ? "4 convolutions + pool" : "1 convolution + pool",
-               format("%.2f", r.forward_macs / 1e6), mean_sd(r.accuracy, "%.4f"),
-               format("%.4f", off_diagonal_norm(r.mean_covariance())), mean_sd(r.strength, "%.4f"),
-               mean_sd(r.spread, "%.3f"), mean_sd(r.busiest_share, "%.3f"),
+               fixed(r.forward_macs / 1e6, 2), mean_sd_of(r.accuracy, 4),
+               fixed(off_diagonal_norm(r.mean_covariance()), 4), mean_sd_of(r.strength, 4),
+               mean_sd_of(r.spread, 3), mean_sd_of(r.busiest_share, 3),
                std::to_string(std::count_if(r.busiest_share.begin(), r.busiest_share.end(),
                                             [](double share) { return share >= 0.99; })) +
                " / " + std::to_string(r.busiest_share.size()),
-               mean_sd(r.gap, "%.2f")});
+               mean_sd_of(r.gap, 2)});
   }
   std::vector<std::string> share_header{"class"};
   for (const DepthResult& r : results)
@@ -195,7 +205,7 @@ int run(const moe::examples::Args& args) {
   std::ofstream report(args.out / "report.md");
   report << "# Experiment 3: the MoE after one convolution vs after four (\"Do Experts Specialize?\")\n\n"
          << "Command: `moe_depth --preset " << args.preset << " --seed " << args.seed << "` (" << moe::num_threads()
-         << " threads, " << format("%.0f", progress.elapsed_seconds()) << " s)\n\n"
+         << " threads, " << fixed(run.elapsed_seconds(), 0) << " s)\n\n"
          << describe_scaling(preset, data, base.forward_macs) << '\n'
          << describe_model(preset, data, features, hidden) << '\n'
          << balancing_note(preset.aux_weight, shared_aux_weight, args.seed)
@@ -221,9 +231,9 @@ int run(const moe::examples::Args& args) {
             "between classes of one group minus that between classes of different groups (footwear / tops / other; "
             "see class_routing's report).\n\n"
          << table.str() << '\n'
-         << "S of the averaged covariance: base " << format("%.4f", base_strength) << ", short "
-         << format("%.4f", short_strength) << " (ratio base / short "
-         << (short_strength > 0 ? format("%.2f", base_strength / short_strength) : std::string("infinite"))
+         << "S of the averaged covariance: base " << fixed(base_strength, 4) << ", short "
+         << fixed(short_strength, 4) << " (ratio base / short "
+         << (short_strength > 0 ? fixed(base_strength / short_strength, 2) : std::string("infinite"))
          << "); the base model's S is larger in " << trials_base_stronger << " of " << base.strength.size()
          << " trials.\n\n"
          << "Figures: `covariance_base.png` (the document's Figure 5) and `covariance_short.png` (Figure 6), on one "
@@ -234,11 +244,11 @@ int run(const moe::examples::Args& args) {
          << "## Findings\n\n"
          << "1. *Class-based (human-interpretable) specialization is weaker when the MoE sits earlier* (the "
             "document: the short model's covariance matrix is much weaker than the base model's): "
-         << held(base_stronger) << " (S " << format("%.4f", base_strength) << " vs " << format("%.4f", short_strength)
+         << held(base_stronger) << " (S " << fixed(base_strength, 4) << " vs " << fixed(short_strength, 4)
          << ", base larger in " << trials_base_stronger << "/" << base.strength.size() << " trials); by class "
             "spread, which a collapsed router cannot inflate: "
-         << held(base_spread_larger) << " (" << format("%.3f", mean(base.spread)) << " vs "
-         << format("%.3f", mean(shallow.spread)) << ").\n"
+         << held(base_spread_larger) << " (" << fixed(mean(base.spread), 3) << " vs "
+         << fixed(mean(shallow.spread), 3) << ").\n"
          << "2. As the document notes, the correlation matrices of a 2-expert model are all +1 or -1, which is why "
             "covariance is compared: see `trials.csv` for the within - between correlation per trial.\n\n"
          << "The document does not compare the two models by random-router ablation, because the short model's MoE "
@@ -252,8 +262,9 @@ int run(const moe::examples::Args& args) {
     std::cerr << "error: could not write " << (args.out / "report.md") << '\n';
     return 1;
   }
-  std::cout << '\n' << table.str() << "\nwall time " << format("%.1f", progress.elapsed_seconds()) << " s; report in "
+  std::cout << '\n' << table.str() << "\nwall time " << fixed(run.elapsed_seconds(), 1) << " s; report in "
             << (args.out / "report.md").string() << '\n';
+  run.finish();
   return 0;
 }
 
@@ -265,6 +276,6 @@ int main(int argc, char** argv) {
                "experts (Experiment 3 of \"Do Experts Specialize?\")");
   moe::examples::add_common_options(app, args,
                                     {.name = "moe_depth", .presets = {"quick", "smoke", "paper", "diagnose"},
-                                     .default_out = "out/moe_depth"});
+                                     .default_out = "out/moe_depth", .resumable = true});
   return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/check.hpp"
+#include "common/checkpoints.hpp"
 #include "moe/analysis/label_table.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/random.hpp"
@@ -45,6 +46,11 @@ struct EpochRecord {
   double train_loss = 0.0;
   double train_accuracy = 0.0;
   double eval_accuracy = 0.0;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(epoch, train_loss, train_accuracy, eval_accuracy);
+  }
 };
 
 /// Called after each training step with the batch size and its loss: the progress line.
@@ -62,16 +68,20 @@ inline std::vector<Index> zero_or_seven_labels(std::span<const Index> digits) {
 /// Trains `model` for `epochs` passes over `images` with moe::Trainer: each epoch in a fresh order drawn
 /// from `order_rng`, in batches of `batch` (the last one smaller, as a PyTorch DataLoader without
 /// drop_last), with softmax cross-entropy. After each epoch calls on_epoch(record) with the epoch's mean
-/// training loss and accuracy (dropout on); on_epoch adds the evaluation.
-template <class Model, class OnEpoch>
+/// training loss and accuracy (dropout on); on_epoch adds the evaluation. `checkpoints`
+/// (common/checkpoints.hpp) may resume the training and save it as it goes; what on_epoch gathers is the
+/// caller's to keep().
+template <class Model, class OnEpoch, class Checkpoints>
 void train_classifier(Model& model, Adam<float>& optimizer, const Matrix& images, std::span<const Index> labels,
-                      Index batch, int epochs, Rng& order_rng, const StepCallback& on_step, OnEpoch&& on_epoch) {
+                      Index batch, int epochs, Rng& order_rng, const StepCallback& on_step, OnEpoch&& on_epoch,
+                      Checkpoints& checkpoints) {
   require(static_cast<Index>(labels.size()) == images.rows(), "train_classifier: ", images.rows(), " images but ",
           labels.size(), " labels");
   require(batch > 0, "train_classifier: batch must be positive, got ", batch);
   if (epochs <= 0) return;
   CrossEntropyLoss<float> loss;
   Trainer trainer(model, optimizer, order_rng, {.batch_size = batch, .epochs = epochs, .shuffle = Shuffle::Fresh});
+  checkpoints.resume(trainer);
   Matrix batch_images;
   std::vector<Index> batch_labels;
   const auto step = [&](std::span<const Index> picked) {
@@ -98,7 +108,8 @@ void train_classifier(Model& model, Adam<float>& optimizer, const Matrix& images
                 record.train_loss = t.epoch_loss();
                 record.train_accuracy = t.sum("correct") / static_cast<double>(images.rows());
                 on_epoch(record);
-              }});
+              }},
+              checkpoints);
 }
 
 /// Runs `model` in evaluation mode over `images` in chunks (bounded memory on the full test set) and calls
@@ -134,6 +145,11 @@ struct PretrainResult {
   double test_accuracy = 0.0;           // of the best epoch's weights, on the test set
   double test_majority_accuracy = 0.0;  // answering "not 0 or 7" every time
   StateDict<float> best_weights;        // DigitExpert with a 2-unit output: net.0, net.3, net.6
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(epochs, best_epoch, train_images, validation_images, test_accuracy, test_majority_accuracy, best_weights);
+  }
 };
 
 /// How many of `train_images` phase 1 holds out to pick its best epoch: at least one, and one fewer than all.
@@ -144,10 +160,13 @@ inline Index pretrain_validation_size(Index train_images, double fraction) {
 
 /// Phase 1: one DigitExpert with two outputs learns "is it a 0 or a 7?" on `train` minus a held-out
 /// validation share; the epoch with the best validation accuracy (the first, on a tie) gives the weights.
-inline PretrainResult pretrain_zero_or_seven_expert(const ImageDataset<float>& train, const ImageDataset<float>& test,
-                                                    const DigitExperimentSettings& settings, std::uint64_t seed,
-                                                    const StepCallback& on_step = {},
-                                                    const std::function<void(const EpochRecord&)>& on_epoch = {}) {
+/// `checkpoints` as train_classifier's.
+template <class Checkpoints = NoCheckpoints>
+PretrainResult pretrain_zero_or_seven_expert(const ImageDataset<float>& train, const ImageDataset<float>& test,
+                                             const DigitExperimentSettings& settings, std::uint64_t seed,
+                                             const StepCallback& on_step = {},
+                                             const std::function<void(const EpochRecord&)>& on_epoch = {},
+                                             Checkpoints&& checkpoints = {}) {
   require(train.size() >= 2, "pretrain_zero_or_seven_expert: need at least 2 training images, got ",
                   train.size());
   ImageDataset<float> binary_train = train;
@@ -165,6 +184,8 @@ inline PretrainResult pretrain_zero_or_seven_expert(const ImageDataset<float>& t
   result.train_images = split.train.size();
   result.validation_images = split.validation.size();
   double best_accuracy = -1.0;
+  checkpoints.keep(result);  // the records and the best weights so far
+  checkpoints.keep(best_accuracy);
   train_classifier(expert, optimizer, split.train.images, split.train.labels, settings.batch, settings.pretrain_epochs,
                    order_rng, on_step, [&](EpochRecord& record) {
                      record.eval_accuracy = accuracy(expert, split.validation.images, split.validation.labels);
@@ -175,7 +196,8 @@ inline PretrainResult pretrain_zero_or_seven_expert(const ImageDataset<float>& t
                      }
                      if (on_epoch) on_epoch(record);
                      result.epochs.push_back(record);
-                   });
+                   },
+                   checkpoints);
   if (!result.best_weights.empty()) load_state_dict(expert, result.best_weights);
   result.test_accuracy = accuracy(expert, test.images, test_labels);
   result.test_majority_accuracy =
@@ -193,6 +215,11 @@ struct ZeroSevenShare {
   double all = 0.0;  // over every image: how much the gate leans on the expert overall
   double ratio = 0.0;
   double difference = 0.0;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(zero_seven, other, all, ratio, difference);
+  }
 };
 
 /// `per_digit` is [10 x experts] (a mean over each digit's images), `images_per_digit` how many images
@@ -228,6 +255,11 @@ struct MixtureResult {
   Eigen::VectorXd images_per_digit;  // test images of each digit
   ZeroSevenShare expert0_gate;       // from mean_gate
   ZeroSevenShare expert0_top1;       // from top1_share: the document's "routing frequency"
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(epochs, test_accuracy, mean_gate, top1_share, images_per_digit, expert0_gate, expert0_top1);
+  }
 };
 
 /// The gate's view of the test set after training: mean gate weights and top-1 shares per digit.
@@ -265,11 +297,14 @@ inline void analyse_routing(DigitMixture& mixture, const ImageDataset<float>& te
 /// Phase 2: the dense mixture trained on the ten digits. With `pretrained_expert` (a file save_module
 /// wrote from phase 1), its input and hidden layers replace expert 0's before training; without, this is
 /// the control. Both draw the same initial weights, batch order and dropout masks from `seed`.
-inline MixtureResult train_digit_mixture(const ImageDataset<float>& train, const ImageDataset<float>& test,
-                                         const DigitExperimentSettings& settings, std::uint64_t seed,
-                                         const std::optional<std::filesystem::path>& pretrained_expert,
-                                         const StepCallback& on_step = {},
-                                         const std::function<void(const EpochRecord&)>& on_epoch = {}) {
+/// `checkpoints` as train_classifier's.
+template <class Checkpoints = NoCheckpoints>
+MixtureResult train_digit_mixture(const ImageDataset<float>& train, const ImageDataset<float>& test,
+                                  const DigitExperimentSettings& settings, std::uint64_t seed,
+                                  const std::optional<std::filesystem::path>& pretrained_expert,
+                                  const StepCallback& on_step = {},
+                                  const std::function<void(const EpochRecord&)>& on_epoch = {},
+                                  Checkpoints&& checkpoints = {}) {
   Rng rng(seed + 100);
   DigitMixture mixture(digit_mixture_options(settings.dropout), rng);
   if (pretrained_expert) load_pretrained_body(mixture, *pretrained_expert);
@@ -277,12 +312,14 @@ inline MixtureResult train_digit_mixture(const ImageDataset<float>& train, const
   Rng order_rng(seed + 101);
 
   MixtureResult result;
+  checkpoints.keep(result.epochs);
   train_classifier(mixture, optimizer, train.images, train.labels, settings.batch, settings.mixture_epochs, order_rng,
                    on_step, [&](EpochRecord& record) {
                      record.eval_accuracy = accuracy(mixture, test.images, test.labels);
                      if (on_epoch) on_epoch(record);
                      result.epochs.push_back(record);
-                   });
+                   },
+                   checkpoints);
   analyse_routing(mixture, test, result);
   return result;
 }

@@ -19,7 +19,9 @@
 
 #include "common/check.hpp"
 #include "common/cli.hpp"
+#include "common/format.hpp"
 #include "common/progress.hpp"
+#include "common/resume.hpp"
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/heatmap.hpp"
 #include "moe/core/parallel.hpp"
@@ -34,6 +36,10 @@ using moe::examples::DigitExperimentSettings;
 using moe::examples::EpochRecord;
 using moe::examples::MixtureResult;
 using moe::examples::PretrainResult;
+using moe::examples::UnitCheckpoint;
+using moe::examples::fixed;
+using moe::examples::fixed_or_symbol;
+using moe::examples::percent;
 using moe::examples::ZeroSevenShare;
 using moe::examples::fail;
 using moe::examples::require;
@@ -45,6 +51,7 @@ struct Preset {
   Index max_test_images = 0;   // 0: all
   int seeds = 1;               // runs with seeds seed, seed + 1, ...; figures and per-digit tables of the first
   DigitExperimentSettings settings;
+  Index checkpoint_every = 100;  // steps between a training's checkpoints (--resume)
 };
 
 Preset preset_named(const std::string& name) {
@@ -126,23 +133,13 @@ MnistData load_mnist(const fs::path& data_dir, const Preset& preset) {
 
 // --- text -------------------------------------------------------------------------------------------------
 
-std::string fixed(double value, int decimals) {
-  if (std::isinf(value)) return value > 0 ? "∞" : "−∞";
-  if (std::isnan(value)) return "n/a";
-  char text[32];
-  std::snprintf(text, sizeof text, "%.*f", decimals, value);
-  return text;
-}
-
-std::string percent(double fraction) { return fixed(100.0 * fraction, 1) + "%"; }
-
 double mean_of(const std::vector<double>& values) {
   return values.empty() ? 0.0 : std::accumulate(values.begin(), values.end(), 0.0) / static_cast<double>(values.size());
 }
 
 /// "m" for one value, "m (min … max)" for several.
 std::string summary(const std::vector<double>& values, int decimals, bool as_percent = false) {
-  auto show = [&](double v) { return as_percent ? percent(v) : fixed(v, decimals); };
+  auto show = [&](double v) { return as_percent ? percent(v) : fixed_or_symbol(v, decimals); };
   if (values.size() == 1) return show(values.front());
   const auto [low, high] = std::minmax_element(values.begin(), values.end());
   return show(mean_of(values)) + " (" + show(*low) + " … " + show(*high) + ")";
@@ -185,7 +182,6 @@ struct SeedResult {
   PretrainResult pretrain;
   MixtureResult pretrained;  // expert 0 starts from phase 1's layers
   MixtureResult control;     // the same run without them
-  double seconds = 0.0;
 };
 
 void print_epoch(const char* what, const EpochRecord& r, const char* eval_name) {
@@ -194,22 +190,27 @@ void print_epoch(const char* what, const EpochRecord& r, const char* eval_name) 
   std::fflush(stdout);
 }
 
-SeedResult run_seed(const MnistData& data, const Preset& preset, std::uint64_t seed, const fs::path& out) {
+/// The three trainings of a seed, each a unit of `run`: phase 1, then phase 2 with and without its layers.
+SeedResult run_seed(moe::examples::RunState& run, const MnistData& data, const Preset& preset, std::uint64_t seed,
+                    const fs::path& out) {
   const auto& settings = preset.settings;
   const auto batches = [&](Index images) { return (images + settings.batch - 1) / settings.batch; };
+  const std::string unit = "seed" + std::to_string(seed);
   SeedResult result;
   result.seed = seed;
-  moe::examples::Progress clock("seed " + std::to_string(seed), 1, 1e9);
 
   const Index pretrain_images =
       data.train.size() -
       moe::examples::pretrain_validation_size(data.train.size(), settings.pretrain_validation_fraction);
-  moe::examples::Progress pretrain_progress("seed " + std::to_string(seed) + " phase 1",
-                                            batches(pretrain_images) * settings.pretrain_epochs);
   std::printf("seed %llu, phase 1: one expert learns \"is it a 0 or a 7?\"\n", static_cast<unsigned long long>(seed));
-  result.pretrain = moe::examples::pretrain_zero_or_seven_expert(
-      data.train, data.test, settings, seed, [&](Index n, double loss) { pretrain_progress.step(n, loss); },
-      [](const EpochRecord& r) { print_epoch("pretrain", r, "validation"); });
+  result.pretrain = run.unit(unit + "_phase1", preset.checkpoint_every, [&](UnitCheckpoint& checkpoint) {
+    moe::examples::Progress progress("seed " + std::to_string(seed) + " phase 1",
+                                     batches(pretrain_images) * settings.pretrain_epochs);
+    progress.set_done(checkpoint.steps_before());
+    return moe::examples::pretrain_zero_or_seven_expert(
+        data.train, data.test, settings, seed, [&](Index n, double loss) { progress.step(n, loss); },
+        [](const EpochRecord& r) { print_epoch("pretrain", r, "validation"); }, checkpoint);
+  });
   const fs::path expert_file = out / ("pretrained_expert_seed" + std::to_string(seed) + ".safetensors");
   moe::save_safetensors(expert_file, result.pretrain.best_weights,
                         {{"task", "MNIST digit is 0 or 7"},
@@ -224,19 +225,22 @@ SeedResult run_seed(const MnistData& data, const Preset& preset, std::uint64_t s
     std::printf("seed %llu, phase 2 (%s): the 4-expert mixture learns the ten digits%s\n",
                 static_cast<unsigned long long>(seed), name,
                 with_pretrained ? ", expert 0 starting from phase 1's layers" : ", no pretrained layers");
-    moe::examples::Progress progress("seed " + std::to_string(seed) + " " + name,
-                                     batches(data.train.size()) * settings.mixture_epochs);
-    MixtureResult run = moe::examples::train_digit_mixture(
-        data.train, data.test, settings, seed, with_pretrained ? std::optional(expert_file) : std::nullopt,
-        [&](Index n, double loss) { progress.step(n, loss); },
-        [&](const EpochRecord& r) { print_epoch(name, r, "test"); });
+    MixtureResult mixture = run.unit(unit + "_" + name, preset.checkpoint_every, [&](UnitCheckpoint& checkpoint) {
+      moe::examples::Progress progress("seed " + std::to_string(seed) + " " + name,
+                                       batches(data.train.size()) * settings.mixture_epochs);
+      progress.set_done(checkpoint.steps_before());
+      return moe::examples::train_digit_mixture(
+          data.train, data.test, settings, seed, with_pretrained ? std::optional(expert_file) : std::nullopt,
+          [&](Index n, double loss) { progress.step(n, loss); },
+          [&](const EpochRecord& r) { print_epoch(name, r, "test"); }, checkpoint);
+    });
     std::printf("  expert 0: mean gate %s on 0/7 vs %s on other digits (ratio %s); top-1 %s vs %s (ratio %s)\n",
-                fixed(run.expert0_gate.zero_seven, 3).c_str(), fixed(run.expert0_gate.other, 3).c_str(),
-                fixed(run.expert0_gate.ratio, 2).c_str(), percent(run.expert0_top1.zero_seven).c_str(),
-                percent(run.expert0_top1.other).c_str(), fixed(run.expert0_top1.ratio, 2).c_str());
-    (with_pretrained ? result.pretrained : result.control) = std::move(run);
+                fixed(mixture.expert0_gate.zero_seven, 3).c_str(), fixed(mixture.expert0_gate.other, 3).c_str(),
+                fixed_or_symbol(mixture.expert0_gate.ratio, 2).c_str(),
+                percent(mixture.expert0_top1.zero_seven).c_str(), percent(mixture.expert0_top1.other).c_str(),
+                fixed_or_symbol(mixture.expert0_top1.ratio, 2).c_str());
+    (with_pretrained ? result.pretrained : result.control) = std::move(mixture);
   }
-  result.seconds = clock.elapsed_seconds();
   return result;
 }
 
@@ -426,9 +430,10 @@ void write_report(const std::vector<SeedResult>& results, const MnistData& data,
          "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n";
     for (const auto& x : results)
       r << "| " << x.seed << " | " << percent(x.pretrain.test_accuracy) << " | " << percent(x.pretrained.test_accuracy)
-        << " | " << percent(x.control.test_accuracy) << " | " << fixed(x.pretrained.expert0_gate.ratio, 2) << " | "
-        << fixed(x.control.expert0_gate.ratio, 2) << " | " << fixed(x.pretrained.expert0_top1.ratio, 2) << " | "
-        << fixed(x.control.expert0_top1.ratio, 2) << " | " << digits_mostly_routed_to(x.pretrained, 0) << " | "
+        << " | " << percent(x.control.test_accuracy) << " | " << fixed_or_symbol(x.pretrained.expert0_gate.ratio, 2)
+        << " | " << fixed_or_symbol(x.control.expert0_gate.ratio, 2) << " | "
+        << fixed_or_symbol(x.pretrained.expert0_top1.ratio, 2) << " | "
+        << fixed_or_symbol(x.control.expert0_top1.ratio, 2) << " | " << digits_mostly_routed_to(x.pretrained, 0) << " | "
         << digits_mostly_routed_to(x.control, 0) << " |\n";
     r << '\n';
   }
@@ -455,7 +460,8 @@ void write_report(const std::vector<SeedResult>& results, const MnistData& data,
             ? "Without any pretraining, the control grows an expert at least as 0/7-specific (largest mean-gate "
               "ratio "
             : "The control's most 0/7-specific expert stays below it (largest mean-gate ratio ")
-    << fixed(control_specific, 2) << " against " << fixed(specific, 2) << " for the pretrained expert 0).\n\n";
+    << fixed_or_symbol(control_specific, 2) << " against " << fixed_or_symbol(specific, 2)
+    << " for the pretrained expert 0).\n\n";
 
   const double threshold = 0.95;
   const auto ratios = [&](auto get) { return summary(collect(results, get), 2); };
@@ -533,9 +539,9 @@ void write_report(const std::vector<SeedResult>& results, const MnistData& data,
   if (!file) fail("pretrained_digit_expert: could not write ", path.string());
 }
 
-int run(const moe::examples::Args& args) {
+int run(moe::examples::Args args) {
+  moe::examples::RunState run(args, "pretrained_digit_expert");
   const Preset preset = preset_named(args.preset);
-  moe::examples::Progress wall("total", 1, 1e9);
   const MnistData data = load_mnist(args.data_dir, preset);
   std::printf("pretrained_digit_expert --preset %s: %lld train / %lld test images from %s; %d + %d epochs, batch %lld, "
               "%d seed(s), %d threads\n\n",
@@ -545,13 +551,14 @@ int run(const moe::examples::Args& args) {
 
   std::vector<SeedResult> results;
   for (int i = 0; i < preset.seeds; ++i)
-    results.push_back(run_seed(data, preset, args.seed + static_cast<std::uint64_t>(i), args.out));
+    results.push_back(run_seed(run, data, preset, args.seed + static_cast<std::uint64_t>(i), args.out));
 
   write_tables(results, args.out);
   write_figures(results.front(), args.out);
-  write_report(results, data, preset, args, wall.elapsed_seconds());
+  write_report(results, data, preset, args, run.elapsed_seconds());
   std::printf("\nwrote %s (report.md, CSV tables, gate_by_digit.png, top1_by_digit.png); wall time %.1f s\n",
-              args.out.string().c_str(), wall.elapsed_seconds());
+              args.out.string().c_str(), run.elapsed_seconds());
+  run.finish();
   return 0;
 }
 
@@ -563,6 +570,6 @@ int main(int argc, char** argv) {
                "(method 2 of seeds/003)");
   moe::examples::add_common_options(app, args,
                                     {.name = "pretrained_digit_expert", .presets = {"quick", "smoke", "paper"},
-                                     .default_out = "out/pretrained_digit_expert"});
+                                     .default_out = "out/pretrained_digit_expert", .resumable = true});
   return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
 }

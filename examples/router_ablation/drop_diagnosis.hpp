@@ -6,7 +6,6 @@
 // run measured.
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -20,7 +19,9 @@
 #include "common/cli.hpp"
 #include "common/cnn_analysis.hpp"
 #include "common/cnn_presets.hpp"
+#include "common/format.hpp"
 #include "common/progress.hpp"
+#include "common/resume.hpp"
 #include "moe/analysis/csv.hpp"
 
 namespace moe::examples {
@@ -98,6 +99,11 @@ struct RoutingSnapshot {
   int epoch = 0;  // 0: before training
   double busiest_share = 0, class_majority_share = 0;
   Index in_use = 0;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(epoch, busiest_share, class_majority_share, in_use);
+  }
 };
 
 inline RoutingSnapshot routing_snapshot(CnnMoEModel& model, const VisionData& data, Index batch, int epoch) {
@@ -108,6 +114,21 @@ inline RoutingSnapshot routing_snapshot(CnnMoEModel& model, const VisionData& da
           experts_in_use(table.counts())};
 }
 
+/// What the diagnosis measured on the main arm's trained model beside the arm itself.
+struct DropDetail {
+  std::vector<Index> main_expert;            // per class
+  std::vector<double> main_share;            // per class
+  std::vector<double> learned_by_class;      // through the learned router
+  std::vector<double> main_by_class;         // forced through the class's main expert, gate 1
+  std::vector<double> other_by_class;        // forced through the other experts, gate 1 (mean over them)
+  std::vector<std::pair<std::string, double>> gate_variants;  // name, test accuracy
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(main_expert, main_share, learned_by_class, main_by_class, other_by_class, gate_variants);
+  }
+};
+
 /// One arm of the diagnosis: a 2-expert model trained at one balancing weight for some epochs.
 struct DropArm {
   std::string name;
@@ -117,25 +138,22 @@ struct DropArm {
   double not_picked = 0;           // through an expert the learned router did not pick (gate 1)
   std::vector<RoutingSnapshot> snapshots;  // before training and after each epoch
   MatrixX<double> fractions;               // class x expert, learned routing of the test set, at the end
+  DropDetail detail;                       // the main arm's; empty in the others
   double seconds = 0;
   double drop_percent() const { return 100.0 * (learned - random) / learned; }
-};
 
-/// What the diagnosis measured on the main arm's trained model beside the arm itself.
-struct DropDetail {
-  std::vector<Index> main_expert;            // per class
-  std::vector<double> main_share;            // per class
-  std::vector<double> learned_by_class;      // through the learned router
-  std::vector<double> main_by_class;         // forced through the class's main expert, gate 1
-  std::vector<double> other_by_class;        // forced through the other experts, gate 1 (mean over them)
-  std::vector<std::pair<std::string, double>> gate_variants;  // name, test accuracy
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(name, aux_weight, epochs, learned, random, not_picked, snapshots, fractions, detail, seconds);
+  }
 };
 
 /// Trains one arm as run_trial trains a trial (same seed, same draws), recording the routing before training
-/// and after each epoch; with `detail`, also evaluates the forced-routing and gate variants.
+/// and after each epoch; with `with_detail`, also evaluates the forced-routing and gate variants. The
+/// training goes on from the unit's checkpoint, if there is one.
 inline DropArm run_drop_arm(const VisionData& data, const CnnPreset& preset, std::string name, double aux_weight,
-                            int epochs, std::uint64_t seed, Progress& progress, DropDetail* detail) {
-  const auto start = std::chrono::steady_clock::now();
+                            int epochs, std::uint64_t seed, Progress& progress, bool with_detail,
+                            UnitCheckpoint& checkpoint) {
   DropArm arm;
   arm.name = std::move(name);
   arm.aux_weight = aux_weight;
@@ -154,8 +172,11 @@ inline DropArm run_drop_arm(const VisionData& data, const CnnPreset& preset, std
   Rng rng(seed);
   CnnMoEModel model(options, rng);
   arm.snapshots.push_back(routing_snapshot(model, data, batch, 0));
-  train_cnn_moe(model, data, training, rng, [&](Index images, double loss) { progress.step(images, loss); },
-                [&](const EpochSummary& s) { arm.snapshots.push_back(routing_snapshot(model, data, batch, s.epoch)); });
+  checkpoint.keep(arm.snapshots);
+  train_cnn_moe(
+      model, data, training, rng, [&](Index images, double loss) { progress.step(images, loss); },
+      [&](const EpochSummary& s) { arm.snapshots.push_back(routing_snapshot(model, data, batch, s.epoch)); },
+      checkpoint);
   const Evaluation learned = evaluate(model, data.test, batch);
   arm.learned = learned.accuracy;
   LabelExpertTable table(classes, options.experts);
@@ -181,7 +202,8 @@ inline DropArm run_drop_arm(const VisionData& data, const CnnPreset& preset, std
   };
   arm.not_picked = evaluate_chosen(model, data.test, classes, batch, fixed_experts(other)).overall;
 
-  if (detail) {
+  if (with_detail) {
+    DropDetail& detail = arm.detail;
     const auto top_score = [](const Matrix& scores, Index t) { return scores.row(t).maxCoeff(); };
     const auto learned_gate = [&](const Matrix& scores, Index first, std::vector<Index>& experts,
                                   std::vector<float>& gates) {
@@ -191,7 +213,7 @@ inline DropArm run_drop_arm(const VisionData& data, const CnnPreset& preset, std
       }
     };
     const ClassAccuracy through_learned = evaluate_chosen(model, data.test, classes, batch, learned_gate);
-    detail->gate_variants = {
+    detail.gate_variants = {
         {"learned expert, learned gate (the top softmax score: the model as trained)", through_learned.overall},
         {"learned expert, gate 1", evaluate_chosen(model, data.test, classes, batch, fixed_experts(picked)).overall},
         {"random expert, gate 1 (as RandomRouter)",
@@ -221,19 +243,19 @@ inline DropArm run_drop_arm(const VisionData& data, const CnnPreset& preset, std
       const std::vector<Index> all_e(picked.size(), e);
       forced.push_back(evaluate_chosen(model, data.test, classes, batch, fixed_experts(all_e)));
     }
-    detail->learned_by_class = through_learned.per_class;
+    detail.learned_by_class = through_learned.per_class;
     for (Index c = 0; c < classes; ++c) {
       Index main = 0;
-      detail->main_share.push_back(arm.fractions.row(c).maxCoeff(&main));
-      detail->main_expert.push_back(main);
-      detail->main_by_class.push_back(forced[static_cast<std::size_t>(main)].per_class[static_cast<std::size_t>(c)]);
+      detail.main_share.push_back(arm.fractions.row(c).maxCoeff(&main));
+      detail.main_expert.push_back(main);
+      detail.main_by_class.push_back(forced[static_cast<std::size_t>(main)].per_class[static_cast<std::size_t>(c)]);
       double others = 0;
       for (Index e = 0; e < n; ++e)
         if (e != main) others += forced[static_cast<std::size_t>(e)].per_class[static_cast<std::size_t>(c)];
-      detail->other_by_class.push_back(others / static_cast<double>(n - 1));
+      detail.other_by_class.push_back(others / static_cast<double>(n - 1));
     }
   }
-  arm.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  arm.seconds = checkpoint.elapsed_seconds();
   return arm;
 }
 
@@ -243,8 +265,8 @@ inline std::string min_max_text(const std::vector<double>& v, const std::vector<
          " (" + names[static_cast<std::size_t>(high - v.begin())] + ")";
 }
 
-/// router_ablation --preset diagnose.
-inline int run_drop_diagnosis(const Args& args) {
+/// router_ablation --preset diagnose: one unit of `run` per arm.
+inline int run_drop_diagnosis(const Args& args, RunState& run) {
   const CnnPreset preset = cnn_preset(args.preset, args.seed);
   const CnnPreset document = cnn_preset("paper", args.seed);
   const VisionData data = load_vision_data(args.data_dir, preset.data);
@@ -268,11 +290,13 @@ inline int run_drop_diagnosis(const Args& args) {
               static_cast<long long>(data.test.size()), preset.width, static_cast<unsigned long long>(seed),
               plans.size(), num_threads());
   Progress progress("train", steps, 5.0);
-  DropDetail detail;
+  progress.set_done(run.steps_before());
   std::vector<DropArm> arms;
   for (std::size_t i = 0; i < plans.size(); ++i) {
-    arms.push_back(run_drop_arm(data, preset, plans[i].name, plans[i].aux_weight, plans[i].epochs, seed, progress,
-                                i == 0 ? &detail : nullptr));
+    arms.push_back(run.unit(concat("arm", i + 1), preset.checkpoint_every, [&](UnitCheckpoint& checkpoint) {
+      return run_drop_arm(data, preset, plans[i].name, plans[i].aux_weight, plans[i].epochs, seed, progress, i == 0,
+                          checkpoint);
+    }));
     const DropArm& a = arms.back();
     std::printf("%s (aux weight %g, %d epochs): learned %.2f%%, random %.2f%% (%.2f%% decrease), through the expert "
                 "not picked %.2f%%, %.0f s\n",
@@ -281,6 +305,7 @@ inline int run_drop_diagnosis(const Args& args) {
     std::fflush(stdout);
   }
   const DropArm& main = arms.front();
+  const DropDetail& detail = main.detail;
   const auto classes = data.classes.size();
   double forward_macs = 0;
   {
@@ -341,10 +366,10 @@ inline int run_drop_diagnosis(const Args& args) {
                            "class's share in its main expert", "time"});
   for (const DropArm& a : arms) {
     const RoutingSnapshot& end = a.snapshots.back();
-    arm_table.row({a.name, format("%g", a.aux_weight), std::to_string(a.epochs), percent(a.learned, 2),
-                   percent(a.random, 2), format("%.2f%%", a.drop_percent()), percent(a.not_picked, 2),
+    arm_table.row({a.name, fmt::format("{:g}", a.aux_weight), std::to_string(a.epochs), percent(a.learned, 2),
+                   percent(a.random, 2), fixed(a.drop_percent(), 2) + "%", percent(a.not_picked, 2),
                    percent(end.busiest_share, 1), std::to_string(end.in_use), percent(end.class_majority_share, 1),
-                   format("%.0f s", a.seconds)});
+                   fixed(a.seconds, 0) + " s"});
   }
   std::vector<std::string> epoch_header{"arm"};
   std::size_t most_epochs = 0;
@@ -364,23 +389,23 @@ inline int run_drop_diagnosis(const Args& args) {
   std::ofstream report(args.out / "report.md");
   report << "# Experiment 1, diagnosis: what drives the random-router drop (\"Do Experts Specialize?\")\n\n"
          << "Command: `router_ablation --preset " << args.preset << " --seed " << args.seed << "` (" << num_threads()
-         << " threads, " << format("%.0f", progress.elapsed_seconds()) << " s)\n\n"
+         << " threads, " << fixed(run.elapsed_seconds(), 0) << " s)\n\n"
          << "Preset `" << preset.name << "`: the `quick` preset's data and model (" << data.dataset << ", "
          << data.train.size() << " training images, " << data.test.size() << " test images; filters scaled by "
          << preset.width << ", so the MoE routes " << scaled_filters(512, preset.width) << " features; "
-         << format("%.2f", forward_macs / 1e6) << " M multiply-accumulates per image forward), "
+         << fixed(forward_macs / 1e6, 2) << " M multiply-accumulates per image forward), "
          << preset.training.epochs << " epochs of batch " << preset.training.batch << ", max lr "
          << preset.training.max_lr << ", K = 1. "
          << "This diagnosis trains " << plans.size() << " models with 2 experts, all from seed " << seed
          << " (the seed of the `quick` preset's first 2-expert trial): one with "
             "these settings, "
-            "one with the document's balancing weight (" << format("%g", document.aux_weight)
+            "one with the document's balancing weight (" << fmt::format("{:g}", document.aux_weight)
          << ") and one trained for the document's " << document.training.epochs << " epochs. Everything below is "
             "measured on the " << data.test.size() << " test images by this run.\n\n"
          << "## The drop\n\n"
          << "With these settings the learned router scores " << percent(main.learned, 2) << " and a random "
             "router in the same trained model " << percent(main.random, 2) << ": a decrease of "
-         << format("%.2f%%", main.drop_percent()) << ". Through the expert the learned router did not pick (gate 1), "
+         << fixed(main.drop_percent(), 2) << "%" << ". Through the expert the learned router did not pick (gate 1), "
             "accuracy is " << percent(main.not_picked, 2) << "; chance is " << percent(1.0 / static_cast<double>(classes), 0)
          << ".\n\n"
          << "## Does each class go to one expert, and can the other expert classify it?\n\n"
@@ -391,8 +416,8 @@ inline int run_drop_diagnosis(const Args& args) {
          << class_table.str() << '\n'
          << "## Does the gate matter?\n\n"
          << "The same trained model, with each test image's expert and gate set by hand (the random draws are the "
-            "same in the three random rows). Learned routing spans " << format("%.2f", 100 * (learned_high - learned_low))
-         << " points over its gate variants, random routing " << format("%.2f", 100 * (random_high - random_low))
+            "same in the three random rows). Learned routing spans " << fixed(100 * (learned_high - learned_low), 2)
+         << " points over its gate variants, random routing " << fixed(100 * (random_high - random_low), 2)
          << " points.\n\n"
          << gate_table.str() << '\n'
          << "## The balancing weight and the training length\n\n"
@@ -408,8 +433,9 @@ inline int run_drop_diagnosis(const Args& args) {
     std::cerr << "error: could not write " << (args.out / "report.md") << '\n';
     return 1;
   }
-  std::cout << '\n' << arm_table.str() << "\nwall time " << format("%.1f", progress.elapsed_seconds())
+  std::cout << '\n' << arm_table.str() << "\nwall time " << fixed(run.elapsed_seconds(), 1)
             << " s; report in " << (args.out / "report.md").string() << '\n';
+  run.finish();
   return 0;
 }
 

@@ -14,7 +14,9 @@
 #include "common/cli.hpp"
 #include "common/cnn_analysis.hpp"
 #include "common/cnn_presets.hpp"
+#include "common/format.hpp"
 #include "common/progress.hpp"
+#include "common/resume.hpp"
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/heatmap.hpp"
 #include "router_ablation/drop_diagnosis.hpp"
@@ -60,12 +62,9 @@ std::string drop_diagnosis_pointer(const std::string& seed) {
          "figures of runs other than its own; the example's README gives what the diagnosis last measured.\n\n";
 }
 
-std::string mean_sd_percent(const std::vector<double>& v) {
-  return percent(mean(v), 2) + " ± " + format("%.2f", 100.0 * sample_stddev(v));
-}
-
-int run(const moe::examples::Args& args) {
-  if (args.preset == "diagnose") return run_drop_diagnosis(args);
+int run(moe::examples::Args args) {
+  RunState run(args, "router_ablation");
+  if (args.preset == "diagnose") return run_drop_diagnosis(args, run);
   const CnnPreset preset = cnn_preset(args.preset, args.seed);
   const std::vector<moe::Index> expert_counts = {2, 3, 5};
 
@@ -91,6 +90,7 @@ int run(const moe::examples::Args& args) {
   const moe::Index steps = steps_per_epoch(data.train.size(), preset.training.batch) * preset.training.epochs *
                            preset.trials * static_cast<moe::Index>(expert_counts.size());
   Progress progress("train", steps, 5.0);
+  progress.set_done(run.steps_before());
 
   moe::CsvWriter trials_csv(args.out / "trials.csv");
   trials_csv.row("experts", "trial", "seed", "learned_accuracy", "random_accuracy", "decrease_percent", "mean_gate",
@@ -103,8 +103,14 @@ int run(const moe::examples::Args& args) {
     trial_options.model.experts = experts;
     for (int trial = 0; trial < preset.trials; ++trial) {
       const std::uint64_t seed = args.seed * 1000 + static_cast<std::uint64_t>(experts * 100 + trial);
-      const TrialResult r =
-          run_trial(data, trial_options, seed, [&](moe::Index images, double loss) { progress.step(images, loss); });
+      // One unit per trial: a resumed run reads the finished trials' results and goes on with the next.
+      const TrialResult r = run.unit(concat(experts, "experts_trial", trial + 1), preset.checkpoint_every,
+                                     [&](UnitCheckpoint& checkpoint) {
+                                       return run_trial(
+                                           data, trial_options, seed,
+                                           [&](moe::Index images, double loss) { progress.step(images, loss); },
+                                           checkpoint);
+                                     });
       const double decrease = 100.0 * (r.learned.accuracy - r.random_router_accuracy) / r.learned.accuracy;
       std::printf("%lld experts, trial %d: learned %.2f%%, random %.2f%% (%.2f%% decrease), mean gate %.3f, busiest "
                   "expert %.0f%%, %.0f s\n",
@@ -162,8 +168,8 @@ int run(const moe::examples::Args& args) {
     learned_row.push_back(percent(document::table1_learned[i], 2));
     random_row.push_back(percent(summaries[i].mean_random(), 2));
     random_row.push_back(percent(document::table1_random[i], 2));
-    decrease_row.push_back(format("%.2f%%", summaries[i].decrease_of_means()));
-    decrease_row.push_back(format("%.3g%%", document::table1_decrease_percent[i]));
+    decrease_row.push_back(fixed(summaries[i].decrease_of_means(), 2) + "%");
+    decrease_row.push_back(fmt::format("{:.3g}%", document::table1_decrease_percent[i]));
   }
   table1.row(learned_row);
   table1.row(random_row);
@@ -175,14 +181,17 @@ int run(const moe::examples::Args& args) {
                         "accuracy through another expert"});
   const std::string document_majority[3] = {percent(document_class_majority_share(document::table2), 1),
                                             percent(document_class_majority_share(document::table3), 1), "n/a"};
+  const auto percent_spread = [](const std::vector<double>& fractions) {
+    return mean_sd(100.0 * mean(fractions), 100.0 * sample_stddev(fractions), 2, "%");
+  };
   for (std::size_t i = 0; i < summaries.size(); ++i) {
     const ModelSummary& s = summaries[i];
     int drops = 0;
     for (double d : s.decrease_percent) drops += d > 0 ? 1 : 0;
-    spread.row({std::to_string(s.experts), mean_sd_percent(s.learned), mean_sd_percent(s.random),
-                format("%.2f", mean(s.decrease_percent)) + "% ± " + format("%.2f", sample_stddev(s.decrease_percent)),
-                std::to_string(drops) + " / " + std::to_string(s.learned.size()), format("%.3f", mean(s.mean_gate)),
-                format("%.1f", mean(s.in_use)), percent(mean(s.busiest_share), 0),
+    spread.row({std::to_string(s.experts), percent_spread(s.learned), percent_spread(s.random),
+                mean_sd(mean(s.decrease_percent), sample_stddev(s.decrease_percent), 2, "%"),
+                std::to_string(drops) + " / " + std::to_string(s.learned.size()), fixed(mean(s.mean_gate), 3),
+                fixed(mean(s.in_use), 1), percent(mean(s.busiest_share), 0),
                 percent(mean(s.class_majority_share), 1) + " (" + document_majority[i] + ")",
                 percent(s.other_expert_accuracy(), 1)});
   }
@@ -206,7 +215,7 @@ int run(const moe::examples::Args& args) {
   std::ofstream report(args.out / "report.md");
   report << "# Experiment 1: learned vs random router (\"Do Experts Specialize?\")\n\n"
          << "Command: `router_ablation --preset " << args.preset << " --seed " << args.seed << "` (" << moe::num_threads()
-         << " threads, " << format("%.0f", progress.elapsed_seconds()) << " s)\n\n"
+         << " threads, " << fixed(run.elapsed_seconds(), 0) << " s)\n\n"
          << describe_scaling(preset, data, probe.forward_macs_per_image()) << '\n'
          << describe_model(preset, data, probe.moe_features(), probe.expert_hidden()) << '\n'
          << "Each trial trains a model from scratch, then measures test accuracy through its learned router and "
@@ -235,14 +244,14 @@ int run(const moe::examples::Args& args) {
             "learned and random accuracies give 0.535%, which is the figure used here.\n\n"
          << "## Findings\n\n"
          << "1. *Accuracy drops when the learned router is replaced by a random one, in all three models*: "
-         << held(all_drop) << " (decreases " << format("%.2f%%", d2) << ", " << format("%.2f%%", d3) << ", "
-         << format("%.2f%%", d5) << " for 2, 3, 5 experts).\n"
+         << held(all_drop) << " (decreases " << fixed(d2, 2) << "%" << ", " << fixed(d3, 2) << "%" << ", "
+         << fixed(d5, 2) << "%" << " for 2, 3, 5 experts).\n"
          << "2. *The drop is small* (the document: at most 3.46%, accuracy stays above 81%; taken here as a decrease "
             "below 5%): "
          << held(all_small) << ".\n"
          << "3. *The drop shrinks as experts are added* (2 > 3 > 5 experts): " << held(ordered)
-         << ". The difference between the 2- and 5-expert drops is " << format("%.2f", d2 - d5)
-         << " points, with a standard error of " << format("%.2f", se_25) << " points from the spread over "
+         << ". The difference between the 2- and 5-expert drops is " << fixed(d2 - d5, 2)
+         << " points, with a standard error of " << fixed(se_25, 2) << " points from the spread over "
          << preset.trials << " trials" << (std::abs(d2 - d5) > 2 * se_25 ? "." : ", so it is within the noise of this run.")
          << "\n\n"
          << drop_diagnosis_pointer(std::to_string(args.seed))
@@ -257,8 +266,9 @@ int run(const moe::examples::Args& args) {
     std::cerr << "error: could not write " << (args.out / "report.md") << '\n';
     return 1;
   }
-  std::cout << '\n' << table1.str() << "\nwall time " << format("%.1f", progress.elapsed_seconds()) << " s; report in "
+  std::cout << '\n' << table1.str() << "\nwall time " << fixed(run.elapsed_seconds(), 1) << " s; report in "
             << (args.out / "report.md").string() << '\n';
+  run.finish();
   return 0;
 }
 
@@ -270,6 +280,6 @@ int main(int argc, char** argv) {
                "(Experiment 1 of \"Do Experts Specialize?\")");
   moe::examples::add_common_options(app, args,
                                     {.name = "router_ablation", .presets = {"quick", "smoke", "paper", "diagnose"},
-                                     .default_out = "out/router_ablation"});
+                                     .default_out = "out/router_ablation", .resumable = true});
   return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
 }

@@ -8,11 +8,15 @@
 #include <sstream>
 
 #include "common/cli.hpp"
+#include "common/format.hpp"
 #include "common/progress.hpp"
+#include "common/resume.hpp"
 #include "moe/analysis/csv.hpp"
 #include "synthetic_mixture/synthetic_training.hpp"
 
 namespace {
+
+using moe::examples::percent;
 
 moe::examples::SyntheticRunOptions preset_options(const std::string& preset, std::uint64_t seed) {
   moe::examples::SyntheticRunOptions options;
@@ -25,13 +29,8 @@ moe::examples::SyntheticRunOptions preset_options(const std::string& preset, std
   return options;
 }
 
-std::string percent(double fraction) {
-  char text[16];
-  std::snprintf(text, sizeof text, "%.1f%%", 100.0 * fraction);
-  return text;
-}
-
-int run(const moe::examples::Args& args) {
+int run(moe::examples::Args args) {
+  moe::examples::RunState run(args, "synthetic_mixture");
   const auto options = preset_options(args.preset, args.seed);
   const moe::Index steps_per_epoch = options.task.samples / options.batch;
 
@@ -43,20 +42,25 @@ int run(const moe::examples::Args& args) {
   std::printf("%5s %10s %9s %9s %9s %7s  %s\n", "epoch", "train_loss", "aux_loss", "train_acc", "test_acc",
               "MaxVio", "relative load per expert");
 
+  moe::examples::Progress progress("train", steps_per_epoch * options.epochs, 5.0);
+  progress.set_done(run.steps_before());
+  // One unit: the training, checkpointed every epoch.
+  const auto result = run.unit("train", steps_per_epoch, [&](moe::examples::UnitCheckpoint& checkpoint) {
+    return moe::examples::train_synthetic_mixture(
+        options,
+        [](const moe::examples::EpochRecord& r) {
+          std::printf("%5d %10.4f %9.5f %9s %9s %7.3f ", r.epoch, r.train_loss, r.aux_loss,
+                      percent(r.train_accuracy).c_str(), percent(r.test_accuracy).c_str(), r.max_violation);
+          for (moe::Index e = 0; e < r.relative_load.size(); ++e) std::printf(" %.2f", r.relative_load(e));
+          std::printf("\n");
+          std::fflush(stdout);
+        },
+        [&](moe::Index samples, double loss) { progress.step(samples, loss); }, checkpoint);
+  });
   moe::CsvWriter metrics(args.out / "metrics.csv");
   metrics.row("epoch", "train_loss", "aux_loss", "train_accuracy", "test_accuracy", "max_violation");
-  moe::examples::Progress progress("train", steps_per_epoch * options.epochs, 5.0);
-  const auto result = moe::examples::train_synthetic_mixture(
-      options,
-      [&](const moe::examples::EpochRecord& r) {
-        std::printf("%5d %10.4f %9.5f %9s %9s %7.3f ", r.epoch, r.train_loss, r.aux_loss,
-                    percent(r.train_accuracy).c_str(), percent(r.test_accuracy).c_str(), r.max_violation);
-        for (moe::Index e = 0; e < r.relative_load.size(); ++e) std::printf(" %.2f", r.relative_load(e));
-        std::printf("\n");
-        std::fflush(stdout);
-        metrics.row(r.epoch, r.train_loss, r.aux_loss, r.train_accuracy, r.test_accuracy, r.max_violation);
-      },
-      [&](moe::Index samples, double loss) { progress.step(samples, loss); });
+  for (const auto& r : result.epochs)
+    metrics.row(r.epoch, r.train_loss, r.aux_loss, r.train_accuracy, r.test_accuracy, r.max_violation);
   metrics.close();
 
   const Eigen::MatrixXd fractions = result.region_by_expert.fractions();
@@ -95,7 +99,8 @@ int run(const moe::examples::Args& args) {
     std::cerr << "error: could not write " << (args.out / "report.md") << '\n';
     return 1;
   }
-  std::printf("\nwall time %.2f s\n", progress.elapsed_seconds());
+  std::printf("\nwall time %.2f s\n", run.elapsed_seconds());
+  run.finish();
   return 0;
 }
 
@@ -106,6 +111,7 @@ int main(int argc, char** argv) {
   CLI::App app("synthetic_mixture: an MoE learns a task whose input regions need different experts");
   moe::examples::add_common_options(app, args,
                                     {.name = "synthetic_mixture", .presets = {"quick", "smoke"},
-                                     .default_out = "out/synthetic_mixture", .reads_data = false});
+                                     .default_out = "out/synthetic_mixture", .reads_data = false,
+                                     .resumable = true});
   return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
 }

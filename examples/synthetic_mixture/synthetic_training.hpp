@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "common/checkpoints.hpp"
 #include "moe/analysis/label_table.hpp"
 #include "moe/analysis/load.hpp"
 #include "moe/balancing/aux_loss.hpp"
@@ -37,20 +39,34 @@ struct EpochRecord {
   double train_loss = 0, aux_loss = 0, train_accuracy = 0, test_accuracy = 0;
   double max_violation = 0;        // of the training load over the epoch
   Eigen::VectorXd relative_load;   // per expert, training load over the epoch
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(epoch, train_loss, aux_loss, train_accuracy, test_accuracy, max_violation, relative_load);
+  }
 };
 
 struct SyntheticRunResult {
   std::vector<EpochRecord> epochs;
-  LabelExpertTable region_by_expert;  // test set, after training
+  LabelExpertTable region_by_expert{1, 1};  // test set, after training
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(epochs, region_by_expert);
+  }
 };
 
 using SyntheticMoE = MoELayer<Linear<float>, SoftmaxTopK, 1, SwitchAuxLoss>;
 
 /// Trains with moe::Trainer: each epoch shuffles the last one's order again (from the model's generator)
 /// and drops the last partial batch; the load and the test accuracy are measured at each epoch's end.
-inline SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& options,
-                                                  const std::function<void(const EpochRecord&)>& on_epoch = {},
-                                                  const std::function<void(Index, double)>& on_step = {}) {
+/// `checkpoints` (common/checkpoints.hpp) may resume the training and save it as it goes: the epoch's load
+/// is summed in the trainer's state, not in the layer's load tracker, so that a checkpoint holds it.
+template <class Checkpoints = NoCheckpoints>
+SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& options,
+                                           const std::function<void(const EpochRecord&)>& on_epoch = {},
+                                           const std::function<void(Index, double)>& on_step = {},
+                                           Checkpoints&& checkpoints = {}) {
   const auto train = make_synthetic_mixture<float>(options.task, options.seed, options.seed + 1);
   SyntheticMixtureOptions test_task = options.task;
   test_task.samples = options.test_samples;
@@ -68,7 +84,11 @@ inline SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& opt
 
   Matrix xb(options.batch, options.task.features);
   std::vector<Index> yb(static_cast<std::size_t>(options.batch));
-  SyntheticRunResult result{.epochs = {}, .region_by_expert = LabelExpertTable(options.task.regions, options.experts)};
+  const auto load_key = [](Index expert) { return "load." + std::to_string(expert); };
+  SyntheticRunResult result;
+  result.region_by_expert = LabelExpertTable(options.task.regions, options.experts);
+  checkpoints.keep(result.epochs);
+  checkpoints.resume(trainer);
   const auto step = [&](std::span<const Index> batch) {
     for (std::size_t b = 0; b < batch.size(); ++b) {
       xb.row(static_cast<Index>(b)) = train.inputs.row(batch[b]);
@@ -77,11 +97,12 @@ inline SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& opt
     const Matrix& logits = layer.forward(xb);
     const double task_loss = loss.forward(logits, yb);
     trainer.add("correct", static_cast<double>(count_correct<float>(logits, yb)));
+    for (Index e = 0; e < options.experts; ++e) trainer.add(load_key(e), static_cast<double>(layer.batch_load()(e)));
     layer.backward(loss.backward());
     return task_loss;
   };
   trainer.fit(
-      options.task.samples, step, OnEpochBegin{[&](auto&) { layer.reset_load(); }},
+      options.task.samples, step,
       OnStepEnd{[&](auto& t) {
         t.add("aux_loss", layer.aux_loss());
         if (on_step) on_step(t.state().samples, t.loss());
@@ -93,8 +114,10 @@ inline SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& opt
         record.train_loss = t.epoch_loss();
         record.aux_loss = t.sum("aux_loss") / batches;
         record.train_accuracy = t.sum("correct") / (batches * static_cast<double>(options.batch));
-        record.max_violation = max_violation(layer.load().counts);
-        record.relative_load = relative_load(layer.load().counts, layer.load().tokens, layer.k());
+        IndexVector load(options.experts);
+        for (Index e = 0; e < options.experts; ++e) load(e) = static_cast<Index>(t.sum(load_key(e)));
+        record.max_violation = max_violation(load);
+        record.relative_load = relative_load(load, t.steps_per_epoch() * options.batch, layer.k());
 
         layer.eval();
         const Matrix& logits = layer.forward(test.inputs);
@@ -103,7 +126,8 @@ inline SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& opt
         if (t.at_end()) result.region_by_expert.add(test.regions, layer.routing().experts);
         if (on_epoch) on_epoch(record);
         result.epochs.push_back(std::move(record));
-      }});
+      }},
+      checkpoints);
   return result;
 }
 

@@ -59,6 +59,7 @@
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/label_table.hpp"
 #include "moe/analysis/load.hpp"
+#include "moe/analysis/sequence_routing.hpp"
 
 #include "moe/io/state_dict.hpp"
 

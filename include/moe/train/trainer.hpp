@@ -358,6 +358,21 @@ Trainer(Model&, Opt&, Rng&, const TrainerOptions&) -> Trainer<Model, Opt, NoSche
 template <class Model, class Opt, class Schedule>
 Trainer(Model&, Opt&, Rng&, const TrainerOptions&, Schedule) -> Trainer<Model, Opt, Schedule>;
 
+namespace detail {
+
+/// Calls fn(trainer); true when fn returns something that converts to true (a request to end the run).
+template <class F, class T>
+bool call_may_stop(F& fn, T& trainer) {
+  if constexpr (std::is_void_v<std::invoke_result_t<F&, T&>>) {
+    fn(trainer);
+    return false;
+  } else {
+    return static_cast<bool>(fn(trainer));
+  }
+}
+
+}  // namespace detail
+
 /// A callback made of a function: OnEpochBegin{[&](auto& trainer) { ... }}, and so on. The function of
 /// OnStepEnd and OnEpochEnd may return true to end the run.
 template <class F>
@@ -373,12 +388,7 @@ struct OnStepEnd {
   F fn;
   template <class T>
   bool on_step_end(T& trainer) {
-    if constexpr (std::is_void_v<std::invoke_result_t<F&, T&>>) {
-      fn(trainer);
-      return false;
-    } else {
-      return static_cast<bool>(fn(trainer));
-    }
+    return detail::call_may_stop(fn, trainer);
   }
 };
 template <class F>
@@ -386,12 +396,7 @@ struct OnEpochEnd {
   F fn;
   template <class T>
   bool on_epoch_end(T& trainer) {
-    if constexpr (std::is_void_v<std::invoke_result_t<F&, T&>>) {
-      fn(trainer);
-      return false;
-    } else {
-      return static_cast<bool>(fn(trainer));
-    }
+    return detail::call_may_stop(fn, trainer);
   }
 };
 template <class F>

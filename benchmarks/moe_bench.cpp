@@ -58,8 +58,8 @@ const RoutedBatch& routed_batch(const Config& c) {
   b.dy = random_matrix(c.tokens, c.d, 2);
   b.scores = router.forward(b.x);
   moe::select_top_k<float>(b.scores, nullptr, c.k, b.experts);
-  moe::gather_gates(b.scores, b.experts, false, b.gates);
-  moe::backends::cpu::plan(b.experts, c.experts, 0, b.plan);
+  moe::gather_gates(b.scores, b.experts, false, 1.0, b.gates);
+  moe::backends::cpu::plan(b.experts, c.experts, moe::Capacity{}, b.plan);
   for (Index e = 0; e < c.experts; ++e)
     b.expert_out.push_back(random_matrix(b.plan.count(e), c.d, 3 + std::uint64_t(e)));
   for (const Matrix& m : b.expert_out) b.expert_out_blocks.push_back(&m);
@@ -88,7 +88,7 @@ void plan(benchmark::State& state, const Config& c) {
   const RoutedBatch& b = routed_batch(c);
   moe::backends::cpu::DispatchPlan p;
   for (auto _ : state) {
-    moe::backends::cpu::plan(b.experts, c.experts, 0, p);
+    moe::backends::cpu::plan(b.experts, c.experts, moe::Capacity{}, p);
     benchmark::DoNotOptimize(p.slot.data());
   }
   set_rates(state, double(c.tokens), 0.0);

@@ -40,7 +40,7 @@ moe::Routing<Scalar> make_routing(const MatrixX<Scalar>& scores, const MatrixX<S
   routing.experts = std::move(experts);
   routing.scores = &scores;
   routing.logits = &logits;
-  moe::gather_gates(scores, routing.experts, true, routing.gates);
+  moe::gather_gates(scores, routing.experts, true, 1.0, routing.gates);
   return routing;
 }
 
@@ -105,6 +105,23 @@ TEST_CASE("SwitchAuxLoss on a hand-computed case", "[balancing][switch]") {
   CHECK(loss_f.forward(make_routing(scores_f, logits_f, experts)) == Approx(0.01225).epsilon(1e-5));
 }
 
+TEST_CASE("SwitchAuxLoss names both conventions for K > 1", "[balancing][switch]") {
+  // The hand-computed case above (N = 3, K = 2, T = 2): f = c / (K T) = [0.5, 0.5, 0] gives 1.225 alpha;
+  // f = c / T = [1, 1, 0] (Switch's definition, Hugging Face's Mixtral loss) gives twice that, 2.45 alpha.
+  MatrixX<double> scores(2, 3), logits = MatrixX<double>::Zero(2, 3);
+  scores << 0.5, 0.3, 0.2,  //
+      0.9, 0.6, 0.3;
+  IndexMatrix experts(2, 2);
+  experts << 0, 1,  //
+      1, 0;
+  const auto routing = make_routing(scores, logits, experts);
+  moe::SwitchAuxLoss<double> megatron(3, {.alpha = 0.01});
+  CHECK(megatron.options().fraction == moe::LoadFraction::of_assignments);
+  CHECK(megatron.forward(routing) == Approx(0.01225).epsilon(1e-12));
+  moe::SwitchAuxLoss<double> switch_paper(3, {.alpha = 0.01, .fraction = moe::LoadFraction::of_tokens});
+  CHECK(switch_paper.forward(routing) == Approx(0.0245).epsilon(1e-12));
+}
+
 TEST_CASE("SwitchAuxLoss is alpha at perfect balance and larger when skewed", "[balancing][switch]") {
   moe::Rng rng(4);
   const Index tokens = 40, n = 8;
@@ -152,6 +169,55 @@ TEST_CASE("SequenceAuxLoss on a hand-computed case", "[balancing][sequence]") {
   CHECK(whole.forward(routing) == Approx(0.475).epsilon(1e-12));
   moe::SequenceAuxLoss<double> one_sequence(2, {.alpha = 0.5, .sequence_length = 4});
   CHECK(one_sequence.forward(routing) == Approx(0.475).epsilon(1e-12));
+}
+
+TEST_CASE("SequenceAuxLoss counts the unbiased top-K by default (DeepSeek-V3 eq. 18)", "[balancing][sequence]") {
+  // N = 3, K = 1, one sequence of L = 2 rows [0.5, 0.3, 0.2], [0.2, 0.5, 0.3]: P = [0.35, 0.4, 0.25].
+  // A bias sent both rows to expert 2; the scores alone choose 0 and 1.
+  // score_top_k: f = [0.5, 0.5, 0], loss = alpha 3 (0.175 + 0.2) = 1.125 alpha.
+  // dispatched:  f = [0, 0, 1],     loss = alpha 3 0.25 = 0.75 alpha.
+  MatrixX<double> scores(2, 3), logits = MatrixX<double>::Zero(2, 3);
+  scores << 0.5, 0.3, 0.2,  //
+      0.2, 0.5, 0.3;
+  const auto routing = make_routing(scores, logits, column({2, 2}));
+  moe::SequenceAuxLoss<double> paper(3, {.alpha = 0.1, .sequence_length = 2});
+  CHECK(paper.options().count == moe::LoadCount::score_top_k);
+  CHECK(paper.forward(routing) == Approx(0.1125).epsilon(1e-12));
+  moe::SequenceAuxLoss<double> dispatched(
+      3, {.alpha = 0.1, .sequence_length = 2, .count = moe::LoadCount::dispatched});
+  CHECK(dispatched.forward(routing) == Approx(0.075).epsilon(1e-12));
+  // The Switch loss counts what was dispatched unless told otherwise.
+  moe::SwitchAuxLoss<double> switch_loss(3, {.alpha = 0.1});
+  CHECK(switch_loss.forward(routing) == Approx(0.075).epsilon(1e-12));
+  moe::SwitchAuxLoss<double> switch_top_k(3, {.alpha = 0.1, .count = moe::LoadCount::score_top_k});
+  CHECK(switch_top_k.forward(routing) == Approx(0.1125).epsilon(1e-12));
+}
+
+TEST_CASE("Aux losses over masked rows: sequences of unequal length", "[balancing][sequence][padding]") {
+  // A batch of 3 sequences of 4 rows, of which the mask keeps rows 0, 1, 2 (sequence 0), 7 (sequence 1) and
+  // none of sequence 2: the sequence-wise loss is the mean of the Switch losses of {0, 1, 2} and {7}; the
+  // Switch loss is that of the 4 kept rows.
+  moe::Rng rng(19);
+  const Index n = 4, k = 2;
+  MatrixX<double> logits(4, n), scores;
+  moe::fill_normal(logits, rng, 0.0, 1.0);
+  moe::detail::softmax_rows(logits, scores);
+  IndexMatrix experts;
+  moe::select_top_k(scores, static_cast<const MatrixX<double>*>(nullptr), k, experts);
+  moe::MaskedRows masked{moe::IndexVector(4), 12};
+  masked.rows << 0, 1, 2, 7;
+  auto routing = make_routing(scores, logits, experts);
+  routing.masked = &masked;
+
+  auto switch_loss_of = [&](Index first, Index rows) {
+    const MatrixX<double> s = scores.middleRows(first, rows), l = logits.middleRows(first, rows);
+    moe::SwitchAuxLoss<double> loss(n, {.alpha = 0.3});
+    return double(loss.forward(make_routing(s, l, experts.middleRows(first, rows))));
+  };
+  moe::SequenceAuxLoss<double> sequence(n, {.alpha = 0.3, .sequence_length = 4});
+  CHECK(sequence.forward(routing) == Approx((switch_loss_of(0, 3) + switch_loss_of(3, 1)) / 2).epsilon(1e-12));
+  moe::SwitchAuxLoss<double> whole(n, {.alpha = 0.3});
+  CHECK(whole.forward(routing) == Approx(switch_loss_of(0, 4)).epsilon(1e-12));
 }
 
 TEST_CASE("SequenceAuxLoss is the mean of per-sequence Switch losses", "[balancing][sequence]") {
@@ -318,9 +384,17 @@ TEST_CASE("Balancer gradients match finite differences", "[balancing][gradients]
     moe::SwitchAuxLoss<double> b(n, {.alpha = 0.7});
     check_balancer_gradients(b, tokens, n, k, normalized, 1);
   }
+  SECTION("SwitchAuxLoss, f_i = c_i / T") {
+    moe::SwitchAuxLoss<double> b(n, {.alpha = 0.7, .fraction = moe::LoadFraction::of_tokens});
+    check_balancer_gradients(b, tokens, n, k, normalized, 7);
+  }
   SECTION("SequenceAuxLoss") {
     moe::SequenceAuxLoss<double> b(n, {.alpha = 0.7, .sequence_length = 3});
     check_balancer_gradients(b, tokens, n, k, normalized, 2);
+  }
+  SECTION("SequenceAuxLoss counting the dispatched experts") {
+    moe::SequenceAuxLoss<double> b(n, {.alpha = 0.7, .sequence_length = 3, .count = moe::LoadCount::dispatched});
+    check_balancer_gradients(b, tokens, n, k, normalized, 8);
   }
   SECTION("EntropyRegularization") {
     moe::EntropyRegularization<double> b(n, {.beta = 0.5});

@@ -1,10 +1,14 @@
 #include <algorithm>
+#include <cmath>
+#include <vector>
 
 #include "gradient_check.hpp"
 #include "moe/analysis/load.hpp"
 #include "moe/core/parallel.hpp"
 #include "backends/cpu/cpu_backend.hpp"
+#include "moe/layer/deepseek_v3.hpp"
 #include "moe/layer/moe_layer.hpp"
+#include "moe/layer/upcycle.hpp"
 #include "moe/nn/linear.hpp"
 #include "moe/balancing/aux_loss.hpp"
 #include "moe/balancing/aux_loss_free.hpp"
@@ -16,6 +20,7 @@
 #include "moe/routing/softmax_top_k.hpp"
 
 using moe::Index;
+using moe::IndexMatrix;
 using moe::MatrixX;
 
 namespace {
@@ -46,6 +51,20 @@ MatrixX<double> reference_output(Layer& layer, const MatrixX<double>& x) {
   }
   return y;
 }
+
+/// A layer whose forward takes a padding mask, as a module with forward(x), for check_module_gradients.
+template <class Layer>
+struct PaddedLayer {
+  using Scalar = typename Layer::Scalar;
+  Layer& layer;
+  moe::PaddingMask padding;
+  const MatrixX<Scalar>& forward(moe::ConstRef<Scalar> x) { return layer.forward(x, padding); }
+  const MatrixX<Scalar>& backward(moe::ConstRef<Scalar> dy) { return layer.backward(dy); }
+  moe::ParameterList<Scalar> named_parameters() { return layer.named_parameters(); }
+  Scalar aux_loss() const { return layer.aux_loss(); }
+};
+
+double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 
 }  // namespace
 
@@ -230,4 +249,221 @@ TEST_CASE("A trained layer takes a RandomRouter without retraining", "[moe][laye
   CHECK(!ablated_output.isApprox(learned_output, 1e-3));
   // The learned layer is untouched.
   CHECK(learned.forward(x) == learned_output);
+}
+
+TEST_CASE("MoELayer DropPolicy: token order or first choices first (GShard)", "[moe][layer][capacity]") {
+  // N = 2, K = 2, T = 4, capacity ceil(0.5 * 4 * 2 / 2) = 2. Tokens 0, 1 prefer expert 1, tokens 2, 3 expert 0.
+  // Expert 0 gets second choices from 0, 1 and first choices from 2, 3: in token order it keeps 0 and 1 (and
+  // tokens 2, 3 lose both experts); first choices first, it keeps 2 and 3. Expert 1 keeps 0 and 1 either way.
+  const auto policy = GENERATE(moe::DropPolicy::token_order, moe::DropPolicy::choice_order);
+  const bool token_order = policy == moe::DropPolicy::token_order;
+  INFO((token_order ? "token_order" : "choice_order"));
+  moe::Rng rng(4);
+  LinearMoE<2> layer({.d_model = 2, .num_experts = 2, .capacity_factor = 0.5, .drop_policy = policy}, rng);
+  layer.router().named_parameters()[0].parameter->value = 5.0 * MatrixX<double>::Identity(2, 2);
+  MatrixX<double> x(4, 2);
+  x << 0, 1, 0, 1, 1, 0, 1, 0;
+  const MatrixX<double> y = layer.forward(x);
+  const auto& position = layer.backend().plan().position;
+  CHECK(layer.backend().dropped() == 4);
+  for (Index t = 0; t < 4; ++t) {
+    INFO("token " << t);
+    const bool first_kept = token_order ? t < 2 : true, second_kept = token_order ? t < 2 : false;
+    CHECK((position(t, 0) >= 0) == first_kept);
+    CHECK((position(t, 1) >= 0) == second_kept);
+    CHECK(y.row(t).isZero() == (!first_kept && !second_kept));
+  }
+  moe::test::check_module_gradients(layer, x + random_input(4, 2, 5) * 0.1, 6);
+}
+
+TEST_CASE("MoELayer with a padding mask gives the unpadded batch's numbers", "[moe][layer][padding]") {
+  // Two sequences of 4 tokens, padded to 6 on the right or on the left, against the 8 tokens alone: outputs,
+  // input and parameter gradients, aux loss, load, capacity drops and the aux-loss-free bias update agree bit
+  // for bit, and padded rows get 0.
+  using Expert = moe::FeedForward<moe::GELU, double>;
+  using Layer = moe::MoELayer<Expert, moe::SigmoidTopK, 2, SequenceAuxLossFree>;
+  const bool right = GENERATE(true, false);
+  INFO((right ? "right padding" : "left padding"));
+  auto options = [](Index sequence_length) {
+    return Layer::Options{.d_model = 5, .num_experts = 4, .num_shared_experts = 1, .capacity_factor = 1.0,
+                          .expert = {.hidden = 6}, .shared_expert = {.hidden = 3},
+                          .balancer = {{.alpha = 0.5, .sequence_length = sequence_length}, {.gamma = 0.05}}};
+  };
+  moe::Rng rng_a(8), rng_b(8);
+  Layer unpadded(options(4), rng_a), padded(options(6), rng_b);
+  moe::PaddingMask padding = moe::PaddingMask::Constant(2, 6, false);
+  std::vector<Index> rows;  // the padded batch's row of each token
+  for (Index b = 0; b < 2; ++b)
+    for (Index i = 0; i < 4; ++i) rows.push_back(b * 6 + (right ? i : i + 2));
+  for (Index b = 0; b < 2; ++b) padding.row(b).segment(right ? 4 : 0, 2).setConstant(true);
+
+  for (int step = 0; step < 2; ++step) {
+    INFO("step " << step);
+    const MatrixX<double> x = random_input(8, 5, 10 + static_cast<std::uint64_t>(step));
+    const MatrixX<double> dy = random_input(8, 5, 20 + static_cast<std::uint64_t>(step));
+    MatrixX<double> x_padded = random_input(12, 5, 30) * 100.0, dy_padded = random_input(12, 5, 31);
+    for (Index t = 0; t < 8; ++t) {
+      x_padded.row(rows[static_cast<std::size_t>(t)]) = x.row(t);
+      dy_padded.row(rows[static_cast<std::size_t>(t)]) = dy.row(t);
+    }
+    moe::zero_grad(unpadded.named_parameters());
+    moe::zero_grad(padded.named_parameters());
+    const MatrixX<double> y = unpadded.forward(x), y_padded = padded.forward(x_padded, padding);
+    const MatrixX<double> dx = unpadded.backward(dy), dx_padded = padded.backward(dy_padded);
+    CHECK(padded.aux_loss() == unpadded.aux_loss());
+    CHECK(padded.batch_load() == unpadded.batch_load());
+    CHECK(padded.backend().dropped() == unpadded.backend().dropped());
+    for (Index t = 0, real = 0; t < 12; ++t) {
+      if (padding.data()[t]) {
+        CHECK(y_padded.row(t).isZero());
+        CHECK(dx_padded.row(t).isZero());
+        continue;
+      }
+      CHECK(y_padded.row(t) == y.row(real));
+      CHECK(dx_padded.row(t) == dx.row(real));
+      ++real;
+    }
+    const auto a = unpadded.named_parameters(), b = padded.named_parameters();
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      INFO(a[i].name);
+      CHECK(b[i].parameter->grad == a[i].parameter->grad);
+    }
+    unpadded.update_balancing();
+    padded.update_balancing();
+    CHECK(padded.balancer().get<1>().bias() == unpadded.balancer().get<1>().bias());
+  }
+  CHECK(padded.load().tokens == 16);
+  CHECK(padded.load().counts == unpadded.load().counts);
+  CHECK(!padded.balancer().get<1>().bias().isZero());
+
+  PaddedLayer<Layer> module{padded, padding};
+  moe::test::check_module_gradients<PaddedLayer<Layer>>(module, random_input(12, 5, 40), 41,
+                                                        [](auto& l) { return double(l.aux_loss()); });
+  CHECK_THROWS_WITH(padded.forward(random_input(10, 5, 1), padding),
+                    Catch::Contains("padding mask has 2x6 = 12 entries, the input has 10 rows"));
+}
+
+TEST_CASE("Group-limited sigmoid routing with a scaling factor: gradients match finite differences",
+          "[moe][layer][gradient][groups]") {
+  using Expert = moe::FeedForward<moe::GELU, double>;
+  moe::Rng rng(13);
+  moe::MoELayer<Expert, moe::SigmoidTopK, 3, SequenceAuxLossFree> layer(
+      {.d_model = 5, .num_experts = 8, .num_shared_experts = 1, .expert = {.hidden = 4},
+       .shared_expert = {.hidden = 3},
+       .router = {.routed_scaling_factor = 2.5, .n_group = 4, .topk_group = 2},
+       .balancer = {{.alpha = 0.5, .sequence_length = 4}, {.gamma = 0.05}}},
+      rng);
+  layer.forward(random_input(8, 5, 14));
+  layer.update_balancing();  // a non-zero bias: selection, group scores and f_i's count differ from the scores'
+  const MatrixX<double> x = random_input(8, 5, 15);
+  layer.forward(x);
+  CHECK(layer.routing().gates.rowwise().sum().isApproxToConstant(2.5, 1e-12));
+  for (Index t = 0; t < 8; ++t) {  // every token's experts lie in at most 2 groups of 2
+    std::vector<Index> groups;
+    for (Index j = 0; j < 3; ++j) groups.push_back(layer.routing().experts(t, j) / 2);
+    std::sort(groups.begin(), groups.end());
+    CHECK(std::unique(groups.begin(), groups.end()) - groups.begin() <= 2);
+  }
+  moe::test::check_module_gradients<decltype(layer)>(layer, x, 16, [](auto& l) { return double(l.aux_loss()); });
+}
+
+TEST_CASE("DeepSeekV3MoE with DeepSeek-V3's router config reproduces hand-computed routing",
+          "[moe][layer][deepseek_v3]") {
+  // 256 experts in 8 groups of 32, top-4 groups, K = 8, gates renormalised and scaled by 2.5, 1 shared expert.
+  // Token t is the unit vector e_t, so its logits are column t of the router weight, set below; every other
+  // logit is -3 (sigmoid 0.047). A group's score is the sum of its two best (score + bias).
+  using Expert = moe::SwiGLUFeedForward<double>;
+  using Layer = moe::DeepSeekV3MoE<Expert>;
+  moe::Rng rng(2024);
+  Layer layer(moe::deepseek_v3_options<Expert>(8, 4, 3), rng);
+  CHECK(layer.num_experts() == 256);
+  CHECK(layer.k() == 8);
+  CHECK(layer.router().routed_scaling_factor() == 2.5);
+  auto& w = layer.router().named_parameters()[0].parameter->value;  // [256 x 8]
+  w.setConstant(-3.0);
+  // Token 0: expert 5 has the best score of all (logit 4), but group 0 scores sigmoid(4) + sigmoid(-3) = 1.029;
+  // groups g = 1..7 have experts 32g, 32g + 1 at logit 0.5 g - 1, group scores 2 sigmoid(0.5 g - 1) = 0.755,
+  // 1.000, 1.245, 1.462, 1.635, 1.762, 1.848: groups 7, 6, 5, 4 win, and their 8 experts, best first.
+  w(5, 0) = 4.0;
+  for (Index g = 1; g < 8; ++g) w(32 * g, 0) = w(32 * g + 1, 0) = 0.5 * static_cast<double>(g) - 1.0;
+  // Token 1: group 3 has experts 96..103 at logits 2.0, 1.9, ..., 1.3 (group score 1.751), group 6 expert 200
+  // at 3 (score 1.000); the other groups tie at 2 sigmoid(-3) and the lower ones, 0 and 1, fill the top 4.
+  // The best 8: expert 200, then 96..102.
+  for (Index i = 0; i < 8; ++i) w(96 + i, 1) = 2.0 - 0.1 * static_cast<double>(i);
+  w(200, 1) = 3.0;
+  // Token 2: every logit -3: groups 0..3 tie-break to the lowest, and so do experts 0..7.
+  MatrixX<double> x = MatrixX<double>::Zero(3, 8);
+  for (Index t = 0; t < 3; ++t) x(t, t) = 1.0;
+
+  const std::vector<std::vector<Index>> expected{{224, 225, 192, 193, 160, 161, 128, 129},
+                                                 {200, 96, 97, 98, 99, 100, 101, 102},
+                                                 {0, 1, 2, 3, 4, 5, 6, 7}};
+  auto check_routing = [&](const std::vector<std::vector<Index>>& chosen) {
+    const MatrixX<double> y = layer.forward(x);
+    const auto& routing = layer.routing();
+    for (Index t = 0; t < 3; ++t) {
+      INFO("token " << t);
+      double sum = 0;
+      for (Index j = 0; j < 8; ++j) {
+        CHECK(routing.experts(t, j) == chosen[static_cast<std::size_t>(t)][static_cast<std::size_t>(j)]);
+        sum += sigmoid(w(routing.experts(t, j), t));
+      }
+      for (Index j = 0; j < 8; ++j)
+        CHECK(routing.gates(t, j) == Approx(2.5 * sigmoid(w(routing.experts(t, j), t)) / sum).epsilon(1e-12));
+    }
+    CHECK(y.isApprox(reference_output(layer, x), 1e-12));
+  };
+  check_routing(expected);
+  // Plain top-8 would have taken expert 5 for token 0.
+  IndexMatrix plain;
+  moe::select_top_k(*layer.routing().scores, static_cast<const MatrixX<double>*>(nullptr), 8, plain);
+  CHECK(plain(0, 0) == 5);
+
+  // A bias of 0.5 on expert 6 lifts group 0 to sigmoid(4) + sigmoid(-3) + 0.5 = 1.529 > 1.462 (group 4): group 0
+  // replaces group 4 for token 0, which takes expert 5 first and expert 6 (0.047 + 0.5) last; the gates stay
+  // the scores' (without the bias).
+  for (auto& buffer : layer.named_buffers())
+    if (buffer.name == "balancer.expert_bias") (*buffer.value)(0, 6) = 0.5;
+  auto biased = expected;
+  biased[0] = {5, 224, 225, 192, 193, 160, 161, 6};
+  biased[2] = {6, 0, 1, 2, 3, 4, 5, 7};
+  check_routing(biased);
+}
+
+TEST_CASE("upcycle copies a dense feed-forward block into every expert (sparse upcycling)",
+          "[moe][layer][upcycle]") {
+  using Expert = moe::FeedForward<moe::GELU, double>;
+  using Layer = moe::MoELayer<Expert, moe::SoftmaxTopK, 1, moe::NoBalancing>;
+  moe::Rng rng(50);
+  Expert dense(6, {.hidden = 5}, rng);
+  Layer layer({.d_model = 6, .num_experts = 4, .expert = {.hidden = 5}, .router = {.renormalize = true}}, rng);
+  const MatrixX<double> router_before = layer.router().named_parameters()[0].parameter->value;
+  moe::upcycle(dense, layer, rng);
+  // K = 1 with renormalised gates: every gate is 1, so the layer is the dense block, whichever expert a row
+  // goes to; the router keeps its initialisation.
+  const MatrixX<double> x = random_input(40, 6, 51);
+  const MatrixX<double> y = layer.forward(x);
+  CHECK(layer.routing().gates.isOnes());
+  CHECK(layer.batch_load().minCoeff() > 0);
+  CHECK(y.isApprox(dense.forward(x), 1e-14));
+  CHECK(layer.router().named_parameters()[0].parameter->value == router_before);
+
+  SECTION("with noise, each copy differs by it") {
+    moe::upcycle(dense, layer, rng, {.noise_std = 0.01});
+    const auto weight = [&](Index e) -> MatrixX<double> { return layer.expert(e).named_parameters()[0].parameter->value; };
+    const MatrixX<double> dense_weight = dense.named_parameters()[0].parameter->value;
+    for (Index e = 0; e < 4; ++e) {
+      const MatrixX<double> difference = weight(e) - dense_weight;
+      CHECK(difference.norm() / std::sqrt(double(difference.size())) == Approx(0.01).epsilon(0.5));
+    }
+    CHECK(weight(0) != weight(1));
+  }
+  SECTION("a dense block of another shape or kind is refused by name") {
+    Expert wider(6, {.hidden = 7}, rng);
+    CHECK_THROWS_WITH(moe::upcycle(wider, layer, rng),
+                      Catch::Contains("experts.0.fc1.weight has shape [5, 6], the dense block's fc1.weight [7, 6]"));
+    moe::SwiGLUFeedForward<double> swiglu(6, {.hidden = 5}, rng);
+    CHECK_THROWS_WITH(moe::upcycle(swiglu, layer, rng), Catch::Contains("has no experts.0."));
+    CHECK_THROWS_WITH(moe::upcycle(dense, layer, rng, {.noise_std = -1.0}), Catch::Contains("noise_std must be >= 0"));
+  }
 }

@@ -78,7 +78,121 @@ void check_top_k_against_brute_force() {
   CHECK(compared >= 300);
 }
 
+/// Group-limited top-K by its definition: group scores (sum of the two best values with a bias, else the
+/// best score), the top_groups best groups by sorting, then the k best of their experts by sorting.
+template <class Scalar>
+IndexMatrix brute_force_grouped(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, Index k, Index groups,
+                                Index top_groups) {
+  const Index n = scores.cols(), size = n / groups;
+  IndexMatrix experts(scores.rows(), k);
+  for (Index t = 0; t < scores.rows(); ++t) {
+    std::vector<Scalar> values;
+    for (Index e = 0; e < n; ++e) values.push_back(bias ? Scalar(scores(t, e) + (*bias)(0, e)) : scores(t, e));
+    std::vector<Scalar> group_score;
+    for (Index g = 0; g < groups; ++g) {
+      std::vector<Scalar> members(values.begin() + g * size, values.begin() + (g + 1) * size);
+      std::sort(members.rbegin(), members.rend());
+      group_score.push_back(bias ? Scalar(members[0] + members[1]) : members[0]);
+    }
+    std::vector<Index> group_order(static_cast<std::size_t>(groups));
+    std::iota(group_order.begin(), group_order.end(), Index{0});
+    std::stable_sort(group_order.begin(), group_order.end(), [&](Index a, Index b) {
+      return group_score[static_cast<std::size_t>(a)] > group_score[static_cast<std::size_t>(b)];
+    });
+    std::vector<Index> allowed;
+    for (Index e = 0; e < n; ++e)
+      if (std::find(group_order.begin(), group_order.begin() + top_groups, e / size) != group_order.begin() + top_groups)
+        allowed.push_back(e);
+    std::stable_sort(allowed.begin(), allowed.end(), [&](Index a, Index b) {
+      return values[static_cast<std::size_t>(a)] > values[static_cast<std::size_t>(b)];
+    });
+    for (Index j = 0; j < k; ++j) experts(t, j) = allowed[static_cast<std::size_t>(j)];
+  }
+  return experts;
+}
+
 }  // namespace
+
+TEST_CASE("select_top_k_in_groups matches group-limited routing by its definition", "[routing][top_k][groups]") {
+  moe::Rng rng(17);
+  MatrixX<double> group_scores;
+  IndexMatrix chosen;
+  int compared = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    const Index groups = 1 + moe::uniform_index(rng, 4), size = 2 + moe::uniform_index(rng, 4);
+    const Index n = groups * size, top_groups = 1 + moe::uniform_index(rng, groups);
+    const Index tokens = 1 + moe::uniform_index(rng, 20);
+    MatrixX<double> scores(tokens, n), bias(1, n);
+    if (trial % 2 == 1) {  // ties, in values and in group scores
+      fill_ties(scores, rng);
+      fill_ties(bias, rng);
+    } else {
+      moe::fill_uniform(scores, rng, 0.0, 1.0);
+      moe::fill_uniform(bias, rng, -0.6, 0.3);
+    }
+    for (Index k : {Index{1}, top_groups * size}) {
+      const MatrixX<double>* biases[] = {nullptr, &bias};
+      for (const MatrixX<double>* b : biases) {
+        IndexMatrix experts;
+        moe::select_top_k_in_groups(scores, b, k, groups, top_groups, group_scores, chosen, experts);
+        INFO("trial " << trial << ", groups " << groups << " of " << size << ", top " << top_groups << ", k " << k
+                      << ", bias " << (b != nullptr));
+        CHECK(experts == brute_force_grouped(scores, b, k, groups, top_groups));
+        ++compared;
+      }
+    }
+  }
+  CHECK(compared == 160);
+}
+
+TEST_CASE("select_top_k_in_groups masks excluded groups with -infinity, not 0", "[routing][top_k][groups]") {
+  // 2 groups of 2; selection values (score + bias) all negative: group 0 {-0.2, -0.3} sums to -0.5 and wins
+  // over group 1 {-0.5, -0.6} (-1.1). Masked with 0, group 1's experts would get 0 > -0.2 and be chosen.
+  MatrixX<double> scores(1, 4), bias(1, 4);
+  scores << 0.3, 0.2, 0.4, 0.3;
+  bias << -0.5, -0.5, -0.9, -0.9;
+  MatrixX<double> group_scores;
+  IndexMatrix chosen, experts;
+  moe::select_top_k_in_groups(scores, &bias, 2, 2, 1, group_scores, chosen, experts);
+  CHECK(group_scores(0, 0) == Approx(-0.5));
+  CHECK(group_scores(0, 1) == Approx(-1.1));
+  CHECK(experts(0, 0) == 0);
+  CHECK(experts(0, 1) == 1);
+  // What masking with 0 would choose: the top-2 of {-0.2, -0.3, 0, 0}.
+  MatrixX<double> zero_masked(1, 4);
+  zero_masked << -0.2, -0.3, 0.0, 0.0;
+  IndexMatrix zero_choice;
+  moe::select_top_k(zero_masked, static_cast<const MatrixX<double>*>(nullptr), 2, zero_choice);
+  CHECK(zero_choice(0, 0) == 2);
+  CHECK(zero_choice(0, 1) == 3);
+  // Without a bias a group's score is its best score: group 1 (0.4) wins.
+  moe::select_top_k_in_groups(scores, static_cast<const MatrixX<double>*>(nullptr), 2, 2, 1, group_scores, chosen,
+                              experts);
+  CHECK(experts(0, 0) == 2);
+  CHECK(experts(0, 1) == 3);
+}
+
+TEST_CASE("select_top_k_in_groups and SigmoidTopK reject bad group settings", "[routing][groups][errors]") {
+  MatrixX<double> scores = MatrixX<double>::Constant(2, 6, 0.5), group_scores;
+  IndexMatrix chosen, experts;
+  const MatrixX<double>* none = nullptr;
+  CHECK_THROWS_WITH(moe::select_top_k_in_groups(scores, none, 2, 4, 1, group_scores, chosen, experts),
+                    Catch::Contains("groups must divide the 6 experts, got 4"));
+  CHECK_THROWS_WITH(moe::select_top_k_in_groups(scores, none, 2, 3, 4, group_scores, chosen, experts),
+                    Catch::Contains("top_groups must be in [1, 3]"));
+  CHECK_THROWS_WITH(moe::select_top_k_in_groups(scores, none, 5, 3, 2, group_scores, chosen, experts),
+                    Catch::Contains("k must be in [1, 4]"));
+  const MatrixX<double> bias = MatrixX<double>::Zero(1, 6);
+  CHECK_THROWS_WITH(moe::select_top_k_in_groups(scores, &bias, 1, 6, 2, group_scores, chosen, experts),
+                    Catch::Contains("groups need at least 2 experts"));
+  moe::Rng rng(1);
+  CHECK_THROWS_WITH(moe::SigmoidTopK<double>(3, 6, {.n_group = 4}, rng),
+                    Catch::Contains("n_group must divide num_experts = 6, got 4"));
+  CHECK_THROWS_WITH(moe::SigmoidTopK<double>(3, 6, {.n_group = 3, .topk_group = 4}, rng),
+                    Catch::Contains("topk_group must be in [1, n_group = 3], got 4"));
+  CHECK_THROWS_WITH(moe::SigmoidTopK<double>(3, 6, {.routed_scaling_factor = 0.0}, rng),
+                    Catch::Contains("routed_scaling_factor must be positive"));
+}
 
 TEST_CASE("select_top_k matches sorting by value then index", "[routing][top_k]") {
   SECTION("float") { check_top_k_against_brute_force<float>(); }
@@ -115,7 +229,8 @@ TEST_CASE("select_top_k rejects k outside 1..N and a misshapen bias", "[routing]
 
 TEST_CASE("gates_backward matches finite differences", "[routing][gates]") {
   const bool renormalize = GENERATE(false, true);
-  INFO("renormalize " << renormalize);
+  const double scaling = GENERATE(1.0, 2.5);
+  INFO("renormalize " << renormalize << ", scaling " << scaling);
   moe::Rng rng(11);
   const Index tokens = 6, n = 5, k = 3;
   MatrixX<double> scores(tokens, n), d_gates(tokens, k);
@@ -126,13 +241,13 @@ TEST_CASE("gates_backward matches finite differences", "[routing][gates]") {
 
   MatrixX<double> gates;
   auto loss = [&] {
-    moe::gather_gates(scores, experts, renormalize, gates);
+    moe::gather_gates(scores, experts, renormalize, scaling, gates);
     return (gates.array() * d_gates.array()).sum();
   };
   loss();
   MatrixX<double> d_scores = MatrixX<double>::Zero(tokens, n);
-  moe::gates_backward(scores, experts, gates, renormalize, d_gates, d_scores);
-  if (renormalize) CHECK(gates.rowwise().sum().isApproxToConstant(1.0, 1e-12));
+  moe::gates_backward(scores, experts, gates, renormalize, scaling, d_gates, d_scores);
+  if (renormalize) CHECK(gates.rowwise().sum().isApproxToConstant(scaling, 1e-12));
 
   const auto e = moe::test::compare_gradient(loss, scores, d_scores, "scores");
   INFO(e.where);
@@ -201,7 +316,7 @@ TEST_CASE("Softmax scores are distributions, sigmoid scores lie in (0, 1)", "[ro
   IndexMatrix experts;
   moe::select_top_k(s, static_cast<const moe::Matrix*>(nullptr), 2, experts);
   moe::Matrix gates;
-  moe::gather_gates(s, experts, sigmoid.renormalize(), gates);
+  moe::gather_gates(s, experts, sigmoid.renormalize(), 1.0, gates);
   CHECK((gates.rowwise().sum().array() - 1.0f).abs().maxCoeff() < 1e-6f);
 }
 
@@ -264,7 +379,7 @@ TEST_CASE("RandomRouter scores, gates, gradient and parameters", "[routing][rand
   IndexMatrix experts;
   router.select(scores, static_cast<const MatrixX<double>*>(nullptr), 3, experts);
   MatrixX<double> gates;
-  moe::gather_gates(scores, experts, router.renormalize(), gates);
+  moe::gather_gates(scores, experts, router.renormalize(), 1.0, gates);
   CHECK(gates.isApproxToConstant(1.0 / 3.0));
 
   // K = N: every row is a permutation of the experts.

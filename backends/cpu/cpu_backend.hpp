@@ -30,7 +30,7 @@ class Cpu::Runner {
 
   explicit Runner(const Cpu& /*options*/) {}
 
-  MatrixX<Scalar>& forward(Bank& bank, ConstRef<Scalar> x, const Routing<Scalar>& routing, Index capacity) {
+  MatrixX<Scalar>& forward(Bank& bank, ConstRef<Scalar> x, const Routing<Scalar>& routing, Capacity capacity) {
     cpu::plan(routing.experts, bank.size(), capacity, plan_);
     const auto experts = static_cast<std::size_t>(bank.size());
     inputs_.resize(experts);

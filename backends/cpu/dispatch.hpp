@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "moe/backend.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/parallel.hpp"
 #include "moe/core/types.hpp"
@@ -14,7 +15,7 @@
 namespace moe::backends::cpu {
 
 /// Where each (token, slot) assignment goes. Rows of expert e in the gathered buffer are
-/// [offsets(e), offsets(e + 1)), in token order.
+/// [offsets(e), offsets(e + 1)), in the order plan() kept them.
 struct DispatchPlan {
   IndexVector offsets;  // N + 1
   IndexVector slot;     // per gathered row: t * K + j of the assignment it holds
@@ -28,10 +29,14 @@ struct DispatchPlan {
   Index count(Index expert) const { return offsets(expert + 1) - offsets(expert); }
 };
 
-/// Stable counting sort of the assignments by expert. With capacity > 0 an expert keeps its first
-/// `capacity` assignments in token order and the rest are dropped (Fedus et al. 2021).
-inline void plan(const IndexMatrix& experts, Index num_experts, Index capacity, DispatchPlan& plan) {
+/// Stable counting sort of the assignments by expert. With a capacity limit an expert keeps `limit`
+/// assignments, chosen by the DropPolicy, and the rest are dropped (Fedus et al. 2021; Lepikhin et al. 2020);
+/// each expert's rows are in the order its assignments were kept: token order, or with
+/// DropPolicy::choice_order every first choice (in token order), then every second choice, and so on.
+inline void plan(const IndexMatrix& experts, Index num_experts, Capacity capacity, DispatchPlan& plan) {
   const Index tokens = experts.rows(), k = experts.cols();
+  detail::require(capacity.limit >= 0, "plan: capacity limit must be >= 0 (0 keeps every assignment), got ",
+                  capacity.limit);
   plan.routed.setZero(num_experts);
   for (Index t = 0; t < tokens; ++t)
     for (Index j = 0; j < k; ++j) {
@@ -43,24 +48,30 @@ inline void plan(const IndexMatrix& experts, Index num_experts, Index capacity, 
   plan.offsets.resize(num_experts + 1);
   plan.offsets(0) = 0;
   for (Index e = 0; e < num_experts; ++e) {
-    const Index kept = capacity > 0 ? std::min(plan.routed(e), capacity) : plan.routed(e);
+    const Index kept = capacity.limit > 0 ? std::min(plan.routed(e), capacity.limit) : plan.routed(e);
     plan.offsets(e + 1) = plan.offsets(e) + kept;
   }
   plan.dropped = tokens * k - plan.offsets(num_experts);
   plan.slot.resize(plan.offsets(num_experts));
   plan.position.resize(tokens, k);
   plan.cursor = plan.offsets.head(num_experts);
-  for (Index t = 0; t < tokens; ++t)
-    for (Index j = 0; j < k; ++j) {
-      const Index e = experts(t, j);
-      Index& next = plan.cursor(e);
-      if (next == plan.offsets(e + 1)) {
-        plan.position(t, j) = -1;
-        continue;
-      }
-      plan.position(t, j) = next;
-      plan.slot(next++) = t * k + j;
+  auto assign = [&](Index t, Index j) {
+    const Index e = experts(t, j);
+    Index& next = plan.cursor(e);
+    if (next == plan.offsets(e + 1)) {
+      plan.position(t, j) = -1;
+      return;
     }
+    plan.position(t, j) = next;
+    plan.slot(next++) = t * k + j;
+  };
+  if (capacity.policy == DropPolicy::token_order) {
+    for (Index t = 0; t < tokens; ++t)
+      for (Index j = 0; j < k; ++j) assign(t, j);
+  } else {
+    for (Index j = 0; j < k; ++j)
+      for (Index t = 0; t < tokens; ++t) assign(t, j);
+  }
   const Index busy = (plan.offsets.tail(num_experts) - plan.offsets.head(num_experts)).count();
   plan.largest_first.resize(busy);
   for (Index e = 0, i = 0; e < num_experts; ++e)

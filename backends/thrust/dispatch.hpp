@@ -33,6 +33,7 @@
 #include <thrust/transform.h>
 #include <thrust/transform_reduce.h>
 
+#include "moe/backend.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 
@@ -106,6 +107,21 @@ struct FirstInvalidExpert {
 template <class ExpertId, class IndexT>
 struct ToIndex {
   MOE_HOST_DEVICE IndexT operator()(ExpertId e) const { return static_cast<IndexT>(e); }
+};
+
+/// The assignment t * k + j at position i of the choice-major order (every token's choice j before any
+/// choice j + 1): j = i / tokens, t = i % tokens.
+template <class IndexT>
+struct ChoiceMajorAssignment {
+  Index tokens, k;
+  MOE_HOST_DEVICE IndexT operator()(Index i) const { return static_cast<IndexT>(i % tokens * k + i / tokens); }
+};
+
+/// The expert of an assignment, as IndexT.
+template <class ExpertId, class IndexT>
+struct ExpertOf {
+  const ExpertId* experts;
+  MOE_HOST_DEVICE IndexT operator()(IndexT assignment) const { return static_cast<IndexT>(experts[assignment]); }
 };
 
 /// routed[e] = first_of[e + 1] - first_of[e]: the length of expert e's run in the sorted assignments.
@@ -282,13 +298,14 @@ inline void require_sequences(const char* where, Index tokens, Index sequence_le
 }  // namespace detail
 
 /// Builds `plan` from experts [tokens x k] (row-major, int32 or int64 ids in [0, num_experts)): a stable sort
-/// of the tokens * k assignments by expert, so each expert's rows are in token order. With capacity > 0 an
-/// expert keeps its first `capacity` assignments and the rest are dropped (Fedus et al. 2021); capacity 0
-/// keeps all. Ids are checked on the device; an invalid one is a moe::Error naming it. The result is
-/// identical run to run.
+/// of the tokens * k assignments by expert, so each expert's rows are in token order (with
+/// DropPolicy::choice_order: first choices in token order, then second choices, ...). With capacity > 0 an
+/// expert keeps its first `capacity` assignments in that order and the rest are dropped (Fedus et al. 2021;
+/// Lepikhin et al. 2020); capacity 0 keeps all. Ids are checked on the device; an invalid one is a moe::Error
+/// naming it. The result is identical run to run, and the plan is backends::cpu::plan's.
 template <class Policy, class ExpertId, class IndexT>
 void plan(const Policy& policy, const ExpertId* experts, Index tokens, Index k, Index num_experts, Index capacity,
-          DevicePlan<IndexT>& plan) {
+          DropPolicy drop_policy, DevicePlan<IndexT>& plan) {
   static_assert(std::is_integral_v<ExpertId>,
                 "device::plan: expert ids must be integers (std::int32_t or std::int64_t)");
   moe::detail::require(tokens >= 0, "device::plan: tokens must be >= 0, got ", tokens);
@@ -316,9 +333,16 @@ void plan(const Policy& policy, const ExpertId* experts, Index tokens, Index k, 
   plan.num_experts = num_experts;
   plan.sorted_experts.resize(static_cast<std::size_t>(assignments));
   plan.order.resize(static_cast<std::size_t>(assignments));
-  thrust::transform(policy, experts, experts + assignments, plan.sorted_experts.begin(),
-                    detail::ToIndex<ExpertId, IndexT>{});
-  thrust::sequence(policy, plan.order.begin(), plan.order.end());
+  if (drop_policy == DropPolicy::token_order) {
+    thrust::transform(policy, experts, experts + assignments, plan.sorted_experts.begin(),
+                      detail::ToIndex<ExpertId, IndexT>{});
+    thrust::sequence(policy, plan.order.begin(), plan.order.end());
+  } else {
+    thrust::transform(policy, detail::count_from(0), detail::count_from(assignments), plan.order.begin(),
+                      detail::ChoiceMajorAssignment<IndexT>{tokens, k});
+    thrust::transform(policy, plan.order.begin(), plan.order.end(), plan.sorted_experts.begin(),
+                      detail::ExpertOf<ExpertId, IndexT>{experts});
+  }
   thrust::stable_sort_by_key(policy, plan.sorted_experts.begin(), plan.sorted_experts.end(), plan.order.begin());
 
   // first_of[e]: where expert e's run starts in the sorted order (first_of[N] = all assignments).

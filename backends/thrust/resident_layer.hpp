@@ -9,8 +9,10 @@
 //
 // It computes what the host layer computes (moe/layer/moe_layer.hpp): the router's softmax or sigmoid scores
 // (SoftmaxTopK, SigmoidTopK), top-K on score + selection bias, gates, the Switch and sequence-wise aux losses
-// (Fedus et al. 2021; DeepSeek-AI 2024) and their gradients, the aux-loss-free bias (Wang et al. 2024),
-// capacity drops, shared experts and feed-forward experts as grouped GEMMs. Every output element is written by
+// (Fedus et al. 2021; DeepSeek-AI 2024) with either LoadCount and LoadFraction and their gradients, the
+// aux-loss-free bias (Wang et al. 2024), capacity drops in either DropPolicy, shared experts and feed-forward
+// experts as grouped GEMMs. Not on the device, refused when it is built: SigmoidTopK's routed scaling factor
+// and group-limited routing; it takes no token mask (MoELayer::forward(x, padding) is host-only). Every output element is written by
 // one thread summing in a fixed order (no atomics): identical run to run and for any number of threads. It
 // agrees with the host layer to rounding, not bit for bit (the GEMMs sum in another order).
 
@@ -55,11 +57,14 @@
 namespace moe::backends::device {
 
 /// What a host balancer asks of the device: its aux losses (alpha N sum_i f_i P_i over sequences of
-/// `sequence_length` rows, 0 meaning the whole batch) and whether it biases the selection (aux-loss-free).
+/// `sequence_length` rows, 0 meaning the whole batch, with f_i as LoadCount and LoadFraction say) and whether it
+/// biases the selection (aux-loss-free).
 struct Balancing {
   struct AuxLoss {
     double alpha = 0;
     Index sequence_length = 0;
+    LoadCount count = LoadCount::dispatched;
+    LoadFraction fraction = LoadFraction::of_assignments;
   };
   std::vector<AuxLoss> aux_losses;
   bool selection_bias = false;
@@ -81,7 +86,7 @@ template <class S>
 struct BalancerOnDevice<SwitchAuxLoss<S>> {
   static constexpr bool supported = true;
   static void describe(const typename SwitchAuxLoss<S>::Options& options, Balancing& balancing) {
-    balancing.aux_losses.push_back({options.alpha, 0});
+    balancing.aux_losses.push_back({options.alpha, 0, options.count, options.fraction});
   }
 };
 template <class S>
@@ -90,7 +95,8 @@ struct BalancerOnDevice<SequenceAuxLoss<S>> {
   static void describe(const typename SequenceAuxLoss<S>::Options& options, Balancing& balancing) {
     moe::detail::require(options.sequence_length > 0, "SequenceAuxLoss: sequence_length must be positive, got ",
                          options.sequence_length);
-    balancing.aux_losses.push_back({options.alpha, options.sequence_length});
+    balancing.aux_losses.push_back(
+        {options.alpha, options.sequence_length, options.count, LoadFraction::of_assignments});
   }
 };
 template <class S>
@@ -378,6 +384,14 @@ class ResidentMoE<MoELayer<Expert, RouterT, K, BalancerT, Backend>> {
         renormalize_(host.router().renormalize()),
         bank_(options_.num_experts, options_.d_model, options_.expert) {
     BalancerOnDevice<BalancerT<Scalar>>::describe(options_.balancer, balancing_);
+    moe::detail::require(routed_scaling_factor(host.router()) == 1.0,
+                         "ResidentMoE: the router's routed_scaling_factor is ", routed_scaling_factor(host.router()),
+                         "; the device computes gates without it (1): run this router on the host layer (any "
+                         "backend)");
+    if constexpr (scores_kind == RouterScores::sigmoid)
+      moe::detail::require(host.router().options().n_group == 1, "ResidentMoE: SigmoidTopK has n_group ",
+                           host.router().options().n_group, "; the device has no group-limited routing: run it on "
+                           "the host layer (any backend)");
     for (const auto& p : host.router().named_parameters()) router_.push_back({"router." + p.name, {}, {}});
     for (const auto& stack : host.experts().stacks()) experts_.push_back({"experts." + stack.name, {}, {}});
     if (options_.num_shared_experts > 0) {
@@ -426,7 +440,7 @@ class ResidentMoE<MoELayer<Expert, RouterT, K, BalancerT, Backend>> {
     balance_forward(tokens);
 
     plan(thrust::device, detail::raw(experts_ids_), tokens, k, n,
-         expert_capacity(options_.capacity_factor, tokens, k, n), plan_);
+         expert_capacity(options_.capacity_factor, tokens, k, n), options_.drop_policy, plan_);
     if (training_)
       thrust::transform(thrust::device, step_load_.begin(), step_load_.end(), plan_.routed.begin(), step_load_.begin(),
                         thrust::plus<Index>());
@@ -642,8 +656,10 @@ class ResidentMoE<MoELayer<Expert, RouterT, K, BalancerT, Backend>> {
                      detail::AddBlocks<Scalar>{detail::raw(blocks), options_.num_shared_experts, y.size(), y.data()});
   }
 
-  /// Each aux loss alpha N sum_i f_i P_i over its sequences: weights w = alpha N c / (K L^2 S) from the counts
-  /// c [S x N], token terms <w_s(t), p_t>, summed in token order into aux_values_.
+  /// Each aux loss alpha N sum_i f_i P_i over its sequences: weights w = alpha N c / (K L^2 S) (c / (L^2 S) with
+  /// LoadFraction::of_tokens) from the counts c [S x N], token terms <w_s(t), p_t>, summed in token order into
+  /// aux_values_. LoadCount::score_top_k counts the top-K of the scores without the selection bias; without a
+  /// bias that is the selection itself.
   void balance_forward(Index tokens) {
     if (balancing_.aux_losses.empty()) return;
     const Index n = options_.num_experts, k = options_.k;
@@ -655,11 +671,21 @@ class ResidentMoE<MoELayer<Expert, RouterT, K, BalancerT, Backend>> {
     for (std::size_t i = 0; i < balancing_.aux_losses.size(); ++i) {
       const Index length = sequence_length(i, tokens);
       const Index sequences = tokens / length;
+      const auto& aux = balancing_.aux_losses[i];
+      const Index* counted = detail::raw(experts_ids_);
+      if (aux.count == LoadCount::score_top_k && balancing_.selection_bias) {
+        score_top_k_ids_.resize(static_cast<std::size_t>(tokens * k));
+        score_top_k_gates_.resize(tokens, k);
+        select_top_k(thrust::device, scores_.data(), static_cast<const Scalar*>(nullptr), tokens, n, k, renormalize_,
+                     detail::raw(score_top_k_ids_), score_top_k_gates_.data());
+        counted = detail::raw(score_top_k_ids_);
+      }
       aux_counts_[i].resize(static_cast<std::size_t>(sequences * n));
-      expert_counts(thrust::device, detail::raw(experts_ids_), tokens, k, n, length, detail::raw(aux_counts_[i]));
+      expert_counts(thrust::device, counted, tokens, k, n, length, detail::raw(aux_counts_[i]));
       const double l = static_cast<double>(length);
-      const auto factor = static_cast<Scalar>(balancing_.aux_losses[i].alpha * static_cast<double>(n) /
-                                              (static_cast<double>(k) * l * l * static_cast<double>(sequences)));
+      const double per_row = aux.fraction == LoadFraction::of_assignments ? static_cast<double>(k) : 1.0;
+      const auto factor = static_cast<Scalar>(aux.alpha * static_cast<double>(n) /
+                                              (per_row * l * l * static_cast<double>(sequences)));
       aux_weights_[i].resize(aux_counts_[i].size());
       thrust::transform(thrust::device, aux_counts_[i].begin(), aux_counts_[i].end(), aux_weights_[i].begin(),
                         detail::BalanceWeight<Scalar>{factor});
@@ -706,8 +732,9 @@ class ResidentMoE<MoELayer<Expert, RouterT, K, BalancerT, Backend>> {
 
   const Matrix<Scalar>* input_ = nullptr;
   const thrust::device_vector<Scalar>* expert_output_ = nullptr;
-  Matrix<Scalar> logits_, scores_, gates_, output_, grad_input_, d_scores_, d_logits_, normalized_;
-  thrust::device_vector<Index> experts_ids_;
+  Matrix<Scalar> logits_, scores_, gates_, output_, grad_input_, d_scores_, d_logits_, normalized_,
+      score_top_k_gates_;
+  thrust::device_vector<Index> experts_ids_, score_top_k_ids_;
   thrust::device_vector<Scalar> rows_, shared_rows_, d_rows_, d_gates_, shared_d_rows_, score_sums_, aux_terms_,
       aux_values_;
   std::vector<thrust::device_vector<Index>> aux_counts_;

@@ -53,7 +53,7 @@ class Thrust::Runner {
 
   explicit Runner(const Thrust& /*options*/) {}
 
-  MatrixX<Scalar>& forward(Bank& bank, ConstRef<Scalar> x, const Routing<Scalar>& routing, Index capacity) {
+  MatrixX<Scalar>& forward(Bank& bank, ConstRef<Scalar> x, const Routing<Scalar>& routing, Capacity capacity) {
     using device::detail::raw;
     if (!device_bank_) device_bank_.emplace(bank.size(), bank.d_model(), bank.options());
     upload_parameters(bank);
@@ -64,7 +64,7 @@ class Thrust::Runner {
     if (tokens > 0) thrust::copy(routing.experts.data(), routing.experts.data() + tokens * k, experts_.begin());
     upload(routing.gates, gates_);
 
-    device::plan(thrust::device, raw(experts_), tokens, k, bank.size(), capacity, plan_);
+    device::plan(thrust::device, raw(experts_), tokens, k, bank.size(), capacity.limit, capacity.policy, plan_);
     rows_.resize(static_cast<std::size_t>(plan_.rows() * d_model_));
     device::gather(thrust::device, raw(x_), d_model_, plan_, raw(rows_));
     expert_output_ = &device_bank_->forward(plan_.host_offsets, raw(rows_), parameters_);

@@ -11,7 +11,7 @@
 //     // Plan (sort the T*K assignments by expert, capacity drops), gather, run every expert of the bank on
 //     // its rows, combine each token's K contributions in slot order. Returns y [T x out], which the
 //     // caller may add to in place (shared experts) until the next forward.
-//     MatrixX<Scalar>& forward(Bank& bank, ConstRef<Scalar> x, const Routing<Scalar>& routing, Index capacity);
+//     MatrixX<Scalar>& forward(Bank& bank, ConstRef<Scalar> x, const Routing<Scalar>& routing, Capacity capacity);
 //     // The same plan in reverse: returns dx [T x d] of the routed experts (the caller may add to it) and
 //     // leaves d loss / d gates [T x K] in d_gates(); the experts' parameter gradients are accumulated.
 //     MatrixX<Scalar>& backward(Bank& bank, ConstRef<Scalar> dy, const Routing<Scalar>& routing);
@@ -32,10 +32,23 @@
 
 namespace moe {
 
+/// Which assignments an expert over its capacity keeps.
+enum class DropPolicy {
+  token_order,   // its first assignments in token order (Switch Transformer; Fedus et al. 2021)
+  choice_order,  // every token's first choice before any second choice, then token order (GShard; Lepikhin
+                 // et al. 2020): a token loses its first choice only to other first choices
+};
+
+/// The most rows each expert takes in one forward (0: no limit) and which it keeps.
+struct Capacity {
+  Index limit = 0;
+  DropPolicy policy = DropPolicy::token_order;
+};
+
 template <class R, class Bank>
 concept BackendRunner =
     requires(R r, const R cr, Bank& bank, ConstRef<typename Bank::Scalar> x,
-             const Routing<typename Bank::Scalar>& routing, Index capacity) {
+             const Routing<typename Bank::Scalar>& routing, Capacity capacity) {
       { r.forward(bank, x, routing, capacity) } -> std::same_as<MatrixX<typename Bank::Scalar>&>;
       { r.backward(bank, x, routing) } -> std::same_as<MatrixX<typename Bank::Scalar>&>;
       { cr.d_gates() } -> std::convertible_to<const MatrixX<typename Bank::Scalar>&>;
@@ -65,10 +78,10 @@ constexpr bool check_backend() {
     using S = typename Bank::Scalar;
     static_assert(std::constructible_from<R, const B&>,
                   "moe::MoELayer: Backend::Runner<Bank> must be constructible from `const Backend& options`");
-    static_assert(requires(R r, Bank& bank, ConstRef<S> x, const Routing<S>& routing, Index capacity) {
+    static_assert(requires(R r, Bank& bank, ConstRef<S> x, const Routing<S>& routing, Capacity capacity) {
       { r.forward(bank, x, routing, capacity) } -> std::same_as<MatrixX<S>&>;
     }, "moe::MoELayer: Backend::Runner<Bank> must provide `MatrixX<Scalar>& forward(Bank&, ConstRef<Scalar> x, "
-       "const Routing<Scalar>&, Index capacity)`");
+       "const Routing<Scalar>&, Capacity capacity)`");
     static_assert(requires(R r, Bank& bank, ConstRef<S> dy, const Routing<S>& routing) {
       { r.backward(bank, dy, routing) } -> std::same_as<MatrixX<S>&>;
     }, "moe::MoELayer: Backend::Runner<Bank> must provide `MatrixX<Scalar>& backward(Bank&, ConstRef<Scalar> dy, "

@@ -45,8 +45,10 @@
 #include "moe/balancing/router_z_loss.hpp"
 
 #include "moe/backend.hpp"
+#include "moe/layer/deepseek_v3.hpp"
 #include "moe/layer/expert_bank.hpp"
 #include "moe/layer/moe_layer.hpp"
+#include "moe/layer/upcycle.hpp"
 #include "backends/cpu/cpu_backend.hpp"
 
 #include "moe/optim/optimizer.hpp"

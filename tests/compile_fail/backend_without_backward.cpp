@@ -14,7 +14,7 @@ struct ForwardOnlyBackend {
     using Scalar = typename Bank::Scalar;
     explicit Runner(const ForwardOnlyBackend&) : cpu_(moe::backends::Cpu{}) {}
     moe::MatrixX<Scalar>& forward(Bank& bank, moe::ConstRef<Scalar> x, const moe::Routing<Scalar>& routing,
-                                  moe::Index capacity) {
+                                  moe::Capacity capacity) {
       return cpu_.forward(bank, x, routing, capacity);
     }
 #ifdef MOE_CONTROL

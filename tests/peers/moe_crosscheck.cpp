@@ -1,7 +1,8 @@
 // Cross-check of moe::MoELayer against PyTorch (tests/peers/torch_moe.py), through safetensors files.
 //
 //   moe_crosscheck write DIR        for each config: DIR/<config>_inputs.safetensors (state dict, x, dy, the
-//                                   selected experts as float; the config in the metadata) and
+//                                   selected experts as float, the padding mask as float where the config
+//                                   pads; the config in the metadata) and
 //                                   DIR/<config>_outputs.safetensors (y, dx, grad.<parameter>, aux, and with an
 //                                   aux loss aux_only.dx, aux_only.grad.router.weight)
 //   moe_crosscheck check-torch DIR  loads DIR/torch_<config>_model.safetensors (PyTorch's initialisation,
@@ -21,6 +22,7 @@
 #include <exception>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -46,6 +48,8 @@ using DenseLayer = moe::MoELayer<Expert, moe::SoftmaxTopK, moe::Dynamic, moe::No
 using SwitchAuxLayer1 = moe::MoELayer<Expert, moe::SoftmaxTopK, 1, moe::SwitchAuxLoss>;
 using SwitchAuxLayer2 = moe::MoELayer<Expert, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>;
 using SequenceAuxSigmoid2 = moe::MoELayer<Expert, moe::SigmoidTopK, 2, moe::SequenceAuxLoss>;
+using SigmoidLayer3 = moe::MoELayer<Expert, moe::SigmoidTopK, 3, moe::NoBalancing>;
+using DeepSeekV3Layer = moe::DeepSeekV3MoE<Expert>;
 
 constexpr double tolerance = 1e-5;
 
@@ -60,13 +64,23 @@ struct Config {
   Index k;
   bool renormalize;  // softmax only: sigmoid gates are always renormalised
   Index num_shared;
-  std::string balancer;  // none | switch | sequence
+  std::string balancer;  // none | switch | sequence | sequence_bias (with the aux-loss-free bias)
   double alpha;
   Index sequence_length;
   Runner run;
   Index d_model = 16;
   Index hidden = 32;
   Index tokens = 64;
+  // sigmoid only: DeepSeek-V3's routed scaling factor and group-limited routing
+  double scaling = 1.0;
+  Index n_group = 1;
+  Index topk_group = 1;
+  moe::LoadFraction fraction = moe::LoadFraction::of_assignments;  // switch only
+  moe::LoadCount count = moe::LoadCount::dispatched;               // the aux loss's f_i
+  double capacity_factor = 0.0;
+  moe::DropPolicy drop_policy = moe::DropPolicy::token_order;
+  // Left padding of each sequence of sequence_length rows, in turn (empty: no padding mask).
+  std::vector<Index> left_padding{};
 };
 
 template <class Layer>
@@ -75,7 +89,10 @@ bool run_config(Mode mode, const Config& config, const fs::path& dir);
 // (a) Switch: softmax top-1, gate = the probability; (b) Mixtral: top-2 renormalised; (c) DeepSeek-V3's
 // sigmoid top-2 of 6, renormalised; (d) dense, K = N at run time; (e) DeepSeekMoE's shared experts beside
 // routed top-2; (f) Switch aux loss on (b), and on (a) as Switch has it; (g) DeepSeek-V3's sequence-wise
-// aux loss on (c).
+// aux loss on (c); (h) group-limited sigmoid routing with a routed scaling factor; (i) DeepSeekV3MoE with a
+// non-zero aux-loss-free bias and the aux loss counted over the unbiased top-K (eq. 18); (j) the Switch loss
+// with f_i = c_i / T; (k) capacity drops, first choices first (GShard), and in token order; (l) a left
+// padding mask with the sequence-wise aux loss.
 const std::vector<Config>& configs() {
   static const std::vector<Config> list{
       {"a_switch_top1", 8, 1, false, 0, "none", 0.0, 0, &run_config<SoftmaxLayer1>},
@@ -86,6 +103,19 @@ const std::vector<Config>& configs() {
       {"f_switch_aux_top2", 8, 2, true, 0, "switch", 0.01, 0, &run_config<SwitchAuxLayer2>},
       {"f_switch_aux_top1", 8, 1, false, 0, "switch", 0.01, 0, &run_config<SwitchAuxLayer1>},
       {"g_sequence_aux_sigmoid", 6, 2, true, 0, "sequence", 0.01, 16, &run_config<SequenceAuxSigmoid2>},
+      {"h_sigmoid_groups_scaled", 8, 3, true, 0, "none", 0.0, 0, &run_config<SigmoidLayer3>, 16, 32, 64, 2.5, 4,
+       2},
+      {"i_deepseek_v3", 256, 8, true, 1, "sequence_bias", 0.01, 16, &run_config<DeepSeekV3Layer>, 16, 8, 64, 2.5,
+       8, 4, moe::LoadFraction::of_assignments, moe::LoadCount::score_top_k},
+      {"j_switch_aux_of_tokens", 8, 2, true, 0, "switch", 0.01, 0, &run_config<SwitchAuxLayer2>, 16, 32, 64, 1.0,
+       1, 1, moe::LoadFraction::of_tokens},
+      {"k_capacity_choice_order", 8, 2, true, 0, "none", 0.0, 0, &run_config<SoftmaxLayer2>, 16, 32, 64, 1.0, 1, 1,
+       moe::LoadFraction::of_assignments, moe::LoadCount::dispatched, 1.0, moe::DropPolicy::choice_order},
+      {"k_capacity_token_order", 8, 2, true, 0, "none", 0.0, 0, &run_config<SoftmaxLayer2>, 16, 32, 64, 1.0, 1, 1,
+       moe::LoadFraction::of_assignments, moe::LoadCount::dispatched, 1.0, moe::DropPolicy::token_order},
+      {"l_padding_sequence_aux", 6, 2, true, 0, "sequence", 0.01, 16, &run_config<SequenceAuxSigmoid2>, 16, 32, 64,
+       1.0, 1, 1, moe::LoadFraction::of_assignments, moe::LoadCount::score_top_k, 0.0,
+       moe::DropPolicy::token_order, {0, 5, 16, 3}},
   };
   return list;
 }
@@ -97,12 +127,41 @@ typename Layer::Options options_for(const Config& c) {
   o.num_experts = c.num_experts;
   o.k = c.k;
   o.num_shared_experts = c.num_shared;
+  o.capacity_factor = c.capacity_factor;
+  o.drop_policy = c.drop_policy;
   o.expert.hidden = c.hidden;
   o.shared_expert.hidden = c.hidden;
   if constexpr (requires { o.router.renormalize; }) o.router.renormalize = c.renormalize;
-  if constexpr (requires { o.balancer.alpha; }) o.balancer.alpha = c.alpha;
-  if constexpr (requires { o.balancer.sequence_length; }) o.balancer.sequence_length = c.sequence_length;
+  if constexpr (requires { o.router.n_group; })
+    o.router = {.bias = false, .routed_scaling_factor = c.scaling, .n_group = c.n_group, .topk_group = c.topk_group};
+  auto set_aux = [&](auto& b) {
+    b.alpha = c.alpha;
+    b.count = c.count;
+    if constexpr (requires { b.sequence_length; }) b.sequence_length = c.sequence_length;
+    if constexpr (requires { b.fraction; }) b.fraction = c.fraction;
+  };
+  if constexpr (requires { o.balancer.alpha; }) set_aux(o.balancer);
+  if constexpr (requires { std::get<0>(o.balancer).alpha; }) set_aux(std::get<0>(o.balancer));
   return o;
+}
+
+const char* name_of(moe::LoadFraction f) { return f == moe::LoadFraction::of_tokens ? "of_tokens" : "of_assignments"; }
+const char* name_of(moe::LoadCount c) { return c == moe::LoadCount::score_top_k ? "score_top_k" : "dispatched"; }
+const char* name_of(moe::DropPolicy p) { return p == moe::DropPolicy::choice_order ? "choice_order" : "token_order"; }
+
+std::string joined(const std::vector<Index>& values) {
+  std::string text;
+  for (const Index v : values) text += (text.empty() ? "" : ",") + std::to_string(v);
+  return text;
+}
+
+/// The padding mask of the config: each sequence of sequence_length rows starts with left_padding[s] pads.
+moe::PaddingMask padding_of(const Config& c) {
+  moe::PaddingMask padding = moe::PaddingMask::Constant(static_cast<Index>(c.left_padding.size()), c.sequence_length,
+                                                        false);
+  for (std::size_t s = 0; s < c.left_padding.size(); ++s)
+    padding.row(static_cast<Index>(s)).head(c.left_padding[s]).setConstant(true);
+  return padding;
 }
 
 template <class Layer>
@@ -119,7 +178,15 @@ Metadata metadata_of(const Config& c, Layer& layer) {
           {"tokens", std::to_string(c.tokens)},
           {"balancer", c.balancer},
           {"alpha", std::to_string(c.alpha)},
-          {"sequence_length", std::to_string(c.sequence_length)}};
+          {"sequence_length", std::to_string(c.sequence_length)},
+          {"routed_scaling_factor", std::to_string(c.scaling)},
+          {"n_group", std::to_string(c.n_group)},
+          {"topk_group", std::to_string(c.topk_group)},
+          {"fraction", name_of(c.fraction)},
+          {"count", name_of(c.count)},
+          {"capacity_factor", std::to_string(c.capacity_factor)},
+          {"drop_policy", name_of(c.drop_policy)},
+          {"left_padding", joined(c.left_padding)}};
 }
 
 moe::Tensor<float> tensor(moe::ConstRef<float> m, moe::Shape shape) {
@@ -137,19 +204,22 @@ Matrix matrix(const Dict& dict, const std::string& name, Index rows, Index cols,
 }
 
 /// Forward and backward of sum(y * dy) + aux; then, with an aux loss, the gradients of the aux loss alone.
+/// With a padding mask the selection has a row per unpadded token.
 template <class Layer>
-Dict compute(Layer& layer, const Matrix& x, const Matrix& dy, bool has_aux, Matrix& selected) {
+Dict compute(Layer& layer, const Config& config, const Matrix& x, const Matrix& dy, bool has_aux, Matrix& selected) {
   const auto parameters = layer.named_parameters();
+  const moe::PaddingMask padding = padding_of(config);
+  auto forward = [&]() -> const Matrix& { return padding.size() > 0 ? layer.forward(x, padding) : layer.forward(x); };
   moe::zero_grad(parameters);
   Dict out;
-  out["y"] = tensor(layer.forward(x));
+  out["y"] = tensor(forward());
   selected = layer.routing().experts.template cast<float>();
   out["aux"] = {{}, moe::VectorX<float>::Constant(1, layer.aux_loss())};
   out["dx"] = tensor(layer.backward(dy));
   for (const auto& p : parameters) out["grad." + p.name] = tensor(p.parameter->grad, p.parameter->shape);
   if (has_aux) {
     moe::zero_grad(parameters);
-    layer.forward(x);
+    forward();
     out["aux_only.dx"] = tensor(layer.backward(Matrix::Zero(dy.rows(), dy.cols())));
     for (const auto& p : parameters)
       if (p.name == "router.weight") out["aux_only.grad.router.weight"] = tensor(p.parameter->grad, p.parameter->shape);
@@ -189,6 +259,9 @@ template <class Layer>
 bool run_config(Mode mode, const Config& config, const fs::path& dir) {
   moe::Rng rng(fnv1a(config.name));
   Layer layer(options_for<Layer>(config), rng);
+  if (config.balancer == "sequence_bias")  // a bias that changes the selection, as after some training
+    for (auto& buffer : layer.named_buffers())
+      if (buffer.name == "balancer.expert_bias") moe::fill_normal(*buffer.value, rng, 0.0, 0.05);
   const bool has_aux = config.balancer != "none";
   const Metadata metadata = metadata_of(config, layer);
   Matrix selected;
@@ -198,7 +271,7 @@ bool run_config(Mode mode, const Config& config, const fs::path& dir) {
     moe::fill_normal(x, rng, 0.0, 1.0);
     moe::fill_normal(dy, rng, 0.0, 1.0);
     Dict inputs = moe::state_dict(layer);
-    const Dict outputs = compute(layer, x, dy, has_aux, selected);
+    const Dict outputs = compute(layer, config, x, dy, has_aux, selected);
     inputs["x"] = tensor(x);
     inputs["dy"] = tensor(dy);
     inputs["selected"] = tensor(selected);
@@ -218,10 +291,12 @@ bool run_config(Mode mode, const Config& config, const fs::path& dir) {
                              " of this program");
   const Matrix x = matrix(reference, "x", config.tokens, config.d_model, data_file);
   const Matrix dy = matrix(reference, "dy", config.tokens, config.d_model, data_file);
-  const Matrix torch_selected = matrix(reference, "selected", config.tokens, layer.k(), data_file);
+  const Index routed_rows = config.tokens - std::accumulate(config.left_padding.begin(), config.left_padding.end(),
+                                                             Index{0});
+  const Matrix torch_selected = matrix(reference, "selected", routed_rows, layer.k(), data_file);
   for (const char* name : {"x", "dy", "selected"}) reference.erase(name);
 
-  const Dict ours = compute(layer, x, dy, has_aux, selected);
+  const Dict ours = compute(layer, config, x, dy, has_aux, selected);
   bool ok = true;
   if (const std::string difference = selection_difference(selected, torch_selected); !difference.empty()) {
     std::printf("%-24s routing difference: %s\n", config.name.c_str(), difference.c_str());

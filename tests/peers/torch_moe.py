@@ -4,8 +4,8 @@
     torch_moe.py DIR
 
 DIR holds what tests/peers/moe_crosscheck.cpp wrote ("moe_crosscheck write DIR"): for each config,
-<config>_inputs.safetensors (the layer's state dict, x, dy, the experts the layer selected, as float; the
-config in the metadata) and <config>_outputs.safetensors (y, dx, grad.<parameter>, aux, and for configs
+<config>_inputs.safetensors (the layer's state dict, x, dy, the experts the layer selected for each unpadded
+row, as float; the config in the metadata, padding included) and <config>_outputs.safetensors (y, dx, grad.<parameter>, aux, and for configs
 with an aux loss aux_only.dx and aux_only.grad.router.weight: the gradients of the aux loss alone).
 
 1. Forward direction: loads the state dict into the PyTorch module (load_state_dict strict=True), runs
@@ -59,11 +59,30 @@ class Config:
         self.d_model = int(meta["d_model"])
         self.hidden = int(meta["hidden"])
         self.tokens = int(meta["tokens"])
-        self.balancer = meta["balancer"]  # none | switch | sequence
+        self.balancer = meta["balancer"]  # none | switch | sequence | sequence_bias (+ aux-loss-free bias)
         self.alpha = float(meta["alpha"])
         self.sequence_length = int(meta["sequence_length"])
-        if self.router not in ("softmax", "sigmoid") or self.balancer not in ("none", "switch", "sequence"):
-            raise ValueError(f"{self.name}: unknown router {self.router!r} or balancer {self.balancer!r}")
+        self.scaling = float(meta["routed_scaling_factor"])
+        self.n_group = int(meta["n_group"])
+        self.topk_group = int(meta["topk_group"])
+        self.fraction = meta["fraction"]  # of_assignments | of_tokens
+        self.count = meta["count"]  # dispatched | score_top_k
+        self.capacity_factor = float(meta["capacity_factor"])
+        self.drop_policy = meta["drop_policy"]  # token_order | choice_order
+        self.left_padding = [int(p) for p in meta["left_padding"].split(",")] if meta["left_padding"] else []
+        if (self.router not in ("softmax", "sigmoid")
+                or self.balancer not in ("none", "switch", "sequence", "sequence_bias")
+                or self.fraction not in ("of_assignments", "of_tokens")
+                or self.count not in ("dispatched", "score_top_k")
+                or self.drop_policy not in ("token_order", "choice_order")):
+            raise ValueError(f"{self.name}: unknown router, balancer, fraction, count or drop policy in {meta}")
+
+    def kept_rows(self):
+        """The rows the padding mask leaves: each sequence starts with left_padding[s] pads."""
+        if not self.left_padding:
+            return torch.arange(self.tokens)
+        return torch.tensor([s * self.sequence_length + i for s, pads in enumerate(self.left_padding)
+                             for i in range(pads, self.sequence_length)])
 
 
 class FeedForward(nn.Module):
@@ -76,8 +95,17 @@ class FeedForward(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))  # exact erf GELU, PyTorch's default
 
 
+class Balancer(nn.Module):
+    """Holds the aux-loss-free bias (DeepSeek-V3), as moe's layer names it: balancer.expert_bias."""
+
+    def __init__(self, num_experts):
+        super().__init__()
+        self.register_buffer("expert_bias", torch.randn(num_experts) * 0.05)
+
+
 class MoE(nn.Module):
-    """Router, top-K, a loop over experts with index_add_, shared experts, and the balance loss."""
+    """Router, (group-limited) top-K, capacity, a loop over experts with index_add_, shared experts, the
+    balance loss, over the rows a padding mask leaves."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -85,35 +113,90 @@ class MoE(nn.Module):
         self.router = nn.Linear(cfg.d_model, cfg.num_experts, bias=False)
         self.experts = nn.ModuleList(FeedForward(cfg.d_model, cfg.hidden) for _ in range(cfg.num_experts))
         self.shared_experts = nn.ModuleList(FeedForward(cfg.d_model, cfg.hidden) for _ in range(cfg.num_shared))
+        if cfg.balancer == "sequence_bias":
+            self.balancer = Balancer(cfg.num_experts)
 
-    def forward(self, x):
+    def select(self, scores):
+        """Top-K of score + bias, within the topk_group best groups (a group's score: the sum of its two best
+        values with a bias, else its best), the others masked with -inf. Returns the experts and the masked
+        values and group scores (for the tie margins)."""
         cfg = self.cfg
+        values = scores + self.balancer.expert_bias if cfg.balancer == "sequence_bias" else scores
+        group_scores = None
+        if cfg.n_group > 1:
+            grouped = values.view(values.shape[0], cfg.n_group, -1)
+            if cfg.balancer == "sequence_bias":
+                group_scores = grouped.topk(2, dim=-1).values.sum(dim=-1)
+            else:
+                group_scores = grouped.max(dim=-1).values
+            chosen = group_scores.topk(cfg.topk_group, dim=-1).indices
+            allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, chosen, True)
+            allowed = allowed.repeat_interleave(cfg.num_experts // cfg.n_group, dim=1)
+            values = values.masked_fill(~allowed, -math.inf)
+        return values.topk(cfg.k, dim=-1).indices, values, group_scores
+
+    def kept_assignments(self, selected):
+        """[T x K] booleans: each expert keeps its first `capacity` assignments, in token order or first
+        choices first (GShard); all without a capacity factor."""
+        cfg = self.cfg
+        tokens, k = selected.shape
+        keep = torch.ones(tokens, k, dtype=torch.bool)
+        if cfg.capacity_factor == 0:
+            return keep
+        capacity = max(1, math.ceil(cfg.capacity_factor * tokens * k / cfg.num_experts))
+        taken = [0] * cfg.num_experts
+        order = ([(t, j) for t in range(tokens) for j in range(k)] if cfg.drop_policy == "token_order"
+                 else [(t, j) for j in range(k) for t in range(tokens)])
+        for t, j in order:
+            e = int(selected[t, j])
+            keep[t, j] = taken[e] < capacity
+            taken[e] += 1
+        return keep
+
+    def forward(self, x_all):
+        cfg = self.cfg
+        rows = cfg.kept_rows()
+        x = x_all[rows]
         logits = self.router(x)
         scores = logits.softmax(dim=-1) if cfg.router == "softmax" else logits.sigmoid()
-        top, selected = scores.topk(cfg.k, dim=-1)  # best first, as moe::select_top_k
+        selected, values, group_scores = self.select(scores)
+        top = scores.gather(1, selected)
         gates = top / top.sum(dim=-1, keepdim=True) if cfg.renormalize else top
+        gates = gates * cfg.scaling
+        keep = self.kept_assignments(selected)
         y = torch.zeros(x.shape[0], cfg.d_model, dtype=x.dtype)
         for e, expert in enumerate(self.experts):
-            token, slot = torch.where(selected == e)
+            token, slot = torch.where((selected == e) & keep)
             if token.numel():
                 y.index_add_(0, token, gates[token, slot].unsqueeze(1) * expert(x[token]))
         for shared in self.shared_experts:
             y = y + shared(x)
-        return y, selected, self.balance_loss(scores, selected), scores
+        y_all = torch.zeros(x_all.shape[0], cfg.d_model, dtype=x.dtype).index_put((rows,), y)
+        margins = {"scores": scores.detach(), "values": values.detach(), "groups": group_scores}
+        return y_all, selected, self.balance_loss(scores, selected, rows), margins
 
-    def balance_loss(self, scores, selected):
-        """alpha N sum_i f_i P_i per sequence (Switch: the batch is one sequence), averaged over sequences:
-        f_i the share of the sequence's L K assignments that went to i, P_i its mean normalised score."""
+    def balance_loss(self, scores, selected, rows):
+        """alpha N sum_i f_i P_i per sequence of the unpadded rows (Switch: the batch is one sequence), averaged
+        over the sequences that have rows: f_i the share of the sequence's assignments (L K of them, or L with
+        f_i = c_i / T) that went to i, counted over the selection or the unbiased top-K of the scores
+        (DeepSeek-V3 eq. 18), P_i its mean normalised score."""
         cfg = self.cfg
         if cfg.balancer == "none":
             return torch.zeros((), dtype=scores.dtype)
         length = cfg.tokens if cfg.balancer == "switch" else cfg.sequence_length
-        tokens, n = scores.shape
-        sequences = tokens // length
-        counts = F.one_hot(selected, n).to(scores.dtype).reshape(sequences, length * cfg.k, n).sum(dim=1)
-        f = counts / (cfg.k * length)
+        n = scores.shape[1]
+        sequences = cfg.tokens // length
+        sequence = rows // length
+        counted = scores.topk(cfg.k, dim=-1).indices if cfg.count == "score_top_k" else selected
+        counts = torch.zeros(sequences, n, dtype=scores.dtype).index_add_(
+            0, sequence, F.one_hot(counted, n).to(scores.dtype).sum(dim=1))
+        lengths = torch.bincount(sequence, minlength=sequences).to(scores.dtype)
+        present = lengths > 0
+        per_row = cfg.k if cfg.fraction == "of_assignments" else 1
+        f = counts[present] / (per_row * lengths[present].unsqueeze(1))
         p = scores / scores.sum(dim=-1, keepdim=True)
-        big_p = p.reshape(sequences, length, n).mean(dim=1)
+        big_p = torch.zeros(sequences, n, dtype=scores.dtype).index_add(0, sequence, p)[present]
+        big_p = big_p / lengths[present].unsqueeze(1)
         return cfg.alpha * n * (f * big_p).sum(dim=1).mean()
 
 
@@ -121,7 +204,7 @@ def run(model, x, dy, dtype):
     """Forward and backward of sum(y * dy) + aux in `dtype`; the results, the selection and the scores."""
     m = copy.deepcopy(model).to(dtype)
     xx = x.to(dtype).clone().requires_grad_(True)
-    y, selected, aux, scores = m(xx)
+    y, selected, aux, margins = m(xx)
     ((y * dy.to(dtype)).sum() + aux).backward()
     out = {"y": y.detach(), "dx": xx.grad, "aux": aux.detach()}
     for name, p in m.named_parameters():
@@ -133,21 +216,32 @@ def run(model, x, dy, dtype):
         aux.backward()
         out["aux_only.dx"] = xx.grad
         out["aux_only.grad.router.weight"] = m.router.weight.grad
-    return out, selected, scores.detach()
+    return out, selected, margins["scores"]
 
 
-def run_scores(model, x):
+def run_margins(model, x):
     with torch.no_grad():
         return copy.deepcopy(model).double()(x.double())[3]
 
 
-def tie_margin(scores, k):
-    """The smallest gap, over rows, between consecutive scores among each row's best min(k + 1, N): how far
-    the selection and its order are from a tie."""
-    ranked = scores.sort(dim=-1, descending=True).values[:, : min(k + 1, scores.shape[1])]
+def gap(values, count):
+    """The smallest gap, over rows, between consecutive values among each row's best min(count + 1, N),
+    ignoring masked (-inf) values."""
+    ranked = values.sort(dim=-1, descending=True).values[:, : min(count + 1, values.shape[1])]
     if ranked.shape[1] < 2:
         return math.inf
-    return (ranked[:, :-1] - ranked[:, 1:]).min().item()
+    gaps = ranked[:, :-1] - ranked[:, 1:]
+    gaps = gaps[torch.isfinite(gaps)]
+    return gaps.min().item() if gaps.numel() else math.inf
+
+
+def tie_margin(margins, cfg):
+    """How far the selection and its order are from a tie: in the scores (the unbiased top-K), in score + bias
+    within the chosen groups, and in the group scores."""
+    margin = min(gap(margins["scores"], cfg.k), gap(margins["values"], cfg.k))
+    if margins["groups"] is not None:
+        margin = min(margin, gap(margins["groups"], cfg.topk_group))
+    return margin
 
 
 def rel_err(a, b):
@@ -197,7 +291,7 @@ def forward_direction(directory, tolerance):
             difference = selection_report(selected, theirs, scores)
             if difference:
                 failures.append(f"routing difference ({dtype}): {difference}")
-        margin = tie_margin(run_scores(model, x), cfg.k)
+        margin = tie_margin(run_margins(model, x), cfg)
         expected = set(results[torch.float64])
         for name in sorted(expected - set(outputs)):
             failures.append(f"moe_crosscheck wrote no {name}")
@@ -231,7 +325,7 @@ def reverse_direction(directory, configs):
         model = MoE(cfg)
         for _ in range(100):
             x = torch.randn(cfg.tokens, cfg.d_model)
-            if tie_margin(run_scores(model, x), cfg.k) > NEAR_TIE:
+            if tie_margin(run_margins(model, x), cfg) > NEAR_TIE:
                 break
         else:
             raise RuntimeError(f"{cfg.name}: no draw of x without a near tie in 100 tries")

@@ -98,14 +98,20 @@ struct ReferencePlan {
   Index dropped = 0;
 };
 
-ReferencePlan reference_plan(const std::vector<std::int64_t>& experts, const Config& config) {
+/// Each expert keeps its first `capacity` assignments in token order, or with DropPolicy::choice_order in
+/// the order of (choice, token).
+ReferencePlan reference_plan(const std::vector<std::int64_t>& experts, const Config& config,
+                             moe::DropPolicy policy = moe::DropPolicy::token_order) {
   const Index assignments = config.tokens * config.k;
+  std::vector<Index> order;
+  for (Index i = 0; i < assignments; ++i)
+    order.push_back(policy == moe::DropPolicy::token_order ? i : i % config.tokens * config.k + i / config.tokens);
   ReferencePlan plan;
   plan.position.assign(static_cast<std::size_t>(assignments), -1);
   plan.offsets.push_back(0);
   for (Index e = 0; e < config.num_experts; ++e) {
     Index routed = 0;
-    for (Index a = 0; a < assignments; ++a) {
+    for (const Index a : order) {
       if (experts[static_cast<std::size_t>(a)] != e) continue;
       if (config.capacity == 0 || routed < config.capacity) {
         plan.position[static_cast<std::size_t>(a)] = static_cast<Index>(plan.slot.size());
@@ -121,12 +127,12 @@ ReferencePlan reference_plan(const std::vector<std::int64_t>& experts, const Con
 }
 
 template <class ExpertId, class IndexT>
-void check_plan(const Config& config, const std::vector<std::int64_t>& experts) {
+void check_plan(const Config& config, const std::vector<std::int64_t>& experts, moe::DropPolicy policy) {
   auto device_experts = to_device(convert<ExpertId>(experts));
   DevicePlan<IndexT> plan;
   device::plan(thrust::device, raw(device_experts), config.tokens, config.k, config.num_experts, config.capacity,
-               plan);
-  const ReferencePlan expected = reference_plan(experts, config);
+               policy, plan);
+  const ReferencePlan expected = reference_plan(experts, config, policy);
   CHECK(convert<Index>(to_host(plan.routed)) == expected.routed);
   CHECK(convert<Index>(to_host(plan.offsets)) == expected.offsets);
   CHECK(convert<Index>(plan.host_offsets) == expected.offsets);
@@ -166,11 +172,13 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
 TEST_CASE("device::plan matches the plan by its definition, for int32 and int64 ids and plans", "[thrust]") {
   std::mt19937 rng(12);
   for (const Config& config : configs) {
-    INFO(config.name());
     const auto experts = random_experts(config, rng);
-    check_plan<std::int32_t, std::int32_t>(config, experts);
-    check_plan<std::int64_t, std::int32_t>(config, experts);
-    check_plan<std::int64_t, std::int64_t>(config, experts);
+    for (const auto policy : {moe::DropPolicy::token_order, moe::DropPolicy::choice_order}) {
+      INFO(config.name() << (policy == moe::DropPolicy::token_order ? " token_order" : " choice_order"));
+      check_plan<std::int32_t, std::int32_t>(config, experts, policy);
+      check_plan<std::int64_t, std::int32_t>(config, experts, policy);
+      check_plan<std::int64_t, std::int64_t>(config, experts, policy);
+    }
   }
 }
 
@@ -178,13 +186,13 @@ TEST_CASE("device::plan names an invalid expert id and the number of experts", "
   DevicePlan<std::int32_t> plan;
   // Ids of 3 tokens, K = 2, N = 5: the first invalid one in assignment order is named.
   auto too_large = to_device(std::vector<std::int32_t>{0, 1, 2, 3, 4, 5});
-  CHECK_THROWS_AS(device::plan(thrust::device, raw(too_large), 3, 2, 5, 0, plan), moe::Error);
-  CHECK_THROWS_WITH(device::plan(thrust::device, raw(too_large), 3, 2, 5, 0, plan),
+  CHECK_THROWS_AS(device::plan(thrust::device, raw(too_large), 3, 2, 5, 0, moe::DropPolicy::token_order, plan), moe::Error);
+  CHECK_THROWS_WITH(device::plan(thrust::device, raw(too_large), 3, 2, 5, 0, moe::DropPolicy::token_order, plan),
                     "device::plan: expert index 5 at token 2, slot 1, expected [0, 5)");
   auto negative = to_device(std::vector<std::int64_t>{0, 1, -1, 3, 7, 2});
-  CHECK_THROWS_WITH(device::plan(thrust::device, raw(negative), 3, 2, 5, 0, plan),
+  CHECK_THROWS_WITH(device::plan(thrust::device, raw(negative), 3, 2, 5, 0, moe::DropPolicy::token_order, plan),
                     "device::plan: expert index -1 at token 1, slot 0, expected [0, 5)");
-  CHECK_THROWS_WITH(device::plan(thrust::device, raw(negative), 3, 2, 5, -1, plan),
+  CHECK_THROWS_WITH(device::plan(thrust::device, raw(negative), 3, 2, 5, -1, moe::DropPolicy::token_order, plan),
                     Catch::Contains("capacity must be >= 0") && Catch::Contains("got -1"));
 }
 
@@ -199,7 +207,8 @@ TEMPLATE_TEST_CASE("device gather, combine, output grads and scatter match plain
     const auto rows = static_cast<Index>(expected_plan.slot.size());
     auto device_experts = to_device(experts);
     DevicePlan<std::int32_t> plan;
-    device::plan(thrust::device, raw(device_experts), tokens, k, config.num_experts, config.capacity, plan);
+    device::plan(thrust::device, raw(device_experts), tokens, k, config.num_experts, config.capacity,
+                 moe::DropPolicy::token_order, plan);
 
     const auto x = random_values<Scalar>(static_cast<std::size_t>(tokens * width), -1, 1, rng);
     const auto gates = random_values<Scalar>(static_cast<std::size_t>(tokens * k), 0, 1, rng);
@@ -363,7 +372,8 @@ TEMPLATE_TEST_CASE("device load statistics count assignments and sum scores per 
       CHECK(first_mismatch(to_host(sums), expected_sums, magnitude) == "");
       if (length == tokens) {
         DevicePlan<std::int64_t> plan;
-        device::plan(thrust::device, raw(device_experts), tokens, k, n, config.capacity, plan);
+        device::plan(thrust::device, raw(device_experts), tokens, k, n, config.capacity, moe::DropPolicy::token_order,
+                     plan);
         CHECK(to_host(plan.routed) == expected_counts);
       }
     }

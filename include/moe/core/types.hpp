@@ -27,4 +27,8 @@ using Matrix = MatrixX<float>;
 using IndexMatrix = Eigen::Matrix<Index, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using IndexVector = Eigen::Matrix<Index, Eigen::Dynamic, 1>;
 
+/// [batch x seq_len] for the rows b * seq_len + i of a batch of sequences; true marks padding, as PyTorch's
+/// key_padding_mask.
+using PaddingMask = Eigen::Array<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
 }  // namespace moe

@@ -1,7 +1,7 @@
 #pragma once
 // MoELayer<Expert, Router, K, Balancer, Backend>: routes each row of x to K of N experts and mixes their
 // outputs with the router's gates (Shazeer et al. 2017), with optional always-on shared experts
-// (DeepSeekMoE, Dai et al. 2024) and an optional capacity (Fedus et al. 2021).
+// (DeepSeekMoE, Dai et al. 2024), an optional capacity (Fedus et al. 2021) and an optional padding mask.
 
 #include <algorithm>
 #include <cmath>
@@ -108,6 +108,7 @@ class MoELayer {
     Index k = K == Dynamic ? 0 : K;  // set it only when K is moe::Dynamic
     Index num_shared_experts = 0;
     double capacity_factor = 0.0;  // 0: dropless; else each expert takes at most ceil(cf * T K / N) rows
+    DropPolicy drop_policy = DropPolicy::token_order;  // which assignments an expert over capacity keeps
     bool check_finite = false;     // throw when the output or the aux loss is not finite
     typename ExpertT::Options expert{};
     typename ExpertT::Options shared_expert{};
@@ -140,7 +141,8 @@ class MoELayer {
                                                                  Rng& rng) const {
     using Result = MoELayer<ExpertT, NewRouter, K, BalancerT, Backend>;
     typename Result::Options options{options_.d_model, options_.num_experts, options_.k,
-                                     options_.num_shared_experts, options_.capacity_factor, options_.check_finite,
+                                     options_.num_shared_experts, options_.capacity_factor, options_.drop_policy,
+                                     options_.check_finite,
                                      options_.expert, options_.shared_expert, router, options_.balancer,
                                      options_.backend};
     Result result(options, rng);
@@ -158,31 +160,32 @@ class MoELayer {
   const Options& options() const { return options_; }
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
-    detail::require(x.cols() == options_.d_model, "MoELayer: input has ", x.cols(), " columns, d_model is ",
-                    options_.d_model);
-    const MatrixX<Scalar>& scores = router_.forward(x);
-    const MatrixX<Scalar>* bias = nullptr;
-    if constexpr (requires { balancer_.selection_bias(); }) bias = balancer_.selection_bias();
-    if constexpr (requires { router_.select(scores, bias, Index{}, routing_.experts); })
-      router_.select(scores, bias, options_.k, routing_.experts);
-    else
-      select_top_k(scores, bias, options_.k, routing_.experts);
-    gather_gates(scores, routing_.experts, router_.renormalize(), routing_.gates);
-    routing_.scores = &scores;
-    routing_.logits = &router_.logits();
-    aux_loss_ = balancer_.forward(routing_);
+    routing_.masked = nullptr;
+    return route(x);
+  }
 
-    MatrixX<Scalar>& output = runner_.forward(experts_, x, routing_, capacity(x.rows()));
-    load_.add(runner_.routed(), runner_.dropped(), x.rows());
-    if (training_) step_load_ += runner_.routed();
-    for (auto& s : shared_) output += s.forward(x);
-
-    if (options_.check_finite) {
-      detail::require(std::isfinite(static_cast<double>(aux_loss_)), "MoELayer: aux loss is not finite (",
-                      aux_loss_, ")");
-      detail::require(output.allFinite(), "MoELayer: output is not finite");
-    }
-    return output;
+  /// The forward of the rows that `padding` (true at padding, [batch x seq_len] for the T = batch * seq_len
+  /// rows) leaves, as Hugging Face's load-balancing loss takes the attention mask: padded rows are not
+  /// dispatched, get a zero output and a zero input gradient, and neither the load statistics, the aux losses,
+  /// the capacity nor the aux-loss-free bias update see them. The other rows get what a batch of them alone
+  /// would give, bit for bit; sequence-wise aux losses group them by the sequence they sit in.
+  const MatrixX<Scalar>& forward(ConstRef<Scalar> x, const PaddingMask& padding) {
+    static_assert(!SequenceExpert<ExpertT>,
+                  "moe::MoELayer::forward(x, padding): sequence experts need every row of each sequence in order; "
+                  "give them the padding through set_layout and call forward(x)");
+    detail::require(padding.size() == x.rows(), "MoELayer: padding mask has ", padding.rows(), "x", padding.cols(),
+                    " = ", padding.size(), " entries, the input has ", x.rows(), " rows");
+    masked_.batch_rows = x.rows();
+    masked_.rows.resize((!padding).count());
+    for (Index t = 0, kept = 0; t < x.rows(); ++t)
+      if (!padding.data()[t]) masked_.rows(kept++) = t;
+    kept_x_.resize(masked_.rows.size(), x.cols());
+    for (Index i = 0; i < masked_.rows.size(); ++i) kept_x_.row(i) = x.row(masked_.rows(i));
+    routing_.masked = &masked_;
+    const MatrixX<Scalar>& kept_y = route(kept_x_);
+    masked_output_.setZero(x.rows(), kept_y.cols());
+    for (Index i = 0; i < masked_.rows.size(); ++i) masked_output_.row(masked_.rows(i)) = kept_y.row(i);
+    return masked_output_;
   }
 
   /// The layout of the rows of the next forwards, for sequence experts (every routed and shared expert).
@@ -195,18 +198,16 @@ class MoELayer {
 
   /// dx for dy = d loss / d output; adds the gradients of every expert, the router and the aux loss.
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
-    const Index tokens = routing_.tokens(), width = out_features();
-    detail::require(dy.rows() == tokens && dy.cols() == width, "MoELayer: gradient has shape ", dy.rows(), "x",
-                    dy.cols(), ", expected ", tokens, "x", width);
-    MatrixX<Scalar>& grad_input = runner_.backward(experts_, dy, routing_);
-    const MatrixX<Scalar>& scores = *routing_.scores;
-    d_scores_.setZero(scores.rows(), scores.cols());
-    d_logits_.setZero(scores.rows(), scores.cols());
-    gates_backward(scores, routing_.experts, routing_.gates, router_.renormalize(), runner_.d_gates(), d_scores_);
-    balancer_.backward(d_scores_, d_logits_);
-    grad_input += router_.backward(d_scores_, d_logits_);
-    for (auto& s : shared_) grad_input += s.backward(dy);
-    return grad_input;
+    if (routing_.masked == nullptr) return route_backward(dy);
+    const Index rows = masked_.batch_rows;
+    detail::require(dy.rows() == rows && dy.cols() == out_features(), "MoELayer: gradient has shape ", dy.rows(), "x",
+                    dy.cols(), ", expected ", rows, "x", out_features());
+    kept_dy_.resize(masked_.rows.size(), dy.cols());
+    for (Index i = 0; i < masked_.rows.size(); ++i) kept_dy_.row(i) = dy.row(masked_.rows(i));
+    const MatrixX<Scalar>& kept_dx = route_backward(kept_dy_);
+    masked_grad_input_.setZero(rows, kept_dx.cols());
+    for (Index i = 0; i < masked_.rows.size(); ++i) masked_grad_input_.row(masked_.rows(i)) = kept_dx.row(i);
+    return masked_grad_input_;
   }
 
   /// The aux loss of the last forward: add it to the task loss (its gradient is already in backward).
@@ -292,8 +293,53 @@ class MoELayer {
     return o;
   }
 
-  Index capacity(Index tokens) const {
-    return expert_capacity(options_.capacity_factor, tokens, options_.k, options_.num_experts);
+  /// Router, selection, gates, balancer, experts and shared experts on the rows that are routed.
+  const MatrixX<Scalar>& route(ConstRef<Scalar> x) {
+    detail::require(x.cols() == options_.d_model, "MoELayer: input has ", x.cols(), " columns, d_model is ",
+                    options_.d_model);
+    const MatrixX<Scalar>& scores = router_.forward(x);
+    const MatrixX<Scalar>* bias = nullptr;
+    if constexpr (requires { balancer_.selection_bias(); }) bias = balancer_.selection_bias();
+    if constexpr (requires { router_.select(scores, bias, Index{}, routing_.experts); })
+      router_.select(scores, bias, options_.k, routing_.experts);
+    else
+      select_top_k(scores, bias, options_.k, routing_.experts);
+    gather_gates(scores, routing_.experts, router_.renormalize(), routed_scaling_factor(router_), routing_.gates);
+    routing_.scores = &scores;
+    routing_.logits = &router_.logits();
+    aux_loss_ = balancer_.forward(routing_);
+
+    MatrixX<Scalar>& output = runner_.forward(experts_, x, routing_, capacity(x.rows()));
+    load_.add(runner_.routed(), runner_.dropped(), x.rows());
+    if (training_) step_load_ += runner_.routed();
+    for (auto& s : shared_) output += s.forward(x);
+
+    if (options_.check_finite) {
+      detail::require(std::isfinite(static_cast<double>(aux_loss_)), "MoELayer: aux loss is not finite (",
+                      aux_loss_, ")");
+      detail::require(output.allFinite(), "MoELayer: output is not finite");
+    }
+    return output;
+  }
+
+  const MatrixX<Scalar>& route_backward(ConstRef<Scalar> dy) {
+    const Index tokens = routing_.tokens(), width = out_features();
+    detail::require(dy.rows() == tokens && dy.cols() == width, "MoELayer: gradient has shape ", dy.rows(), "x",
+                    dy.cols(), ", expected ", tokens, "x", width);
+    MatrixX<Scalar>& grad_input = runner_.backward(experts_, dy, routing_);
+    const MatrixX<Scalar>& scores = *routing_.scores;
+    d_scores_.setZero(scores.rows(), scores.cols());
+    d_logits_.setZero(scores.rows(), scores.cols());
+    gates_backward(scores, routing_.experts, routing_.gates, router_.renormalize(), routed_scaling_factor(router_),
+                   runner_.d_gates(), d_scores_);
+    balancer_.backward(d_scores_, d_logits_);
+    grad_input += router_.backward(d_scores_, d_logits_);
+    for (auto& s : shared_) grad_input += s.backward(dy);
+    return grad_input;
+  }
+
+  Capacity capacity(Index tokens) const {
+    return {expert_capacity(options_.capacity_factor, tokens, options_.k, options_.num_experts), options_.drop_policy};
   }
 
   void set_training(bool on) {
@@ -312,6 +358,8 @@ class MoELayer {
   bool training_ = true;
 
   Routing<Scalar> routing_;
+  MaskedRows masked_;  // the rows of the last forward(x, padding)
+  MatrixX<Scalar> kept_x_, kept_dy_, masked_output_, masked_grad_input_;
   Scalar aux_loss_ = 0;
   IndexVector step_load_;
   LoadTracker load_;

@@ -17,9 +17,6 @@
 
 namespace moe {
 
-/// [batch x seq_len]; true marks padding, as PyTorch's key_padding_mask.
-using PaddingMask = Eigen::Array<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
 /// How the rows of a [batch * seq_len x d] matrix form sequences: row b * seq_len + i is position i of
 /// sequence b. Padding positions are never attended to; their own rows are still computed (the loss
 /// ignores them). Positions count from the start of the row block, padding included: with rotary

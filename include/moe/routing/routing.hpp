@@ -10,10 +10,13 @@
 //   ParameterList<Scalar> named_parameters();
 // optional:
 //   void select(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, Index k, IndexMatrix& experts);
-//        replaces top-K selection (RandomRouter)
+//        replaces top-K selection (RandomRouter, SigmoidTopK's group-limited routing)
+//   double routed_scaling_factor() const;                 // gates multiplied by it after renormalisation
 //   void train(bool on);
 
 #include <concepts>
+#include <limits>
+#include <type_traits>
 
 #include "moe/core/error.hpp"
 #include "moe/core/module.hpp"
@@ -33,19 +36,57 @@ concept Router = requires { typename R::Scalar; typename R::Options; } &&
                    { cr.renormalize() } -> std::convertible_to<bool>;
                  };
 
+/// The rows of a batch that a token mask keeps (padding left out), in order.
+struct MaskedRows {
+  IndexVector rows;      // the batch row of each kept row
+  Index batch_rows = 0;  // the rows of the batch, padding included
+};
+
 /// Where each token goes: experts [T x K] (best first), gates [T x K], and the router's scores and
-/// logits [T x N] they came from.
+/// logits [T x N] they came from. With a token mask the T rows are the batch's unmasked rows, and `masked`
+/// says which; balancers that group rows into sequences read the batch layout from batch_row().
 template <class Scalar>
 struct Routing {
   IndexMatrix experts;
   MatrixX<Scalar> gates;
   const MatrixX<Scalar>* scores = nullptr;
   const MatrixX<Scalar>* logits = nullptr;
+  const MaskedRows* masked = nullptr;  // null: every row of the batch is routed
 
   Index tokens() const { return experts.rows(); }
   Index k() const { return experts.cols(); }
   Index num_experts() const { return scores->cols(); }
+  Index batch_rows() const { return masked ? masked->batch_rows : tokens(); }
+  Index batch_row(Index t) const { return masked ? masked->rows(t) : t; }
 };
+
+namespace detail {
+
+/// row = the k largest value(e), e in [0, n), best first; ties go to the lower index.
+template <class Value, class Row>
+void top_k_row(Index n, Index k, const Value& value, Row&& row) {
+  Index filled = 0;
+  std::decay_t<decltype(value(Index{0}))> kth{};  // value(row(k - 1)) once the row is full: most entries fail this one comparison
+  for (Index e = 0; e < n; ++e) {
+    const auto v = value(e);
+    if (filled == k && !(v > kth)) continue;  // strict: an equal later index loses
+    Index pos = filled < k ? filled++ : k - 1;
+    while (pos > 0 && v > value(row(pos - 1))) {
+      row(pos) = row(pos - 1);
+      --pos;
+    }
+    row(pos) = e;
+    if (filled == k) kth = value(row(k - 1));
+  }
+}
+
+template <class Scalar>
+void require_bias_shape(const MatrixX<Scalar>* bias, Index n, const char* caller) {
+  require(bias == nullptr || (bias->rows() == 1 && bias->cols() == n), caller, ": bias has shape ",
+          bias ? bias->rows() : 0, "x", bias ? bias->cols() : 0, ", expected 1x", n);
+}
+
+}  // namespace detail
 
 /// The k largest of scores + bias in each row, best first; ties go to the lower expert index.
 /// `bias` is null or one row of N values.
@@ -53,52 +94,104 @@ template <class Scalar>
 void select_top_k(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, Index k, IndexMatrix& experts) {
   const Index n = scores.cols();
   detail::require(k >= 1 && k <= n, "select_top_k: k must be in [1, ", n, "] (the number of experts), got ", k);
-  detail::require(bias == nullptr || (bias->rows() == 1 && bias->cols() == n), "select_top_k: bias has shape ",
-                  bias ? bias->rows() : 0, "x", bias ? bias->cols() : 0, ", expected 1x", n);
+  detail::require_bias_shape(bias, n, "select_top_k");
   experts.resize(scores.rows(), k);
   parallel_for(scores.rows(), [&](Index t) {
     auto value = [&](Index e) { return bias ? scores(t, e) + (*bias)(0, e) : scores(t, e); };
-    auto row = experts.row(t);
-    Index filled = 0;
-    Scalar kth = 0;  // value(row(k - 1)) once the row is full: most experts fail this one comparison
-    for (Index e = 0; e < n; ++e) {
-      const Scalar v = value(e);
-      if (filled == k && !(v > kth)) continue;  // strict: an equal later index loses
-      Index pos = filled < k ? filled++ : k - 1;
-      while (pos > 0 && v > value(row(pos - 1))) {
-        row(pos) = row(pos - 1);
-        --pos;
-      }
-      row(pos) = e;
-      if (filled == k) kth = value(row(k - 1));
-    }
+    detail::top_k_row(n, k, value, experts.row(t));
   });
 }
 
-/// gates[t, j] = scores[t, experts[t, j]], divided by the row's sum when `renormalize`.
+/// Group-limited routing (DeepSeek-V2, DeepSeek-AI 2024; DeepSeek-V3's node-limited routing): the N experts
+/// form `groups` groups of N / groups consecutive indices; a group's score is the sum of its two highest
+/// selection values (score + bias) when there is a bias, else its highest score; each row chooses its
+/// `top_groups` best groups (ties to the lower group) and then its k best experts among theirs, ties to the
+/// lower index. The experts of the other groups are masked with -infinity, not 0: with 0 an excluded group
+/// would win whenever the chosen groups' values are negative (sigmoid scores plus a negative bias).
+/// `group_scores` [T x groups] and `chosen_groups` [T x top_groups] are scratch that keeps its capacity.
 template <class Scalar>
-void gather_gates(const MatrixX<Scalar>& scores, const IndexMatrix& experts, bool renormalize, MatrixX<Scalar>& gates) {
+void select_top_k_in_groups(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, Index k, Index groups,
+                            Index top_groups, MatrixX<Scalar>& group_scores, IndexMatrix& chosen_groups,
+                            IndexMatrix& experts) {
+  const Index n = scores.cols();
+  detail::require(groups >= 1 && n % groups == 0, "select_top_k_in_groups: groups must divide the ", n,
+                  " experts, got ", groups);
+  const Index size = n / groups;
+  detail::require(!bias || size >= 2, "select_top_k_in_groups: with a bias a group's score is the sum of its two "
+                  "best values, so groups need at least 2 experts; ", groups, " groups of ", n, " have ", size);
+  detail::require(top_groups >= 1 && top_groups <= groups, "select_top_k_in_groups: top_groups must be in [1, ",
+                  groups, "] (the number of groups), got ", top_groups);
+  detail::require(k >= 1 && k <= top_groups * size, "select_top_k_in_groups: k must be in [1, ", top_groups * size,
+                  "] (top_groups ", top_groups, " x ", size, " experts per group), got ", k);
+  detail::require_bias_shape(bias, n, "select_top_k_in_groups");
+  group_scores.resize(scores.rows(), groups);
+  chosen_groups.resize(scores.rows(), top_groups);
+  experts.resize(scores.rows(), k);
+  constexpr Scalar excluded = -std::numeric_limits<Scalar>::infinity();
+  parallel_for(scores.rows(), [&](Index t) {
+    auto value = [&](Index e) { return bias ? scores(t, e) + (*bias)(0, e) : scores(t, e); };
+    for (Index g = 0; g < groups; ++g) {
+      Scalar best = excluded, second = excluded;
+      for (Index e = g * size; e < (g + 1) * size; ++e) {
+        const Scalar v = value(e);
+        if (v > best) {
+          second = best;
+          best = v;
+        } else if (v > second) {
+          second = v;
+        }
+      }
+      group_scores(t, g) = bias ? best + second : best;
+    }
+    auto chosen = chosen_groups.row(t);
+    detail::top_k_row(groups, top_groups, [&](Index g) { return group_scores(t, g); }, chosen);
+    auto masked = [&](Index e) {
+      for (Index i = 0; i < top_groups; ++i)
+        if (chosen(i) == e / size) return value(e);
+      return excluded;
+    };
+    detail::top_k_row(n, k, masked, experts.row(t));
+  });
+}
+
+/// The router's routed scaling factor (DeepSeek-V3's 2.5), 1 for routers without one.
+template <class R>
+double routed_scaling_factor(const R& router) {
+  if constexpr (requires { router.routed_scaling_factor(); })
+    return router.routed_scaling_factor();
+  else
+    return 1.0;
+}
+
+/// gates[t, j] = c scores[t, experts[t, j]], divided by the row's sum when `renormalize`; c is `scaling`,
+/// DeepSeek-V3's routed scaling factor (1 elsewhere).
+template <class Scalar>
+void gather_gates(const MatrixX<Scalar>& scores, const IndexMatrix& experts, bool renormalize, double scaling,
+                  MatrixX<Scalar>& gates) {
   gates.resize(experts.rows(), experts.cols());
+  const auto c = static_cast<Scalar>(scaling);
   for (Index t = 0; t < experts.rows(); ++t) {
     for (Index j = 0; j < experts.cols(); ++j) gates(t, j) = scores(t, experts(t, j));
     if (renormalize) gates.row(t) /= gates.row(t).sum();
+    if (scaling != 1.0) gates.row(t) *= c;
   }
 }
 
 /// Adds the gradient of the gates with respect to the scores: d_scores += (d gates / d scores)^T d_gates.
-/// With renormalisation g_j = s_j / Z, so d s_j = (d g_j - sum_i d g_i g_i) / Z.
+/// With renormalisation g_j = c s_j / Z, so d s_j = (c d g_j - sum_i d g_i g_i) / Z; without, d s_j = c d g_j.
 template <class Scalar>
 void gates_backward(const MatrixX<Scalar>& scores, const IndexMatrix& experts, const MatrixX<Scalar>& gates,
-                    bool renormalize, const MatrixX<Scalar>& d_gates, MatrixX<Scalar>& d_scores) {
+                    bool renormalize, double scaling, const MatrixX<Scalar>& d_gates, MatrixX<Scalar>& d_scores) {
+  const auto c = static_cast<Scalar>(scaling);
   for (Index t = 0; t < experts.rows(); ++t) {
     if (!renormalize) {
-      for (Index j = 0; j < experts.cols(); ++j) d_scores(t, experts(t, j)) += d_gates(t, j);
+      for (Index j = 0; j < experts.cols(); ++j) d_scores(t, experts(t, j)) += c * d_gates(t, j);
       continue;
     }
     Scalar sum = 0;
     for (Index j = 0; j < experts.cols(); ++j) sum += scores(t, experts(t, j));
     const Scalar dot = d_gates.row(t).dot(gates.row(t));
-    for (Index j = 0; j < experts.cols(); ++j) d_scores(t, experts(t, j)) += (d_gates(t, j) - dot) / sum;
+    for (Index j = 0; j < experts.cols(); ++j) d_scores(t, experts(t, j)) += (c * d_gates(t, j) - dot) / sum;
   }
 }
 

@@ -1,6 +1,10 @@
 #pragma once
 // DeepSeek-V3's router (DeepSeek-AI 2024): scores = sigmoid(x W^T), top-K selection on score + the
-// balancer's bias, gates = the chosen scores divided by their sum.
+// balancer's bias, optionally limited to the experts of the best groups (group-limited routing, as
+// released: n_group 8, topk_group 4), gates = the chosen scores divided by their sum, times the routed
+// scaling factor (2.5 in DeepSeek-V3).
+
+#include <cmath>
 
 #include "moe/core/error.hpp"
 #include "moe/core/parameter.hpp"
@@ -15,11 +19,14 @@ class SigmoidTopK {
   using Scalar = ScalarT;
 
   struct Options {
-    bool bias = false;  // a bias in the router's linear map
+    bool bias = false;                   // a bias in the router's linear map
+    double routed_scaling_factor = 1.0;  // gates multiplied by it after renormalisation
+    Index n_group = 1;                   // groups of consecutive experts (1: no group limit)
+    Index topk_group = 1;                // groups each token may choose its experts from
   };
 
   SigmoidTopK(Index d_model, Index num_experts, const Options& options, Rng& rng)
-      : linear_(d_model, num_experts, rng, options.bias) {}
+      : linear_(d_model, num_experts, rng, options.bias), options_(validated(options, num_experts)) {}
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     logits_ = linear_.forward(x);
@@ -41,14 +48,37 @@ class SigmoidTopK {
     return linear_.backward(d_logits_);
   }
 
+  /// Top-K on score + bias, within the topk_group best groups when n_group > 1 (select_top_k_in_groups).
+  void select(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, Index k, IndexMatrix& experts) {
+    if (options_.n_group == 1)
+      select_top_k(scores, bias, k, experts);
+    else
+      select_top_k_in_groups(scores, bias, k, options_.n_group, options_.topk_group, group_scores_, chosen_groups_,
+                             experts);
+  }
+
   /// Sigmoid scores do not sum to 1, so the K gates are always renormalised.
   bool renormalize() const { return true; }
+  double routed_scaling_factor() const { return options_.routed_scaling_factor; }
+  const Options& options() const { return options_; }
 
   ParameterList<Scalar> named_parameters() { return linear_.named_parameters(); }
 
  private:
+  static const Options& validated(const Options& o, Index num_experts) {
+    detail::require(o.routed_scaling_factor > 0.0 && std::isfinite(o.routed_scaling_factor),
+                    "SigmoidTopK: routed_scaling_factor must be positive and finite, got ", o.routed_scaling_factor);
+    detail::require(o.n_group >= 1 && num_experts % o.n_group == 0, "SigmoidTopK: n_group must divide num_experts = ",
+                    num_experts, ", got ", o.n_group);
+    detail::require(o.topk_group >= 1 && o.topk_group <= o.n_group, "SigmoidTopK: topk_group must be in [1, n_group = ",
+                    o.n_group, "], got ", o.topk_group);
+    return o;
+  }
+
   Linear<Scalar> linear_;
-  MatrixX<Scalar> logits_, scores_, d_logits_;
+  Options options_;
+  MatrixX<Scalar> logits_, scores_, d_logits_, group_scores_;
+  IndexMatrix chosen_groups_;
 };
 
 }  // namespace moe

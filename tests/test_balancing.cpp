@@ -163,11 +163,13 @@ TEST_CASE("SequenceAuxLoss on a hand-computed case", "[balancing][sequence]") {
       0.5, 0.5,        //
       0.1, 0.9;
   const auto routing = make_routing(scores, logits, column({0, 0, 0, 1}));
-  moe::SequenceAuxLoss<double> sequence(2, {.alpha = 0.5, .sequence_length = 2});
+  // The experts are given (row 1's is not its top score), so f_i counts them: LoadCount::dispatched.
+  const auto dispatched = moe::LoadCount::dispatched;
+  moe::SequenceAuxLoss<double> sequence(2, {.alpha = 0.5, .sequence_length = 2, .count = dispatched});
   CHECK(sequence.forward(routing) == Approx(0.55).epsilon(1e-12));
   moe::SwitchAuxLoss<double> whole(2, {.alpha = 0.5});
   CHECK(whole.forward(routing) == Approx(0.475).epsilon(1e-12));
-  moe::SequenceAuxLoss<double> one_sequence(2, {.alpha = 0.5, .sequence_length = 4});
+  moe::SequenceAuxLoss<double> one_sequence(2, {.alpha = 0.5, .sequence_length = 4, .count = dispatched});
   CHECK(one_sequence.forward(routing) == Approx(0.475).epsilon(1e-12));
 }
 

@@ -105,7 +105,7 @@ const std::vector<Config>& configs() {
       {"g_sequence_aux_sigmoid", 6, 2, true, 0, "sequence", 0.01, 16, &run_config<SequenceAuxSigmoid2>},
       {"h_sigmoid_groups_scaled", 8, 3, true, 0, "none", 0.0, 0, &run_config<SigmoidLayer3>, 16, 32, 64, 2.5, 4,
        2},
-      {"i_deepseek_v3", 256, 8, true, 1, "sequence_bias", 0.01, 16, &run_config<DeepSeekV3Layer>, 16, 8, 64, 2.5,
+      {"i_deepseek_v3", 256, 8, true, 1, "sequence_bias", 0.01, 16, &run_config<DeepSeekV3Layer>, 16, 8, 32, 2.5,
        8, 4, moe::LoadFraction::of_assignments, moe::LoadCount::score_top_k},
       {"j_switch_aux_of_tokens", 8, 2, true, 0, "switch", 0.01, 0, &run_config<SwitchAuxLayer2>, 16, 32, 64, 1.0,
        1, 1, moe::LoadFraction::of_tokens},
@@ -151,7 +151,10 @@ const char* name_of(moe::DropPolicy p) { return p == moe::DropPolicy::choice_ord
 
 std::string joined(const std::vector<Index>& values) {
   std::string text;
-  for (const Index v : values) text += (text.empty() ? "" : ",") + std::to_string(v);
+  for (const Index v : values) {
+    if (!text.empty()) text += ',';
+    text += std::to_string(v);
+  }
   return text;
 }
 

@@ -116,6 +116,30 @@ TEST_CASE("ResidentMoE: sigmoid top-3, sequence aux loss with the aux-loss-free 
       64);
 }
 
+TEST_CASE("ResidentMoE: capacity drops first choices first, Switch loss with f_i = c_i / T, double",
+          "[thrust][resident]") {
+  compare<moe::FeedForward<moe::ReLU, double>, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>(
+      {.d_model = 8,
+       .num_experts = 6,
+       .capacity_factor = 0.75,
+       .drop_policy = moe::DropPolicy::choice_order,
+       .expert = {.hidden = 12},
+       .router = {.renormalize = true},
+       .balancer = {.alpha = 1e-2, .fraction = moe::LoadFraction::of_tokens}},
+      50);
+}
+
+TEST_CASE("ResidentMoE refuses SigmoidTopK's routed scaling factor and group-limited routing", "[thrust][resident]") {
+  using Layer = moe::MoELayer<moe::FeedForward<moe::GELU, float>, moe::SigmoidTopK, 2, moe::NoBalancing>;
+  moe::Rng rng(1);
+  Layer scaled({.d_model = 4, .num_experts = 4, .expert = {.hidden = 4}, .router = {.routed_scaling_factor = 2.5}},
+               rng);
+  CHECK_THROWS_WITH(device::ResidentMoE<Layer>(scaled), Catch::Contains("routed_scaling_factor is 2.5"));
+  Layer grouped({.d_model = 4, .num_experts = 4, .expert = {.hidden = 4}, .router = {.n_group = 2, .topk_group = 1}},
+                rng);
+  CHECK_THROWS_WITH(device::ResidentMoE<Layer>(grouped), Catch::Contains("SigmoidTopK has n_group 2"));
+}
+
 TEST_CASE("ResidentMoE: softmax top-4, SiLU experts with capacity, no balancing, double", "[thrust][resident]") {
   compare<moe::FeedForward<moe::SiLU, double>, moe::SoftmaxTopK, 4, moe::NoBalancing>(
       {.d_model = 6, .num_experts = 8, .capacity_factor = 1.0, .expert = {.hidden = 10, .bias = true}}, 40);

@@ -40,9 +40,9 @@ void compare(const typename moe::MoELayer<Expert, Router, K, Balancer>::Options&
   using CpuLayer = moe::MoELayer<Expert, Router, K, Balancer, moe::backends::Cpu>;
   using ThrustLayer = moe::MoELayer<Expert, Router, K, Balancer, moe::backends::Thrust>;
   const typename ThrustLayer::Options thrust_options{
-      options.d_model, options.num_experts,   options.k,      options.num_shared_experts, options.capacity_factor,
-      options.check_finite, options.expert, options.shared_expert, options.router,         options.balancer,
-      moe::backends::Thrust{}};
+      options.d_model,      options.num_experts, options.k,      options.num_shared_experts,
+      options.capacity_factor, options.drop_policy, options.check_finite, options.expert,
+      options.shared_expert, options.router,      options.balancer, moe::backends::Thrust{}};
   moe::Rng cpu_rng(3), thrust_rng(3);
   CpuLayer cpu(options, cpu_rng);
   ThrustLayer device(thrust_options, thrust_rng);
@@ -101,6 +101,15 @@ TEST_CASE("Thrust backend: sigmoid top-3, sequence aux loss with the aux-loss-fr
       {.d_model = 16, .num_experts = 8, .num_shared_experts = 2, .expert = {.hidden = 24},
        .shared_expert = {.hidden = 24}, .balancer = {{1e-2, 16}, {1e-2}}},
       64);
+}
+
+TEST_CASE("Thrust backend: DeepSeek-V3's group-limited routing and scaling, capacity first choices first, double",
+          "[thrust][backend]") {
+  compare<moe::SwiGLUFeedForward<double>, moe::SigmoidTopK, 3, SequenceAuxLossFree>(
+      {.d_model = 8, .num_experts = 12, .num_shared_experts = 1, .capacity_factor = 0.75,
+       .drop_policy = moe::DropPolicy::choice_order, .expert = {.hidden = 10}, .shared_expert = {.hidden = 6},
+       .router = {.routed_scaling_factor = 2.5, .n_group = 4, .topk_group = 2}, .balancer = {{1e-2, 16}, {1e-2}}},
+      48);
 }
 
 TEST_CASE("Thrust backend: softmax top-4, SiLU experts with capacity, no balancing, double", "[thrust][backend]") {

@@ -155,6 +155,37 @@ TEST_CASE("MoELayer gives the same bits for 1 and 2 threads", "[moe][layer][dete
   }
 }
 
+TEST_CASE("DeepSeekV3MoE with a padding mask and capacity gives the same bits for 1 and 2 threads",
+          "[moe][layer][determinism][deepseek_v3]") {
+  auto run = [](int threads) {
+    const int previous = moe::set_num_threads(threads);
+    moe::Rng rng(6);
+    auto options = moe::deepseek_v3_options(16, 8, 32);
+    options.capacity_factor = 1.5;
+    options.drop_policy = moe::DropPolicy::choice_order;
+    moe::DeepSeekV3MoE<> layer(options, rng);
+    moe::Matrix x(256, 16), dy(256, 16);
+    moe::fill_uniform(x, rng, -1.0, 1.0);
+    moe::fill_uniform(dy, rng, -1.0, 1.0);
+    moe::PaddingMask padding = moe::PaddingMask::Constant(8, 32, false);
+    for (Index b = 0; b < 8; ++b) padding.row(b).tail(b * 3).setConstant(true);
+    layer.forward(x);  // an aux-loss-free bias for the next forward
+    layer.update_balancing();
+    std::vector<moe::Matrix> results{layer.forward(x, padding), layer.backward(dy),
+                                     moe::Matrix::Constant(1, 1, layer.aux_loss())};
+    for (const auto& p : layer.named_parameters()) results.push_back(p.parameter->grad);
+    moe::set_num_threads(previous);
+    return results;
+  };
+  const auto one = run(1);
+  const auto two = run(2);
+  REQUIRE(one.size() == two.size());
+  for (std::size_t i = 0; i < one.size(); ++i) {
+    INFO("result " << i);
+    CHECK(one[i] == two[i]);
+  }
+}
+
 TEST_CASE("MoELayer rejects bad configurations and inputs with a named reason", "[moe][layer][errors]") {
   moe::Rng rng(1);
   using Layer = moe::MoELayer<moe::Linear<float>, moe::SoftmaxTopK, moe::Dynamic, moe::NoBalancing>;

@@ -167,7 +167,7 @@ void moe_layer(benchmark::State& state, const Config& c, bool backward) {
     if (backward) benchmark::DoNotOptimize(layer.backward(dy).data());
     next = (next + 1) % xs.size();
   };
-  for (std::uint64_t b = 0; b < batches; ++b) call();  // every buffer at its largest size
+  for (std::uint64_t b = 0; b < batches; ++b) call();  // untimed: each batch once, so the counts are steady state
   const CallCounters counters;
   for (auto _ : state) call();
   set_call_counters(state, counters);

@@ -5,8 +5,9 @@
 
 The results folder holds machine.json (written by bench.sh), moe_bench.json and nn_bench.json (Google
 Benchmark, the chosen build), variant_<portable|native>.json (GEMM and layer forward of each build),
-pytorch.json and optionally pytorch_system_blas.json (benchmarks/peers/pytorch_moe.py), and profile/
-with perf and callgrind_annotate outputs. Python 3 standard library only.
+peer_<config>.json and optionally peer_system_blas.json (benchmarks/peers/pytorch_moe.py, with the
+peer's OpenBLAS and its output check), lm_moe.json and lm_peer.json (the whole-model figure: lm_bench and
+benchmarks/peers/pytorch_lm.py), and profile/ with perf and callgrind_annotate outputs. Python 3 standard library only.
 """
 
 import argparse

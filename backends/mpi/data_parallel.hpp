@@ -4,6 +4,7 @@
 // holds one block of each layer's experts.
 //
 // - average_gradients: each gradient becomes the mean over the processes of their gradients.
+// - clip_grad_norm: gradient clipping by the norm of the whole model, the same on every process.
 // - mean_over_processes: a loss, averaged the same way.
 // - gather_state_dict / load_held_state_dict: one state dict with one process's names, assembled from every
 //   process's experts, and loaded back into any number of processes.
@@ -11,6 +12,7 @@
 // Sums over processes are gathered and added in rank order, not left to MPI_Allreduce's reduction tree, so
 // every process gets the same bits and a run's bits do not depend on MPI's choice of algorithm.
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <set>
@@ -116,6 +118,27 @@ void average_gradients(const Comm& comm, const ParameterList<Scalar>& parameters
     }
     for (Index i = 0; i < grad.size(); ++i) grad.data()[i] = flat[at++] / processes;
   }
+}
+
+/// clip_grad_norm of the whole model, after average_gradients: the norm counts the replicated gradients once
+/// (every process has the same) and every process's held experts, so every process scales by the same
+/// coefficient max_norm / (norm + 1e-6) when that is below 1. Returns the norm before clipping.
+template <class Scalar, class Comm>
+double clip_grad_norm(const Comm& comm, const ParameterList<Scalar>& parameters,
+                      const ParameterList<Scalar>& held_experts, double max_norm) {
+  detail::require(max_norm >= 0.0, "clip_grad_norm: max_norm must be non-negative, got ", max_norm);
+  std::set<const Parameter<Scalar>*> held;
+  for (const auto& p : held_experts) held.insert(p.parameter);
+  double replicated = 0.0;
+  std::vector<double> experts{0.0};
+  for (const auto& p : parameters)
+    (held.contains(p.parameter) ? experts[0] : replicated) += p.parameter->grad.template cast<double>().squaredNorm();
+  mpi_detail::sum_in_rank_order(comm, experts, "clip_grad_norm");
+  const double norm = std::sqrt(replicated + experts[0]);
+  const double coefficient = max_norm / (norm + 1e-6);
+  if (coefficient >= 1.0) return norm;
+  for (const auto& p : parameters) p.parameter->grad *= static_cast<Scalar>(coefficient);
+  return norm;
 }
 
 /// The mean over the processes of `value` (a loss), the same bits on every process.

@@ -18,7 +18,7 @@ require_discovered() {
   if [ -n "$empty" ]; then echo "test.sh: no tests were discovered in $empty" >&2; exit 1; fi
 }
 
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DMOE_WARNINGS_AS_ERRORS=ON
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DMOE_WARNINGS_AS_ERRORS=ON -DMOE_MPI=ON
 cmake --build build -j "$jobs"
 require_discovered build
 (cd build && ctest --output-on-failure -j "$jobs")

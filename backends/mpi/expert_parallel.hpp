@@ -15,6 +15,7 @@
 // processes. Dropless only: a capacity counts tokens per process and would drop other assignments than one
 // process does.
 
+#include <chrono>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -87,7 +88,7 @@ class ExpertParallel<Inner, Comm>::Runner {
     // The plan sorts the rows by expert, so by owner: process q's rows are one run.
     counts_.resize(static_cast<std::size_t>(num_experts));
     for (Index e = 0; e < num_experts; ++e) counts_[static_cast<std::size_t>(e)] = plan_.count(e);
-    comm.alltoall(counts_, received_counts_);  // [source * held + local expert]
+    communicating([&] { comm.alltoall(counts_, received_counts_); });  // [source * held + local expert]
     const auto processes = static_cast<std::size_t>(comm.size());
     sent_rows_.assign(processes, 0);
     received_rows_.assign(processes, 0);
@@ -153,8 +154,18 @@ class ExpertParallel<Inner, Comm>::Runner {
   const IndexVector& routed() const { return plan_.routed; }
   Index dropped() const { return 0; }
   const ReplicaGroup* replicas() const { return &replicas_; }
+  /// Wall-clock seconds spent in this runner's collectives (waiting for the other processes included)
+  /// since it was built: what the all-to-all costs beside the experts' compute.
+  double communication_seconds() const { return communication_seconds_; }
 
  private:
+  template <class Body>
+  void communicating(Body&& body) {
+    const auto start = std::chrono::steady_clock::now();
+    body();
+    communication_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
   /// Rows of `from` to each process (row counts per process, rank order), into `to` from each.
   void exchange(const MatrixX<Scalar>& from, const std::vector<Index>& rows_to, MatrixX<Scalar>& to,
                 const std::vector<Index>& rows_from) {
@@ -164,7 +175,7 @@ class ExpertParallel<Inner, Comm>::Runner {
       send_elements_[q] = rows_to[q] * from.cols();
       receive_elements_[q] = rows_from[q] * to.cols();
     }
-    replicas_.comm().alltoallv(from.data(), send_elements_, to.data(), receive_elements_);
+    communicating([&] { replicas_.comm().alltoallv(from.data(), send_elements_, to.data(), receive_elements_); });
   }
 
   /// Every process must run the same layer: a disagreement is an error on every process that names it.
@@ -172,7 +183,7 @@ class ExpertParallel<Inner, Comm>::Runner {
     std::vector<Index> mine;
     for (const auto& fact : facts) mine.push_back(fact.second);
     std::vector<Index> all;
-    replicas_.comm().allgather(mine, all);
+    communicating([&] { replicas_.comm().allgather(mine, all); });
     std::size_t i = 0;
     for (const auto& fact : facts) {
       for (std::size_t r = 1; r * mine.size() < all.size(); ++r)
@@ -189,6 +200,7 @@ class ExpertParallel<Inner, Comm>::Runner {
   Routing<Scalar> local_;  // the received rows: each to its local expert, gate 1
   MatrixX<Scalar> send_, received_input_, received_grad_, returned_output_, returned_grad_;
   MatrixX<Scalar> output_, d_gates_, grad_input_;
+  double communication_seconds_ = 0.0;
 };
 
 }  // namespace moe::backends

@@ -218,7 +218,7 @@ class MoELayer {
   /// step. Only training-mode forwards count.
   void update_balancing() {
     if constexpr (requires { balancer_.update(step_load_); }) {
-      if (routing_.replicas != nullptr) routing_.replicas->sum(step_load_);
+      if constexpr (requires { runner_.replicas(); }) runner_.replicas()->sum(step_load_);
       balancer_.update(step_load_);
     }
     step_load_.setZero();

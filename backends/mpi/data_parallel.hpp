@@ -1,7 +1,9 @@
 #pragma once
 // What a model whose MoE layers run ExpertParallel needs around them: every process is a replica of the
 // non-expert parameters (embedding, attention, router, norms, head) with its own share of the batch, and
-// holds one block of each layer's experts.
+// holds one block of each layer's experts. The shares are equal, and each process's loss is the mean over
+// its share (its aux losses are its terms of the batch's, see moe/balancing/aux_loss.hpp), so the mean over
+// the processes is the loss of the whole batch.
 //
 // - average_gradients: each gradient becomes the mean over the processes of their gradients.
 // - clip_grad_norm: gradient clipping by the norm of the whole model, the same on every process.

@@ -5,8 +5,9 @@
 // Each step is forward + backward of one MoE layer on a batch of T tokens split over the P processes.
 // Prints one markdown table row: tokens/s of the sharded layer (slowest process), seconds per step in its
 // collectives (mean and max over processes: the all-to-all and the processes waiting for each other), and
-// the one-process layer (the CPU backend, rank 0 alone, same batch) for the ratio. A plain timed loop, not
-// Google Benchmark: its adaptive iteration count would differ between processes, whose collectives must match.
+// the one-process layer (the CPU backend on the whole batch, run by every process at once, mean) for the
+// ratio. A plain timed loop, not Google Benchmark: its adaptive iteration count would differ between
+// processes, whose collectives must match.
 
 #include <mpi.h>
 
@@ -90,14 +91,20 @@ int run(int argc, char** argv) {
   const double communication_before = sharded.backend().communication_seconds();
   const double seconds = time_steps(sharded, local_x, local_dy, steps);
   const double communication = sharded.backend().communication_seconds() - communication_before;
-  std::vector<double> all_seconds, all_communication;
-  comm.allgather(std::vector<double>{seconds}, all_seconds);
-  comm.allgather(std::vector<double>{communication}, all_communication);
-
-  if (comm.rank() != 0) return 0;
+  // The one-process layer on the whole batch, on every process at once: the machine as busy as in the
+  // sharded run, and no process spinning in MPI while another is timed.
   moe::Rng one_rng(2);
   Layer<moe::backends::Cpu> one(options<moe::backends::Cpu>(), one_rng);
-  const double one_seconds = time_steps(one, x, dy, steps);
+  MPI_Barrier(comm.handle());
+  const double own_seconds = time_steps(one, x, dy, steps);
+  std::vector<double> all_seconds, all_communication, all_one_seconds;
+  comm.allgather(std::vector<double>{seconds}, all_seconds);
+  comm.allgather(std::vector<double>{communication}, all_communication);
+  comm.allgather(std::vector<double>{own_seconds}, all_one_seconds);
+
+  if (comm.rank() != 0) return 0;
+  double one_seconds = 0.0;
+  for (const double s : all_one_seconds) one_seconds += s / static_cast<double>(all_one_seconds.size());
   const double slowest = *std::max_element(all_seconds.begin(), all_seconds.end());
   double mean_communication = 0.0;
   for (const double c : all_communication) mean_communication += c / static_cast<double>(all_communication.size());

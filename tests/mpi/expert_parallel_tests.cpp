@@ -108,11 +108,19 @@ typename Layer<Balancer, Backend>::Options layer_options(Index d = d_model, Inde
   return options;
 }
 
+/// The sequence-wise loss over sequences of 4 rows: every process holds whole sequences.
+template <template <class> class Balancer, class Backend>
+typename Layer<Balancer, Backend>::Options balanced_options() {
+  auto options = layer_options<Balancer, Backend>();
+  if constexpr (requires { options.balancer.sequence_length; }) options.balancer.sequence_length = 4;
+  return options;
+}
+
+template <template <class> class Balancer>
 void forward_and_backward(const MpiComm& comm, Checks& checks) {
   moe::Rng single_rng(11), parallel_rng(11);
-  Layer<moe::SwitchAuxLoss, Cpu> single(layer_options<moe::SwitchAuxLoss, Cpu>(), single_rng);
-  Layer<moe::SwitchAuxLoss, ExpertParallel> parallel(layer_options<moe::SwitchAuxLoss, ExpertParallel>(),
-                                                     parallel_rng);
+  Layer<Balancer, Cpu> single(balanced_options<Balancer, Cpu>(), single_rng);
+  Layer<Balancer, ExpertParallel> parallel(balanced_options<Balancer, ExpertParallel>(), parallel_rng);
   const Matrix x = random_matrix(tokens, d_model, 1), dy = random_matrix(tokens, d_model, 2);
   const Matrix y_single = single.forward(x);
   const Matrix dx_single = single.backward(dy);
@@ -334,7 +342,8 @@ int main(int argc, char** argv) {
     const MpiComm comm;
     if (abort_check) return failing_run(comm);
     Checks checks{comm.rank()};
-    forward_and_backward(comm, checks);
+    forward_and_backward<moe::SwitchAuxLoss>(comm, checks);
+    forward_and_backward<moe::SequenceAuxLoss>(comm, checks);
     bias_update(comm, checks);
     training_run(comm, checks);
     errors(comm, checks);

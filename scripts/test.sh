@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds everything and runs every test: with g++ into build/ (programs in
-# build/bin/; the suite also runs against the single header); then the tests again with clang++ under
+# build/bin/; the suite also runs against the single header; the MPI tests run under mpirun at 1, 2 and 4
+# processes); then the tests again with clang++ under
 # AddressSanitizer and UndefinedBehaviorSanitizer into build/clang/ (any finding fails); and, where nvcc is
 # installed, the CUDA backend's tests, example and benchmark compiled by nvcc into build/cuda/, run where
 # there is a GPU. Warnings are errors in all.
@@ -23,7 +24,8 @@ require_discovered() {
 }
 
 phase "g++ build"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DMOE_WARNINGS_AS_ERRORS=ON
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DMOE_WARNINGS_AS_ERRORS=ON \
+  -DMOE_MPI=ON
 cmake --build build -j "$jobs"
 require_discovered build
 phase "g++ tests"

@@ -16,21 +16,34 @@ namespace detail {
 /// f_i: share of the sequence's L K assignments that went to expert i (a constant); P_i: mean over the
 /// sequence of the normalised score p_ti. The loss is sum_t <w_s(t), p_t> with
 /// w_si = alpha N c_si / (K L^2 S), c_si the assignments to i in sequence s, S the number of sequences.
+///
+/// With `whole_batch` (one sequence: the batch) over R replicas (routing.replicas), the batch is every
+/// process's tokens together: c_i and L are summed over the processes, and each returns R times its share
+/// of the sum, so that the mean over the processes (what data parallelism averages, losses and gradients
+/// alike) is the loss of the whole batch. Sequences of a sequence-wise loss lie on one process each, so
+/// their loss is local as it is.
 template <class Scalar>
 class BalanceLoss {
  public:
-  Scalar forward(const Routing<Scalar>& routing, Index length, double alpha) {
+  Scalar forward(const Routing<Scalar>& routing, Index length, double alpha, bool whole_batch) {
     require(routing.scores != nullptr, "BalanceLoss: the routing has no scores");
     const MatrixX<Scalar>& scores = *routing.scores;
     const Index tokens = routing.tokens(), n = scores.cols(), k = routing.k();
     require(scores.rows() == tokens, "BalanceLoss: scores have ", scores.rows(), " rows, the routing has ", tokens,
             " tokens");
     const Index sequences = tokens / length;
-    weights_.setZero(sequences, n);
+    counts_.setZero(sequences * n + 1);  // c_si at s * n + i, then the number of tokens
     for (Index t = 0; t < tokens; ++t)
-      for (Index j = 0; j < k; ++j) weights_(t / length, routing.experts(t, j)) += Scalar(1);
-    const double l = static_cast<double>(length);
-    weights_ *= static_cast<Scalar>(alpha * static_cast<double>(n) /
+      for (Index j = 0; j < k; ++j) ++counts_(t / length * n + routing.experts(t, j));
+    counts_(sequences * n) = tokens;
+    double replicas = 1.0;
+    if (whole_batch && routing.replicas != nullptr) {
+      routing.replicas->sum(counts_);
+      replicas = static_cast<double>(routing.replicas->size());
+    }
+    const double l = static_cast<double>(whole_batch ? counts_(sequences * n) : length);
+    weights_ = Eigen::Map<const IndexMatrix>(counts_.data(), sequences, n).template cast<Scalar>();
+    weights_ *= static_cast<Scalar>(alpha * static_cast<double>(n) * replicas /
                                     (static_cast<double>(k) * l * l * static_cast<double>(sequences)));
 
     normalized_.forward(scores);
@@ -45,6 +58,7 @@ class BalanceLoss {
   void backward(MatrixX<Scalar>& d_scores) const { normalized_.backward(d_scores); }
 
  private:
+  IndexVector counts_;
   MatrixX<Scalar> weights_;  // w [S x N]
   NormalizedScores<Scalar> normalized_;
 };
@@ -64,7 +78,7 @@ class SwitchAuxLoss {
 
   SwitchAuxLoss(Index /*num_experts*/, const Options& options) : alpha_(options.alpha) {}
 
-  Scalar forward(const Routing<Scalar>& routing) { return loss_.forward(routing, routing.tokens(), alpha_); }
+  Scalar forward(const Routing<Scalar>& routing) { return loss_.forward(routing, routing.tokens(), alpha_, true); }
 
   void backward(MatrixX<Scalar>& d_scores, MatrixX<Scalar>& /*d_logits*/) { loss_.backward(d_scores); }
 
@@ -94,7 +108,7 @@ class SequenceAuxLoss {
   Scalar forward(const Routing<Scalar>& routing) {
     detail::require(routing.tokens() % sequence_length_ == 0, "SequenceAuxLoss: the batch has ", routing.tokens(),
                     " rows, expected a multiple of sequence_length ", sequence_length_);
-    return loss_.forward(routing, sequence_length_, alpha_);
+    return loss_.forward(routing, sequence_length_, alpha_, false);
   }
 
   void backward(MatrixX<Scalar>& d_scores, MatrixX<Scalar>& /*d_logits*/) { loss_.backward(d_scores); }

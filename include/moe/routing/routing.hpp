@@ -33,14 +33,28 @@ concept Router = requires { typename R::Scalar; typename R::Options; } &&
                    { cr.renormalize() } -> std::convertible_to<bool>;
                  };
 
+/// The processes one batch is spread over, each routing its own share of the tokens (expert parallelism,
+/// backends/mpi): what balancers sum their statistics over, so that every process sees the global load and
+/// takes the same balancing step. A backend spread over processes provides one; the layer does not know
+/// how many there are.
+class ReplicaGroup {
+ public:
+  virtual ~ReplicaGroup() = default;
+  virtual Index size() const = 0;
+  /// values[i] summed over the processes, in place: the same result on every one.
+  virtual void sum(IndexVector& values) const = 0;
+};
+
 /// Where each token goes: experts [T x K] (best first), gates [T x K], and the router's scores and
-/// logits [T x N] they came from.
+/// logits [T x N] they came from; `replicas`, when not null, the processes whose tokens make up the batch
+/// together with these.
 template <class Scalar>
 struct Routing {
   IndexMatrix experts;
   MatrixX<Scalar> gates;
   const MatrixX<Scalar>* scores = nullptr;
   const MatrixX<Scalar>* logits = nullptr;
+  const ReplicaGroup* replicas = nullptr;
 
   Index tokens() const { return experts.rows(); }
   Index k() const { return experts.cols(); }

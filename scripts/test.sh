@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Installs the dependencies, builds everything and runs every test: with g++ into build/ (programs in
-# build/bin/; the suite also runs against the single header; the MPI tests run under mpirun at 1, 2 and 4
-# processes); then the tests again with clang++ under
-# AddressSanitizer and UndefinedBehaviorSanitizer into build/clang/ (any finding fails); and, where nvcc is
-# installed, the CUDA backend's tests, example and benchmark compiled by nvcc into build/cuda/, run where
-# there is a GPU. Warnings are errors in all.
+# Installs the dependencies, builds everything and runs every test: with g++ into build/ (programs in build/bin/;
+# the suite also runs against the single header; the MPI tests run under mpirun at 1, 2 and 4 processes); then the
+# tests again with clang++ under AddressSanitizer and UndefinedBehaviorSanitizer into build/clang/ (any finding
+# fails); and, where nvcc is installed, the CUDA backend's tests, example and benchmark compiled by nvcc into
+# build/cuda/, run where there is a GPU. Warnings are errors in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

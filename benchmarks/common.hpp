@@ -11,10 +11,16 @@
 #include <string_view>
 #include <vector>
 
+#include "backends/cpu/cpu_backend.hpp"
+#include "moe/balancing/balancer.hpp"
 #include "moe/core/memory.hpp"
 #include "moe/core/parallel.hpp"
 #include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
+#include "moe/layer/moe_layer.hpp"
+#include "moe/nn/activation.hpp"
+#include "moe/nn/feed_forward.hpp"
+#include "moe/routing/softmax_top_k.hpp"
 
 namespace moe_bench {
 
@@ -42,6 +48,39 @@ inline const std::vector<Config>& configs() {
   };
   return list;
 }
+
+/// The benchmarked MoE layer: GELU feed-forward experts behind a softmax top-K router, no balancing.
+template <int K>
+using Layer = moe::MoELayer<moe::FeedForward<moe::GELU>, moe::SoftmaxTopK, K, moe::NoBalancing>;
+
+/// The layer of a configuration, with the weights every benchmark program gives it.
+template <int K>
+Layer<K> make_layer(const Config& c) {
+  moe::Rng rng(11);
+  typename Layer<K>::Options options;
+  options.d_model = c.d;
+  options.num_experts = c.experts;
+  options.k = c.k;
+  options.expert.hidden = c.h;
+  return Layer<K>(options, rng);
+}
+
+/// body.template operator()<K>() with the configuration's K as a template argument where one is
+/// instantiated, moe::Dynamic otherwise.
+template <class Body>
+decltype(auto) with_k(const Config& c, Body&& body) {
+  switch (c.k) {
+    case 1: return body.template operator()<1>();
+    case 2: return body.template operator()<2>();
+    case 4: return body.template operator()<4>();
+    case 6: return body.template operator()<6>();
+    default: return body.template operator()<moe::Dynamic>();
+  }
+}
+
+/// The FP32 FMA peak of `threads` threads at once in GFLOP/s (fma_peak.hpp, built for this machine by
+/// benchmarks/machine_peak.cpp).
+double machine_fma_peak_gflops(int threads);
 
 inline Matrix random_matrix(Index rows, Index cols, std::uint64_t seed, double stddev = 1.0) {
   moe::Rng rng(seed);

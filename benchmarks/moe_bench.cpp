@@ -10,7 +10,9 @@
 //   fwd:     H = X W1^T [r x h], Y = H W2^T [r x d]
 //   fwd_bwd: fwd, then dW2 += dY^T H, dH = dY W2, dW1 += dH^T X, dX = dH W1
 // gemm_square/<n> is one n x n x n product per thread on every thread: the peak of Eigen's GEMM here;
-// stream_copy, the memory bandwidth.
+// stream_copy, the memory bandwidth; fma_peak, the machine's floating-point peak on every thread.
+// moe_layer and gemm report allocs_per_call and faults_per_call (benchmarks/call_counters.hpp) of their
+// timed calls; moe_layer's come after one untimed call on each of its batches, so they are steady state.
 // expert/<mode>/<config> and expert_gemm/<mode>/<config>: one expert's FeedForward, and its products
 // alone, on T*K/N rows and one thread (tokens_per_s counts those rows).
 
@@ -20,6 +22,7 @@
 #include <memory>
 #include <string>
 
+#include "call_counters.hpp"
 #include "common.hpp"
 #include "moe/balancing/balancer.hpp"
 #include "backends/cpu/cpu_backend.hpp"
@@ -32,8 +35,6 @@
 namespace moe_bench {
 namespace {
 
-template <int K>
-using Layer = moe::MoELayer<moe::FeedForward<moe::GELU>, moe::SoftmaxTopK, K, moe::NoBalancing>;
 using Dense = moe::FeedForward<moe::GELU>;
 
 /// The routing of one batch of random tokens by a freshly initialised softmax router, with its dispatch
@@ -143,29 +144,33 @@ void scatter(benchmark::State& state, const Config& c) {
   set_rates(state, double(c.tokens), double(c.tokens * c.k * c.d));
 }
 
+void set_call_counters(benchmark::State& state, const CallCounters& counters) {
+  const CallCounters::PerCall per_call = counters.per_call(static_cast<long>(state.iterations()));
+  state.counters["allocs_per_call"] = per_call.allocations;
+  state.counters["faults_per_call"] = per_call.faults;
+}
+
 /// Distinct input batches the layer benchmarks cycle through.
 constexpr std::uint64_t batches = 3;
 
 template <int K>
 void moe_layer(benchmark::State& state, const Config& c, bool backward) {
-  moe::Rng rng(11);
-  typename Layer<K>::Options options;
-  options.d_model = c.d;
-  options.num_experts = c.experts;
-  options.k = c.k;
-  options.expert.hidden = c.h;
-  Layer<K> layer(options, rng);
+  Layer<K> layer = make_layer<K>(c);
   // Batches in turn, so that the routing (and every expert's row count) changes between calls as in
   // training: buffers are resized, not just reused.
   std::vector<Matrix> xs;
   for (std::uint64_t b = 0; b < batches; ++b) xs.push_back(random_matrix(c.tokens, c.d, 1 + 10 * b));
   const Matrix dy = random_matrix(c.tokens, c.d, 2);
   std::size_t next = 0;
-  for (auto _ : state) {
+  auto call = [&] {
     benchmark::DoNotOptimize(layer.forward(xs[next]).data());
     if (backward) benchmark::DoNotOptimize(layer.backward(dy).data());
     next = (next + 1) % xs.size();
-  }
+  };
+  for (std::uint64_t b = 0; b < batches; ++b) call();  // untimed: each batch once, so the counts are steady state
+  const CallCounters counters;
+  for (auto _ : state) call();
+  set_call_counters(state, counters);
   set_rates(state, double(c.tokens), backward ? c.forward_backward_flops() : c.forward_flops());
   const moe::IndexVector& load = layer.batch_load();
   state.counters["load_max_over_mean"] =
@@ -216,6 +221,7 @@ void gemm(benchmark::State& state, const Config& c, bool backward) {
     e.dw1.setZero(c.h, c.d);
     e.dw2.setZero(c.d, c.h);
   }
+  const CallCounters counters;
   for (auto _ : state) {
     moe::parallel_for(
         c.experts,
@@ -234,6 +240,7 @@ void gemm(benchmark::State& state, const Config& c, bool backward) {
   }
   const double rows = double(r * c.experts);
   const double flops = 4.0 * rows * double(c.d) * double(c.h) * (backward ? 3.0 : 1.0);
+  set_call_counters(state, counters);
   set_rates(state, double(c.tokens), flops);
   state.counters["rows_per_expert"] = double(r);
 }
@@ -306,6 +313,13 @@ void gemm_square(benchmark::State& state) {
   set_rates(state, double(n * threads), 2.0 * double(n) * double(n) * double(n) * double(threads));
 }
 
+/// The machine's FP32 FMA peak on every thread at once (one run: the best of fma_peak.hpp's own runs).
+void fma_peak(benchmark::State& state) {
+  double gflops = 0;
+  for (auto _ : state) gflops = std::max(gflops, machine_fma_peak_gflops(moe::num_threads()));
+  state.counters["gflops"] = gflops;
+}
+
 /// moe::GELU on the [T·K x h] hidden activations, split in row blocks over the threads as the experts are.
 void gelu(benchmark::State& state, const Config& c, bool backward) {
   const Matrix x = random_matrix(c.tokens * c.k, c.h, 5);
@@ -323,12 +337,12 @@ void gelu(benchmark::State& state, const Config& c, bool backward) {
   set_rates(state, double(c.tokens), double(x.size()) * (backward ? 2.0 : 1.0));
 }
 
-template <int K>
 void register_layer(const Config& c) {
   for (bool backward : {false, true}) {
     const std::string mode = backward ? "fwd_bwd/" : "fwd/";
-    benchmark::RegisterBenchmark(("moe_layer/" + mode + c.name).c_str(),
-                                 [c, backward](benchmark::State& s) { moe_layer<K>(s, c, backward); })
+    benchmark::RegisterBenchmark(("moe_layer/" + mode + c.name).c_str(), [c, backward](benchmark::State& s) {
+      with_k(c, [&]<int K>() { moe_layer<K>(s, c, backward); });
+    })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
   }
@@ -350,13 +364,7 @@ void register_all() {
       const std::string mode = backward ? "fwd_bwd/" : "fwd/";
       add("gelu/" + mode + c.name, [c, backward](benchmark::State& s) { gelu(s, c, backward); });
     }
-    switch (c.k) {
-      case 1: register_layer<1>(c); break;
-      case 2: register_layer<2>(c); break;
-      case 4: register_layer<4>(c); break;
-      case 6: register_layer<6>(c); break;
-      default: register_layer<moe::Dynamic>(c);
-    }
+    register_layer(c);
     for (bool backward : {false, true}) {
       const std::string mode = backward ? "fwd_bwd/" : "fwd/";
       add("gemm/" + mode + c.name, [c, backward](benchmark::State& s) { gemm(s, c, backward); })
@@ -372,6 +380,7 @@ void register_all() {
     }
   }
   benchmark::RegisterBenchmark("gemm_square", gemm_square)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("fma_peak", fma_peak)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("stream_copy", stream_copy)->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 

@@ -12,12 +12,6 @@
 #include <string>
 
 #include "common.hpp"
-#include "moe/balancing/balancer.hpp"
-#include "backends/cpu/cpu_backend.hpp"
-#include "moe/layer/moe_layer.hpp"
-#include "moe/nn/activation.hpp"
-#include "moe/nn/feed_forward.hpp"
-#include "moe/routing/softmax_top_k.hpp"
 
 namespace {
 
@@ -33,14 +27,7 @@ using moe_bench::Matrix;
 
 template <int K>
 int run(const Config& c, bool backward, int iterations) {
-  using Layer = moe::MoELayer<moe::FeedForward<moe::GELU>, moe::SoftmaxTopK, K, moe::NoBalancing>;
-  moe::Rng rng(11);
-  typename Layer::Options options;
-  options.d_model = c.d;
-  options.num_experts = c.experts;
-  options.k = c.k;
-  options.expert.hidden = c.h;
-  Layer layer(options, rng);
+  moe_bench::Layer<K> layer = moe_bench::make_layer<K>(c);
   const Matrix x = moe_bench::random_matrix(c.tokens, c.d, 1);
   const Matrix dy = moe_bench::random_matrix(c.tokens, c.d, 2);
   auto step = [&] {
@@ -81,13 +68,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "moe_profile: TOKENS and ITERATIONS must be positive\n");
       return 2;
     }
-    switch (c.k) {
-      case 1: return run<1>(c, mode == "fwd_bwd", iterations);
-      case 2: return run<2>(c, mode == "fwd_bwd", iterations);
-      case 4: return run<4>(c, mode == "fwd_bwd", iterations);
-      case 6: return run<6>(c, mode == "fwd_bwd", iterations);
-      default: return run<moe::Dynamic>(c, mode == "fwd_bwd", iterations);
-    }
+    return moe_bench::with_k(c, [&]<int K>() { return run<K>(c, mode == "fwd_bwd", iterations); });
   }
   std::fprintf(stderr, "moe_profile: unknown config %s\n", name.c_str());
   return 2;

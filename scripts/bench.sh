@@ -27,6 +27,13 @@
 # pthread build (MOE_PEER_BLAS=openblas-pthread) fights them (libgomp's spinning threads and OpenBLAS's
 # own take turns on two cores) and runs PyTorch 2-3x slower on the small configs. The reference-BLAS
 # peer is measured too, on small configs (MOE_PEER_BLAS=system: on every config but C4).
+# OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which this environment may export for the tests (they pin
+# OpenBLAS to older kernels), are unset for the peer's command alone, so OpenBLAS picks its kernel for this
+# CPU; the report names the kernel (openblas_get_corename), the library and its threads.
+#
+# The check: before timing a config, build/bench/bin/moe_reference writes our layer's weights, an input, an
+# output gradient and what our layer computed from them; the peer loads the same weights and inputs, times
+# its layer on them and compares its output and gradients with ours (the report's "check" column).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh  # compilers, Eigen, Google Benchmark, python3-torch: a fresh machine has none of them
@@ -42,10 +49,12 @@ threads=$MOE_BENCH_THREADS
 repetitions=${MOE_BENCH_REPETITIONS:-3}
 min_time=${MOE_BENCH_MIN_TIME:-0.3}
 peer_repeats=3
+lm_steps=20  # training steps of the whole-model figure (lm_bench, pytorch_lm.py)
 if [ $quick -eq 1 ]; then
   repetitions=1
   min_time=0.05
   peer_repeats=1
+  lm_steps=3
 fi
 peer_blas=${MOE_PEER_BLAS:-openblas}
 wait_budget=${MOE_BENCH_WAIT_IDLE:-0}
@@ -54,7 +63,7 @@ configs=(C1 C2 C3 C4 N8 N256)
 [ $quick -eq 1 ] && configs=(C3 N8 N256)
 config_regex=$(IFS='|'; echo "${configs[*]}")
 mkdir -p "$results/profile"
-rm -f "$results"/*.json "$results"/phases.tsv "$results"/profile/*
+rm -f "$results"/*.json "$results"/*.safetensors "$results"/phases.tsv "$results"/profile/*
 
 if [ -n "${MOE_BENCH_NICE:-}" ]; then
   renice -n "$MOE_BENCH_NICE" -p $$ >/dev/null
@@ -151,9 +160,12 @@ for c in "${configs[@]}"; do
     --benchmark_out="$results/moe_bench_$c.json" >/dev/null
   phase_end
 done
-phase_begin "moe_bench gemm_square, stream_copy"
-"$bin/moe_bench$suffix" "${common_args[@]}" --benchmark_filter='^(gemm_square|stream_copy)' \
+phase_begin "moe_bench gemm_square, stream_copy, fma_peak"
+"$bin/moe_bench$suffix" "${common_args[@]}" --benchmark_filter='^(gemm_square|stream_copy|fma_peak)' \
   --benchmark_out="$results/moe_bench_machine.json" >/dev/null
+phase_end
+phase_begin "lm_bench (whole model, $lm_steps steps)"
+"$bin/lm_bench$suffix" "$lm_steps" >"$results/lm_moe.json"
 phase_end
 phase_begin "nn_bench"
 "$bin/nn_bench$suffix" "${common_args[@]}" --benchmark_out="$results/nn_bench.json" >/dev/null
@@ -189,12 +201,20 @@ fi
 peer_args=(--threads "$threads" --repeats "$peer_repeats" --min-time "$min_time")
 if [ -n "$openblas_dir" ]; then
   for c in "${configs[@]}"; do
+    "$bin/moe_reference$suffix" "$c" "$results/reference_$c.safetensors"
     phase_begin "PyTorch $c (OpenBLAS, $openblas_variant)"
-    OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads" \
       LD_LIBRARY_PATH="$openblas_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-      $python benchmarks/peers/pytorch_moe.py "${peer_args[@]}" --configs "$c" --gemm --out "$results/peer_$c.json"
+      $python benchmarks/peers/pytorch_moe.py "${peer_args[@]}" --configs "$c" --gemm --reference "$results" \
+      --out "$results/peer_$c.json"
     phase_end
+    rm -f "$results/reference_$c.safetensors"
   done
+  phase_begin "PyTorch whole model (OpenBLAS, $openblas_variant, $lm_steps steps)"
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads" \
+    LD_LIBRARY_PATH="$openblas_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    $python benchmarks/peers/pytorch_lm.py --threads "$threads" --steps "$lm_steps" --out "$results/lm_peer.json"
+  phase_end
   # The peer as installed: reference BLAS is ~30x slower, so small configs only, one repeat.
   phase_begin "PyTorch C3,N8 (system BLAS)"
   OMP_NUM_THREADS=$threads $python benchmarks/peers/pytorch_moe.py --threads "$threads" --repeats 1 --min-time 0 \
@@ -203,10 +223,12 @@ if [ -n "$openblas_dir" ]; then
 else
   for c in "${configs[@]}"; do
     [ "$c" = C4 ] && continue  # minutes per call on reference BLAS
+    "$bin/moe_reference$suffix" "$c" "$results/reference_$c.safetensors"
     phase_begin "PyTorch $c (system BLAS)"
     OMP_NUM_THREADS=$threads $python benchmarks/peers/pytorch_moe.py "${peer_args[@]}" --configs "$c" \
-      --out "$results/peer_$c.json"
+      --reference "$results" --out "$results/peer_$c.json"
     phase_end
+    rm -f "$results/reference_$c.safetensors"
   done
 fi
 

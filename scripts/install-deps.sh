@@ -8,6 +8,7 @@ packages=(
   nlohmann-json3-dev  # JSON: the safetensors header, vocabularies, configs
   libcli11-dev  # the examples' command lines
   libfmt-dev  # the examples' number formatting (examples/common/format.hpp)
+  libopenmpi-dev openmpi-bin  # MPI: expert parallelism over processes (backends/mpi) and its tests under mpirun
   libthrust-dev  # Thrust where no CUDA toolkit brings it: the thrust-omp tests of the GPU backend
   zlib1g-dev libcairo2-dev fonts-dejavu-core libicu-dev
   python3-torch  # the peer of the cross-checks and benchmarks, run with /usr/bin/python3

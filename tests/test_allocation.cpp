@@ -14,6 +14,7 @@
 #include "moe/nn/feed_forward.hpp"
 #include "moe/nn/loss.hpp"
 #include "moe/optim/optimizer.hpp"
+#include "moe/routing/sigmoid_top_k.hpp"
 #include "moe/routing/softmax_top_k.hpp"
 
 extern "C" void* __libc_malloc(std::size_t size);
@@ -57,15 +58,19 @@ TEST_CASE("The allocation counter sees Eigen's allocations", "[allocation]") {
         }) > 0);
 }
 
-TEST_CASE("Forward, backward and the optimizer step allocate nothing in steady state", "[moe][allocation]") {
-  // LLVM's libomp allocates a few blocks in every parallel region (libgomp does not); that is the
-  // runtime's, so with such a runtime the check runs on one thread and says so.
+/// LLVM's libomp allocates a few blocks in every parallel region (libgomp does not); that is the runtime's,
+/// so with such a runtime the checks run on one thread and say so. Returns the thread count to restore.
+int threads_for_counting() {
   auto empty_region = [] { moe::parallel_for(2, [](moe::Index) {}); };
   empty_region();  // the first region starts the threads
   const long runtime_allocations = allocations_during(empty_region);
-  const int previous_threads = runtime_allocations > 0 ? moe::set_num_threads(1) : moe::num_threads();
-  if (runtime_allocations > 0)
-    WARN("the OpenMP runtime allocated " << runtime_allocations << " blocks in an empty parallel region; checking on 1 thread");
+  if (runtime_allocations == 0) return moe::num_threads();
+  WARN("the OpenMP runtime allocated " << runtime_allocations << " blocks in an empty parallel region; checking on 1 thread");
+  return moe::set_num_threads(1);
+}
+
+TEST_CASE("Forward, backward and the optimizer step allocate nothing in steady state", "[moe][allocation]") {
+  const int previous_threads = threads_for_counting();
   moe::Rng rng(1);
   moe::MoELayer<moe::FeedForward<moe::GELU>, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss> layer(
       {.d_model = 16, .num_experts = 8, .num_shared_experts = 1, .expert = {.hidden = 32, .dropout = 0.1},
@@ -90,5 +95,26 @@ TEST_CASE("Forward, backward and the optimizer step allocate nothing in steady s
           optimizer.zero_grad();
           layer.update_balancing();
         }) == 0);
+  moe::set_num_threads(previous_threads);
+}
+
+TEST_CASE("The language model's MoE layer allocates nothing in steady state", "[moe][allocation]") {
+  // examples/expert_load_heatmaps' MoE block: SwiGLU experts and shared experts, DeepSeek-V3's sigmoid
+  // router and sequence-wise balance loss.
+  const int previous_threads = threads_for_counting();
+  moe::Rng rng(2);
+  moe::MoELayer<moe::SwiGLUFeedForward<float>, moe::SigmoidTopK, 6, moe::SequenceAuxLoss> layer(
+      {.d_model = 16, .num_experts = 16, .num_shared_experts = 2, .expert = {.hidden = 8},
+       .shared_expert = {.hidden = 8}, .balancer = {.alpha = 1e-2, .sequence_length = 16}},
+      rng);
+  moe::Matrix x(64, 16), dy(64, 16);
+  moe::fill_normal(x, rng, 0.0, 1.0);
+  moe::fill_normal(dy, rng, 0.0, 1.0);
+  auto forward_backward = [&] {
+    layer.forward(x);
+    layer.backward(dy);
+  };
+  forward_backward();
+  CHECK(allocations_during(forward_backward) == 0);
   moe::set_num_threads(previous_threads);
 }

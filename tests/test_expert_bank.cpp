@@ -213,3 +213,23 @@ TEST_CASE("An expert's exception names the expert at any thread count", "[moe][e
                               Catch::Matchers::Contains(" failed in forward: too many rows: "));
   CHECK(messages[1] == messages[0]);
 }
+
+TEMPLATE_TEST_CASE("A bank holding a block of the experts has their weights and names", "[moe][expert_bank]",
+                   GeluExpert, Unstacked<GeluExpert>) {
+  moe::Rng whole_rng(8), part_rng(8);
+  moe::ExpertBank<TestType> whole(4, 5, {.hidden = 3}, whole_rng);
+  moe::ExpertBank<TestType> part(4, 5, {.hidden = 3}, part_rng, {.first = 2, .count = 2});
+  CHECK(part.size() == 2);
+  CHECK(part.first() == 2);
+  CHECK(whole_rng() == part_rng());  // every expert was drawn, held or not
+  const auto whole_parameters = whole.named_parameters();
+  const auto part_parameters = part.named_parameters();
+  REQUIRE(part_parameters.size() == whole_parameters.size() / 2);
+  for (std::size_t i = 0; i < part_parameters.size(); ++i) {
+    const auto& held = whole_parameters[whole_parameters.size() / 2 + i];
+    CHECK(part_parameters[i].name == held.name);  // "2.fc1.weight", ...: the layer's numbering
+    CHECK(part_parameters[i].parameter->value == held.parameter->value);
+  }
+  CHECK_THROWS_WITH((moe::ExpertBank<TestType>(4, 5, {.hidden = 3}, part_rng, {.first = 3, .count = 2})),
+                    "ExpertBank: held experts [3, 5) are not a part of [0, 4)");
+}

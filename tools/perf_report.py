@@ -5,8 +5,9 @@
 
 The results folder holds machine.json (written by bench.sh), moe_bench.json and nn_bench.json (Google
 Benchmark, the chosen build), variant_<portable|native>.json (GEMM and layer forward of each build),
-pytorch.json and optionally pytorch_system_blas.json (benchmarks/peers/pytorch_moe.py), and profile/
-with perf and callgrind_annotate outputs. Python 3 standard library only.
+peer_<config>.json and optionally peer_system_blas.json (benchmarks/peers/pytorch_moe.py, with the
+peer's OpenBLAS and its output check), lm_moe.json and lm_peer.json (the whole-model figure: lm_bench and
+benchmarks/peers/pytorch_lm.py), and profile/ with perf and callgrind_annotate outputs. Python 3 standard library only.
 """
 
 import argparse
@@ -18,10 +19,12 @@ import sys
 
 CONFIG_ORDER = ["C1", "C2", "C3", "C4", "N8", "N256"]
 MODES = ["fwd", "fwd_bwd"]
-GEMM_LIMIT = 0.85     # T1: past 85% of the GEMM rate, 3x PyTorch is not asked
-SPEEDUP = 3.0         # T1: tokens/s over PyTorch's
-SHARE_TARGETS = {"C1": 0.70, "C4": 0.70, "C2": 0.40}  # T2: active-FLOP rate over the GEMM rate
+# The targets of issue 14, as ratios measured in one run.
+PEAK_LIMIT = 0.85     # T1: past 85% of the FMA peak, 1.3x PyTorch is not asked
+SPEEDUP = 1.3         # T1: tokens/s over PyTorch's
+SHARE_TARGETS = {"C1": 0.75, "C4": 0.75, "C2": 0.50}  # T2: peak_share, active-FLOP rate over the FMA peak
 SCALING_TARGET = 0.80  # T3: tokens/s with N=256 over N=8
+# T4: no allocation and no page fault per call in steady state.
 
 
 def load_json(path):
@@ -154,6 +157,18 @@ def parse_callgrind(path):
     return total, rows
 
 
+def check_cell(check):
+    """The peer's output check as a table cell."""
+    if not check:
+        return "not run"
+    errors = [check[k] for k in ("output", "grad_input", "grad_router_weight") if check.get(k) is not None]
+    verdict = "pass" if check["passed"] else "**FAIL**"
+    text = f"{verdict} ({max(errors):.0e}"
+    if check["tokens_routed_differently"]:
+        text += f"; {check['tokens_routed_differently']} of {check['tokens']} tokens routed differently"
+    return text + ")"
+
+
 def read_run_line(path):
     if not os.path.exists(path):
         return ""
@@ -199,6 +214,11 @@ def main():
                 name, seconds, others = line.rstrip("\n").split("\t")
                 phases.append((name, float(seconds), float(others)))
 
+    # The FMA peak on every thread (moe_bench's fma_peak): the best of its runs in this run.
+    peaks = [b.get("gflops") for doc in moe_docs for b in doc["benchmarks"]
+             if b["name"].startswith("fma_peak") and b.get("gflops")]
+    peak_gf = max(peaks) if peaks else None
+
     def get(name, counter="gflops"):
         run = ours.get(name)
         return None if run is None else run.get(counter)
@@ -218,17 +238,23 @@ def main():
                 "ratio": moe_tps / pt_tps if moe_tps and pt_tps else None,
                 "share": moe_gf / gemm_gf if moe_gf and gemm_gf else None,
                 "pt_share": pt_gf / gemm_gf if pt_gf and gemm_gf else None,
+                "peak_share": moe_gf / peak_gf if moe_gf and peak_gf else None,
+                "pt_peak_share": pt_gf / peak_gf if pt_gf and peak_gf else None,
+                "allocs": get(f"moe_layer/{mode}/{c}", "allocs_per_call"),
+                "faults": get(f"moe_layer/{mode}/{c}", "faults_per_call"),
+                "pt_faults": p.get("faults_per_call") if p else None,
+                "check": p.get("check") if p else None,
                 "dense_gf": get(f"dense/{mode}/{c}"), "dense_split_gf": get(f"dense_split/{mode}/{c}"),
                 "dense_tps": get(f"dense/{mode}/{c}", "tokens_per_s"),
                 "dense_split_tps": get(f"dense_split/{mode}/{c}", "tokens_per_s"),
                 "load": get(f"moe_layer/{mode}/{c}", "load_max_over_mean"),
             }
-            # T1: 3x PyTorch, unless that passes 85% of the GEMM rate; then 85% of the GEMM rate.
-            if pt_gf is not None and gemm_gf is not None:
-                if SPEEDUP * pt_gf > GEMM_LIMIT * gemm_gf:
-                    row["need_gf"], row["clause"] = GEMM_LIMIT * gemm_gf, "85% GEMM"
+            # T1: 1.3x PyTorch, unless that passes 85% of the FMA peak; then 85% of the peak.
+            if pt_gf is not None and peak_gf is not None:
+                if SPEEDUP * pt_gf > PEAK_LIMIT * peak_gf:
+                    row["need_gf"], row["clause"] = PEAK_LIMIT * peak_gf, "85% peak"
                 else:
-                    row["need_gf"], row["clause"] = SPEEDUP * pt_gf, "3x PyTorch"
+                    row["need_gf"], row["clause"] = SPEEDUP * pt_gf, "1.3x PyTorch"
                 row["t1"] = moe_gf >= row["need_gf"]
             else:
                 row["need_gf"], row["clause"], row["t1"] = None, "no peer", None
@@ -238,16 +264,27 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
     with open(args.csv, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["config", "impl", "mode", "tokens_per_s", "gflops", "gemm_share"])
+        w.writerow(["config", "impl", "mode", "tokens_per_s", "gflops", "gemm_share", "peak_share", "faults_per_call",
+                    "allocs_per_call"])
+
+        def cell(value, digits):
+            return "" if value is None else f"{value:.{digits}f}"
+
         for c in configs:
             for impl in ("moe", "pytorch"):
                 for mode in MODES:
                     row = table[(c, mode)]
-                    tps, gf, share = ((row["moe_tps"], row["moe_gf"], row["share"]) if impl == "moe"
-                                      else (row["pt_tps"], row["pt_gf"], row["pt_share"]))
+                    if impl == "moe":
+                        values = (row["moe_tps"], row["moe_gf"], row["share"], row["peak_share"], row["faults"],
+                                  row["allocs"])
+                    else:  # the peer's allocations are Python's and its allocators': not counted
+                        values = (row["pt_tps"], row["pt_gf"], row["pt_share"], row["pt_peak_share"],
+                                  row["pt_faults"], None)
+                    tps, gf, share, peak_share, faults, allocs = values
                     if tps is None:
                         continue
-                    w.writerow([c, impl, mode, f"{tps:.1f}", f"{gf:.3f}", f"{share:.4f}" if share is not None else ""])
+                    w.writerow([c, impl, mode, f"{tps:.1f}", f"{gf:.3f}", cell(share, 4), cell(peak_share, 4),
+                                cell(faults, 1), cell(allocs, 1)])
 
     # ---- Markdown ------------------------------------------------------------------------------------
     md = []
@@ -279,6 +316,20 @@ def main():
     add(f"| PyTorch | {peer_ctx.get('torch', '?')} eager, float32, BLAS: {blas_name}; "
         f"{peer_ctx.get('warmup', '?')} warm-up + median of {peer_ctx.get('repeats', '?')} repeats of at least "
         f"{peer_ctx.get('min_time', '?')} s; fwd under `torch.no_grad()` |")
+    openblas = peer_ctx.get("openblas")
+    if openblas:
+        env = peer_ctx.get("environment") or {}
+        unset = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if env.get(k) is None]
+        pinned = [f"{k}={env[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if env.get(k) is not None]
+        add(f"| PyTorch's OpenBLAS | `{openblas['library']}`; kernel **{openblas['corename']}** "
+            f"(`openblas_get_corename`), {openblas['parallel']} threading, {openblas['num_threads']} threads "
+            f"(torch: {peer_ctx.get('threads', '?')}); "
+            + (f"{', '.join(unset)} unset for the peer" if unset else "")
+            + (f"; pinned: {', '.join(pinned)}" if pinned else "")
+            + f"; build: `{openblas['config']}` |")
+    if peak_gf:
+        add(f"| FMA peak | {fmt(peak_gf, 1)} GFLOP/s on {machine.get('threads', ctx.get('moe_threads'))} threads "
+            "(`fma_peak`: a register-only FMA loop built -march=native, every thread at once; best run) |")
     measured = sum(p[1] for p in phases)
     others_mean = sum(p[1] * p[2] for p in phases) / measured if measured else None
     add(f"| other processes | {fmt(others_mean, 2)} CPUs busy on average during the {fmt(measured)} s of timed "
@@ -355,9 +406,16 @@ def main():
     # main table
     add("## MoE layer: moe vs PyTorch")
     add("")
+    add("peak_share: GFLOP/s over the FMA peak of this run. allocs and faults: heap allocations and minor page "
+        "faults per call in steady state (moe: counted in `moe_bench` after one untimed call on each input "
+        "batch; PyTorch: faults only, `getrusage` over its timed calls). check: the peer's output, input "
+        "gradient and router gradient against ours on the same weights and inputs (largest relative error; "
+        "tokens whose top-K set differs, from near ties, are left out and counted).")
+    add("")
     add("| config | T, d, h, N, K | mode | moe tokens/s | PyTorch tokens/s | moe / PyTorch | moe GFLOP/s | "
-        "GEMM GFLOP/s | gemm_share | PyTorch gemm_share |")
-    add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        "GEMM GFLOP/s | gemm_share | peak_share | PyTorch peak_share | allocs / call | faults / call | "
+        "PyTorch faults / call | check |")
+    add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     shapes = {"C1": "4096, 512, 1024, 8, 2", "C2": "4096, 256, 128, 64, 6", "C3": "256, 512, 512, 2, 1",
               "C4": "4096, 768, 3072, 4, 4", "N8": "4096, 256, 256, 8, 2", "N256": "4096, 256, 256, 256, 2"}
     for c in configs:
@@ -365,7 +423,9 @@ def main():
             row = table[(c, mode)]
             ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "n/a"
             add(f"| {c} | {shapes.get(c, '')} | {mode} | {fmt(row['moe_tps'])} | {fmt(row['pt_tps'])} | {ratio} | "
-                f"{fmt(row['moe_gf'], 1)} | {fmt(row['gemm_gf'], 1)} | {pct(row['share'])} | {pct(row['pt_share'])} |")
+                f"{fmt(row['moe_gf'], 1)} | {fmt(row['gemm_gf'], 1)} | {pct(row['share'])} | "
+                f"{pct(row['peak_share'])} | {pct(row['pt_peak_share'])} | {fmt(row['allocs'], 1)} | "
+                f"{fmt(row['faults'], 1)} | {fmt(row['pt_faults'], 1)} | {check_cell(row['check'])} |")
     add("")
     for mode in MODES:
         a, b = table.get(("N256", mode)), table.get(("N8", mode))
@@ -422,21 +482,23 @@ def main():
             verdict = "pass" if row["t1"] else f"**fail** (at {row['moe_gf'] / need:.0%} of the need)"
             if not row["t1"]:
                 misses.append((c, mode, "T1"))
-            add(f"| T1 ≥ 3x PyTorch or ≥ 85% GEMM | {c} | {mode} | {fmt(need, 1)} GFLOP/s ({row['clause']}: "
-                f"{'3 x ' + fmt(row['pt_gf'], 1) if row['clause'] == '3x PyTorch' else '0.85 x ' + fmt(row['gemm_gf'], 1)}) "
-                f"| {fmt(row['moe_gf'], 1)} GFLOP/s ({row['ratio']:.2f}x PyTorch, {pct(row['share'])} GEMM) | {verdict} |")
+            add(f"| T1 ≥ 1.3x PyTorch or ≥ 85% of the FMA peak | {c} | {mode} | {fmt(need, 1)} GFLOP/s "
+                f"({row['clause']}: "
+                f"{'1.3 x ' + fmt(row['pt_gf'], 1) if row['clause'] == '1.3x PyTorch' else '0.85 x ' + fmt(peak_gf, 1)}) "
+                f"| {fmt(row['moe_gf'], 1)} GFLOP/s ({row['ratio']:.2f}x PyTorch, {pct(row['peak_share'])} of peak) "
+                f"| {verdict} |")
     for c, need in SHARE_TARGETS.items():
         for mode in MODES:
             row = table.get((c, mode))
-            if not row or row["share"] is None:
+            if not row or row["peak_share"] is None:
                 continue
-            ok = row["share"] >= need
+            ok = row["peak_share"] >= need
             if not ok:
                 misses.append((c, mode, "T2"))
-            short = 100 * (need - row["share"])
+            short = 100 * (need - row["peak_share"])
             verdict = "pass" if ok else f"**fail** (short by {short:.0f} points)"
-            add(f"| T2 active-FLOP rate ≥ {need:.0%} GEMM | {c} | {mode} | {need:.0%} | {pct(row['share'])} "
-                f"({fmt(row['moe_gf'], 1)} of {fmt(row['gemm_gf'], 1)}) | {verdict} |")
+            add(f"| T2 peak_share ≥ {need:.0%} | {c} | {mode} | {need:.0%} | {pct(row['peak_share'])} "
+                f"({fmt(row['moe_gf'], 1)} of {fmt(peak_gf, 1)}) | {verdict} |")
     for mode in MODES:
         a, b = table.get(("N256", mode)), table.get(("N8", mode))
         if a and b and a["moe_tps"] and b["moe_tps"]:
@@ -447,7 +509,39 @@ def main():
             short = 100 * (SCALING_TARGET - ratio)
             verdict = "pass" if ok else f"**fail** (short by {short:.0f} points)"
             add(f"| T3 N=256 ≥ 80% of N=8 | N256/N8 | {mode} | 80% | {ratio:.0%} | {verdict} |")
+    for c in configs:
+        for mode in MODES:
+            row = table[(c, mode)]
+            if row["allocs"] is None or row["faults"] is None:
+                continue
+            ok = row["allocs"] == 0 and row["faults"] == 0
+            if not ok:
+                misses.append((c, mode, "T4"))
+            add(f"| T4 no allocation, no page fault per call | {c} | {mode} | 0 / 0 | {fmt(row['allocs'], 1)} / "
+                f"{fmt(row['faults'], 1)} | {'pass' if ok else '**fail**'} |")
     add("")
+
+    # whole model
+    lm_moe, lm_peer = load_json(os.path.join(r, "lm_moe.json")), load_json(os.path.join(r, "lm_peer.json"))
+    if lm_moe:
+        add("## Whole model: training the examples' language model")
+        add("")
+        add(f"`build/bench/bin/lm_bench` against `benchmarks/peers/pytorch_lm.py`: {lm_moe['model']} (vocabulary "
+            f"{lm_moe['vocabulary']}, d_model {lm_moe['d_model']}, 1 dense + {lm_moe['moe_layers']} MoE blocks of "
+            f"{lm_moe['experts']} experts), batches of {lm_moe['batch']} x {lm_moe['seq_len']} random tokens; one "
+            "step is forward, cross entropy with the balance losses, backward, gradient clipping and AdamW. "
+            f"{lm_moe['steps']} timed steps after two untimed, {lm_moe['threads']} threads on both sides.")
+        add("")
+        add("| | tokens/s | moe / PyTorch | allocations / step | minor faults / step | last loss |")
+        add("|---|---:|---:|---:|---:|---:|")
+        ratio = lm_moe["tokens_per_s"] / lm_peer["tokens_per_s"] if lm_peer else None
+        add(f"| moe | {fmt(lm_moe['tokens_per_s'])} | {'n/a' if ratio is None else format(ratio, '.2f') + 'x'} | "
+            f"{fmt(lm_moe['allocs_per_step'])} | {fmt(lm_moe['faults_per_step'])} | {lm_moe['last_loss']:.3f} |")
+        if lm_peer:
+            core = (lm_peer.get("openblas") or {}).get("corename", "system BLAS")
+            add(f"| PyTorch {lm_peer['torch']} (BLAS kernel {core}) | {fmt(lm_peer['tokens_per_s'])} | | n/a | "
+                f"{fmt(lm_peer['faults_per_step'])} | {lm_peer['last_loss']:.3f} |")
+        add("")
 
     # dense
     add("## Dense feed-forward of the same active FLOPs")
@@ -622,7 +716,13 @@ def main():
                         f"{bw['bytes_per_second'] / 1e9:.1f} GB/s takes {floor_ms:.1f} ms, against "
                         f"{n8['layer'] * 1.25:.1f} ms for the whole call at 80% of N=8's rate.")
                 continue
-            need = row["need_gf"] if target == "T1" else SHARE_TARGETS[c] * row["gemm_gf"]
+            if target == "T4":
+                gemm_allocs = ours.get(f"gemm/{mode}/{c}", {}).get("allocs_per_call")
+                add(f"- **T4 {c} {mode}**: {fmt(row['allocs'], 1)} allocations and {fmt(row['faults'], 1)} minor "
+                    f"faults per call; the GEMM reference alone (buffers kept, shapes fixed) allocates "
+                    f"{fmt(gemm_allocs, 1)} per call: the GEMM engine's packing buffers.")
+                continue
+            need = row["need_gf"] if target == "T1" else SHARE_TARGETS[c] * peak_gf
             ideal_ms = b["layer"] * row["moe_gf"] / need
             add(f"- **{target} {c} {mode}**: {fmt(row['moe_gf'], 1)} GFLOP/s against {fmt(need, 1)} needed "
                 f"({row['moe_gf'] / need:.0%}); a call takes {b['layer']:.1f} ms, the target {ideal_ms:.1f} ms. "

@@ -20,6 +20,12 @@
 //     Index dropped() const;              // assignments dropped by the capacity in the last forward
 //   };
 //
+// Optional, for a backend that spreads the experts over processes (backends/mpi, ExpertParallel):
+//   ExpertRange held_experts(Index num_experts) const;  // on the options: the block this process holds;
+//                                                       // the layer's bank is built with those alone
+//   const ReplicaGroup* replicas() const;               // on the runner: what balancers sum their load over
+// Its runner then takes routings over all the layer's experts, and the bank of the held ones.
+//
 // The layer keeps what the layer means: routing, balancing, shared experts, parameter names. A backend
 // gives the same bits for fixed inputs whatever the number of threads, and says so in its doc comment.
 // An exception thrown while a backend runs (an expert's, on any thread) reaches the caller as a moe::Error

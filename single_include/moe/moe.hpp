@@ -3165,6 +3165,18 @@ concept Router = requires { typename R::Scalar; typename R::Options; } &&
                    { cr.renormalize() } -> std::convertible_to<bool>;
                  };
 
+/// The processes one batch is spread over, each routing its own share of the tokens (expert parallelism,
+/// backends/mpi): what balancers sum their statistics over, so that every process sees the global load and
+/// takes the same balancing step. A backend spread over processes provides one; the layer does not know
+/// how many there are.
+class ReplicaGroup {
+ public:
+  virtual ~ReplicaGroup() = default;
+  virtual Index size() const = 0;
+  /// values[i] summed over the processes, in place: the same result on every one.
+  virtual void sum(IndexVector& values) const = 0;
+};
+
 /// The rows of a batch that a token mask keeps (padding left out), in order.
 struct MaskedRows {
   IndexVector rows;      // the batch row of each kept row
@@ -3173,7 +3185,8 @@ struct MaskedRows {
 
 /// Where each token goes: experts [T x K] (best first), gates [T x K], and the router's scores and
 /// logits [T x N] they came from. With a token mask the T rows are the batch's unmasked rows, and `masked`
-/// says which; balancers that group rows into sequences read the batch layout from batch_row().
+/// says which; balancers that group rows into sequences read the batch layout from batch_row();
+/// `replicas`, when not null, the processes whose tokens make up the batch together with these.
 template <class Scalar>
 struct Routing {
   IndexMatrix experts;
@@ -3181,6 +3194,7 @@ struct Routing {
   const MatrixX<Scalar>* scores = nullptr;
   const MatrixX<Scalar>* logits = nullptr;
   const MaskedRows* masked = nullptr;  // null: every row of the batch is routed
+  const ReplicaGroup* replicas = nullptr;
 
   Index tokens() const { return experts.rows(); }
   Index k() const { return experts.cols(); }
@@ -3713,6 +3727,11 @@ namespace detail {
 /// holds only its unmasked rows, L_s of them. f_i: c_si / (K L_s) or c_si / L_s (LoadFraction), c_si the
 /// assignments to i that `count` counts (constants); P_i: mean over the sequence of the normalised score
 /// p_ti. The loss is sum_t <w_s(t), p_t> with w_si = alpha N f_si / (L_s S), S the number of sequences.
+///
+/// The whole batch (length 0) spread over R replicas (routing.replicas) is every process's rows together:
+/// c_i and L are summed over the processes, and each returns R times its share of the sum, so that the mean
+/// over the processes (what data parallelism averages, losses and gradients alike) is the loss of the whole
+/// batch. Sequences of a sequence-wise loss lie on one process each, so their loss is local as it is.
 template <class Scalar>
 class BalanceLoss {
  public:
@@ -3723,7 +3742,8 @@ class BalanceLoss {
     require(scores.rows() == tokens, "BalanceLoss: scores have ", scores.rows(), " rows, the routing has ", tokens,
             " tokens");
     const Index batch_rows = routing.batch_rows();
-    if (length == 0) length = std::max<Index>(batch_rows, 1);
+    const bool whole_batch = length == 0;
+    if (whole_batch) length = std::max<Index>(batch_rows, 1);
     sequence_.resize(tokens);
     for (Index t = 0; t < tokens; ++t) sequence_(t) = routing.batch_row(t) / length;
     const IndexMatrix* counted = &routing.experts;
@@ -3732,18 +3752,24 @@ class BalanceLoss {
       counted = &top_k_;
     }
     const Index sequences = (batch_rows + length - 1) / length;
-    weights_.setZero(sequences, n);
-    rows_.setZero(sequences);
+    counts_.setZero(sequences * n + sequences);  // c_si at s * n + i, then L_s at S * n + s
     for (Index t = 0; t < tokens; ++t) {
-      ++rows_(sequence_(t));
-      for (Index j = 0; j < k; ++j) weights_(sequence_(t), (*counted)(t, j)) += Scalar(1);
+      ++counts_(sequences * n + sequence_(t));
+      for (Index j = 0; j < k; ++j) ++counts_(sequence_(t) * n + (*counted)(t, j));
     }
-    const Index present = (rows_.array() > 0).count();
+    double replicas = 1.0;
+    if (whole_batch && routing.replicas != nullptr) {
+      routing.replicas->sum(counts_);
+      replicas = static_cast<double>(routing.replicas->size());
+    }
+    weights_ = Eigen::Map<const IndexMatrix>(counts_.data(), sequences, n).template cast<Scalar>();
+    const auto rows = counts_.tail(sequences);
+    const Index present = (rows.array() > 0).count();
     const double assignments_per_row = fraction == LoadFraction::of_assignments ? static_cast<double>(k) : 1.0;
     for (Index s = 0; s < sequences; ++s)
-      if (rows_(s) > 0) {
-        const double l = static_cast<double>(rows_(s));
-        weights_.row(s) *= static_cast<Scalar>(alpha * static_cast<double>(n) /
+      if (rows(s) > 0) {
+        const double l = static_cast<double>(rows(s));
+        weights_.row(s) *= static_cast<Scalar>(alpha * static_cast<double>(n) * replicas /
                                                (assignments_per_row * l * l * static_cast<double>(present)));
       }
 
@@ -3759,8 +3785,8 @@ class BalanceLoss {
   void backward(MatrixX<Scalar>& d_scores) const { normalized_.backward(d_scores); }
 
  private:
+  IndexVector counts_;       // c [S x N] row-major, then L_s [S]
   MatrixX<Scalar> weights_;  // w [S x N]
-  IndexVector rows_;         // L_s [S]
   IndexVector sequence_;     // s(t) [T]
   IndexMatrix top_k_;        // the top-K of the scores, for LoadCount::score_top_k
   NormalizedScores<Scalar> normalized_;
@@ -4173,6 +4199,12 @@ class EntropyRegularization {
 //     Index dropped() const;              // assignments dropped by the capacity in the last forward
 //   };
 //
+// Optional, for a backend that spreads the experts over processes (backends/mpi, ExpertParallel):
+//   ExpertRange held_experts(Index num_experts) const;  // on the options: the block this process holds;
+//                                                       // the layer's bank is built with those alone
+//   const ReplicaGroup* replicas() const;               // on the runner: what balancers sum their load over
+// Its runner then takes routings over all the layer's experts, and the bank of the held ones.
+//
 // The layer keeps what the layer means: routing, balancing, shared experts, parameter names. A backend
 // gives the same bits for fixed inputs whatever the number of threads, and says so in its doc comment.
 // An exception thrown while a backend runs (an expert's, on any thread) reaches the caller as a moe::Error
@@ -4293,6 +4325,9 @@ constexpr bool check_backend() {
 // and each expert's parameters are views into it, so names and state dicts stay `{e}.fc1.weight` while a
 // device backend runs one grouped GEMM over the stack. Any other module
 // (CNN-fed, Transformer, pretrained) is kept as it is, one module per expert, and runs on the CPU backend.
+//
+// A bank may hold a contiguous part of the layer's experts (expert parallelism: each process holds its
+// block); its experts are then numbered from 0 within the bank and named by their index in the layer.
 
 #include <string>
 #include <type_traits>
@@ -4320,6 +4355,12 @@ struct IsFeedForwardExpert<SwiGLUFeedForward<S>> : std::true_type {};
 template <class E>
 concept FeedForwardExpert = detail::IsFeedForwardExpert<E>::value;
 
+/// The experts [first, first + count) of a layer's num_experts.
+struct ExpertRange {
+  Index first = 0;
+  Index count = 0;
+};
+
 template <class ExpertT>
 class ExpertBank {
  public:
@@ -4346,19 +4387,31 @@ class ExpertBank {
   };
 
   /// Experts are built one after the other from the same generator, so their initial weights do not
-  /// depend on whether the bank is stacked.
+  /// depend on whether the bank is stacked, nor on which part of the layer's experts it holds: every expert
+  /// is drawn, and those outside `held` are let go.
   ExpertBank(Index num_experts, Index d_model, const typename ExpertT::Options& options, Rng& rng)
-      : d_model_(d_model), options_(options) {
+      : ExpertBank(num_experts, d_model, options, rng, {0, num_experts}) {}
+  ExpertBank(Index num_experts, Index d_model, const typename ExpertT::Options& options, Rng& rng,
+             ExpertRange held)
+      : d_model_(d_model), options_(options), first_(held.first) {
     detail::require(num_experts > 0, "ExpertBank: num_experts must be positive, got ", num_experts);
-    experts_.reserve(static_cast<std::size_t>(num_experts));
-    for (Index e = 0; e < num_experts; ++e) experts_.emplace_back(d_model, options, rng);
+    detail::require(held.first >= 0 && held.count > 0 && held.first + held.count <= num_experts,
+                    "ExpertBank: held experts [", held.first, ", ", held.first + held.count, ") are not a part of [0, ",
+                    num_experts, ")");
+    experts_.reserve(static_cast<std::size_t>(held.count));
+    for (Index e = 0; e < num_experts; ++e) {
+      if (e >= held.first && e < held.first + held.count)
+        experts_.emplace_back(d_model, options, rng);
+      else
+        (void)ExpertT(d_model, options, rng);  // drawn, so that the next experts get the same weights
+    }
     if constexpr (stacked) {
       constexpr Index per_slice = slice_alignment / static_cast<Index>(sizeof(Scalar));
       for (const auto& p : experts_.front().named_parameters()) {
         const Index rows = p.parameter->value.rows(), cols = p.parameter->value.cols();
         const Index stride = (rows * cols + per_slice - 1) / per_slice * per_slice;
-        stacks_.push_back({p.name, p.parameter->shape, rows, cols, MatrixX<Scalar>::Zero(num_experts, stride),
-                           MatrixX<Scalar>::Zero(num_experts, stride)});
+        stacks_.push_back({p.name, p.parameter->shape, rows, cols, MatrixX<Scalar>::Zero(held.count, stride),
+                           MatrixX<Scalar>::Zero(held.count, stride)});
       }
       bind();
     }
@@ -4366,12 +4419,17 @@ class ExpertBank {
 
   /// A copy owns its experts and stacks: nothing is shared with the original.
   ExpertBank(const ExpertBank& other)
-      : d_model_(other.d_model_), options_(other.options_), experts_(other.experts_), stacks_(other.stacks_) {
+      : d_model_(other.d_model_),
+        options_(other.options_),
+        first_(other.first_),
+        experts_(other.experts_),
+        stacks_(other.stacks_) {
     bind();
   }
   ExpertBank& operator=(const ExpertBank& other) {
     d_model_ = other.d_model_;
     options_ = other.options_;
+    first_ = other.first_;
     experts_ = other.experts_;
     stacks_ = other.stacks_;
     bind();
@@ -4381,7 +4439,10 @@ class ExpertBank {
   ExpertBank(ExpertBank&&) noexcept = default;
   ExpertBank& operator=(ExpertBank&&) noexcept = default;
 
+  /// The experts the bank holds, numbered 0 .. size() - 1 here.
   Index size() const { return static_cast<Index>(experts_.size()); }
+  /// The layer's index of the bank's expert 0.
+  Index first() const { return first_; }
   Index d_model() const { return d_model_; }
   /// The options every expert was built with.
   const typename ExpertT::Options& options() const { return options_; }
@@ -4393,23 +4454,21 @@ class ExpertBank {
   std::vector<Stack>& stacks() { return stacks_; }
   const std::vector<Stack>& stacks() const { return stacks_; }
 
-  /// Every expert's parameters, named "{e}.{name}".
+  /// Every expert's parameters, named "{e}.{name}" with e its index in the layer.
   ParameterList<Scalar> named_parameters() {
     ParameterList<Scalar> list;
     for (std::size_t e = 0; e < experts_.size(); ++e)
-      append_prefixed(list, experts_[e].named_parameters(), std::to_string(e) + ".");
+      append_prefixed(list, experts_[e].named_parameters(), prefix(e));
     return list;
   }
   BufferList<Scalar> named_buffers() {
     BufferList<Scalar> list;
-    for (std::size_t e = 0; e < experts_.size(); ++e)
-      append_prefixed(list, buffers_of(experts_[e]), std::to_string(e) + ".");
+    for (std::size_t e = 0; e < experts_.size(); ++e) append_prefixed(list, buffers_of(experts_[e]), prefix(e));
     return list;
   }
   GeneratorList named_generators() {
     GeneratorList list;
-    for (std::size_t e = 0; e < experts_.size(); ++e)
-      append_prefixed(list, generators_of(experts_[e]), std::to_string(e) + ".");
+    for (std::size_t e = 0; e < experts_.size(); ++e) append_prefixed(list, generators_of(experts_[e]), prefix(e));
     return list;
   }
 
@@ -4418,6 +4477,8 @@ class ExpertBank {
   }
 
  private:
+  std::string prefix(std::size_t e) const { return std::to_string(first_ + static_cast<Index>(e)) + "."; }
+
   /// Points every expert's parameters into the stacks, carrying their current values and gradients over.
   void bind() {
     if constexpr (stacked) {
@@ -4432,6 +4493,7 @@ class ExpertBank {
 
   Index d_model_;
   typename ExpertT::Options options_;
+  Index first_ = 0;
   std::vector<ExpertT> experts_;
   std::vector<Stack> stacks_;
 };
@@ -4542,7 +4604,7 @@ class MoELayer {
       : options_(validated(options)),
         router_(options.d_model, options.num_experts, options.router, rng),
         balancer_(options.num_experts, options.balancer),
-        experts_(options.num_experts, options.d_model, options.expert, rng),
+        experts_(options.num_experts, options.d_model, options.expert, rng, held_experts(options_)),
         runner_(options_.backend) {
     shared_.reserve(static_cast<std::size_t>(options.num_shared_experts));
     for (Index s = 0; s < options.num_shared_experts; ++s)
@@ -4635,9 +4697,13 @@ class MoELayer {
   Scalar aux_loss() const { return aux_loss_; }
 
   /// Call after each optimizer step: feeds the load since the last call to the balancer (aux-loss-free
-  /// bias update). Only training-mode forwards count.
+  /// bias update), summed over the processes the batch is spread over, if any, so that all take the same
+  /// step. Only training-mode forwards count.
   void update_balancing() {
-    if constexpr (requires { balancer_.update(step_load_); }) balancer_.update(step_load_);
+    if constexpr (requires { balancer_.update(step_load_); }) {
+      if constexpr (requires { runner_.replicas(); }) runner_.replicas()->sum(step_load_);
+      balancer_.update(step_load_);
+    }
     step_load_.setZero();
   }
 
@@ -4684,10 +4750,15 @@ class MoELayer {
 
   RouterType& router() { return router_; }
   BalancerType& balancer() { return balancer_; }
+  /// Expert e of the layer, which this process must hold (all of them, unless the backend spreads the
+  /// experts over processes).
   ExpertT& expert(Index e) {
-    detail::require(e >= 0 && e < experts_.size(), "MoELayer: expert index ", e, ", expected [0, ", experts_.size(),
-                    ")");
-    return experts_.expert(e);
+    const Index first = experts_.first(), last = first + experts_.size();
+    detail::require(e >= 0 && e < options_.num_experts, "MoELayer: expert index ", e, ", expected [0, ",
+                    options_.num_experts, ")");
+    detail::require(e >= first && e < last, "MoELayer: expert ", e, " is not held by this process, which holds [",
+                    first, ", ", last, ")");
+    return experts_.expert(e - first);
   }
   BankType& experts() { return experts_; }
   ExpertT& shared_expert(Index s) { return shared_.at(static_cast<std::size_t>(s)); }
@@ -4714,6 +4785,14 @@ class MoELayer {
     return o;
   }
 
+  /// The experts this process holds: all, unless the backend spreads them over processes.
+  static ExpertRange held_experts(const Options& o) {
+    if constexpr (requires { o.backend.held_experts(o.num_experts); })
+      return o.backend.held_experts(o.num_experts);
+    else
+      return {0, o.num_experts};
+  }
+
   /// Router, selection, gates, balancer, experts and shared experts on the rows that are routed.
   const MatrixX<Scalar>& route(ConstRef<Scalar> x) {
     detail::require(x.cols() == options_.d_model, "MoELayer: input has ", x.cols(), " columns, d_model is ",
@@ -4728,6 +4807,7 @@ class MoELayer {
     gather_gates(scores, routing_.experts, router_.renormalize(), routed_scaling_factor(router_), routing_.gates);
     routing_.scores = &scores;
     routing_.logits = &router_.logits();
+    if constexpr (requires { runner_.replicas(); }) routing_.replicas = runner_.replicas();
     aux_loss_ = balancer_.forward(routing_);
 
     MatrixX<Scalar>& output = runner_.forward(experts_, x, routing_, capacity(x.rows()));

@@ -31,6 +31,11 @@ namespace detail {
 /// holds only its unmasked rows, L_s of them. f_i: c_si / (K L_s) or c_si / L_s (LoadFraction), c_si the
 /// assignments to i that `count` counts (constants); P_i: mean over the sequence of the normalised score
 /// p_ti. The loss is sum_t <w_s(t), p_t> with w_si = alpha N f_si / (L_s S), S the number of sequences.
+///
+/// The whole batch (length 0) spread over R replicas (routing.replicas) is every process's rows together:
+/// c_i and L are summed over the processes, and each returns R times its share of the sum, so that the mean
+/// over the processes (what data parallelism averages, losses and gradients alike) is the loss of the whole
+/// batch. Sequences of a sequence-wise loss lie on one process each, so their loss is local as it is.
 template <class Scalar>
 class BalanceLoss {
  public:
@@ -41,7 +46,8 @@ class BalanceLoss {
     require(scores.rows() == tokens, "BalanceLoss: scores have ", scores.rows(), " rows, the routing has ", tokens,
             " tokens");
     const Index batch_rows = routing.batch_rows();
-    if (length == 0) length = std::max<Index>(batch_rows, 1);
+    const bool whole_batch = length == 0;
+    if (whole_batch) length = std::max<Index>(batch_rows, 1);
     sequence_.resize(tokens);
     for (Index t = 0; t < tokens; ++t) sequence_(t) = routing.batch_row(t) / length;
     const IndexMatrix* counted = &routing.experts;
@@ -50,18 +56,24 @@ class BalanceLoss {
       counted = &top_k_;
     }
     const Index sequences = (batch_rows + length - 1) / length;
-    weights_.setZero(sequences, n);
-    rows_.setZero(sequences);
+    counts_.setZero(sequences * n + sequences);  // c_si at s * n + i, then L_s at S * n + s
     for (Index t = 0; t < tokens; ++t) {
-      ++rows_(sequence_(t));
-      for (Index j = 0; j < k; ++j) weights_(sequence_(t), (*counted)(t, j)) += Scalar(1);
+      ++counts_(sequences * n + sequence_(t));
+      for (Index j = 0; j < k; ++j) ++counts_(sequence_(t) * n + (*counted)(t, j));
     }
-    const Index present = (rows_.array() > 0).count();
+    double replicas = 1.0;
+    if (whole_batch && routing.replicas != nullptr) {
+      routing.replicas->sum(counts_);
+      replicas = static_cast<double>(routing.replicas->size());
+    }
+    weights_ = Eigen::Map<const IndexMatrix>(counts_.data(), sequences, n).template cast<Scalar>();
+    const auto rows = counts_.tail(sequences);
+    const Index present = (rows.array() > 0).count();
     const double assignments_per_row = fraction == LoadFraction::of_assignments ? static_cast<double>(k) : 1.0;
     for (Index s = 0; s < sequences; ++s)
-      if (rows_(s) > 0) {
-        const double l = static_cast<double>(rows_(s));
-        weights_.row(s) *= static_cast<Scalar>(alpha * static_cast<double>(n) /
+      if (rows(s) > 0) {
+        const double l = static_cast<double>(rows(s));
+        weights_.row(s) *= static_cast<Scalar>(alpha * static_cast<double>(n) * replicas /
                                                (assignments_per_row * l * l * static_cast<double>(present)));
       }
 
@@ -77,8 +89,8 @@ class BalanceLoss {
   void backward(MatrixX<Scalar>& d_scores) const { normalized_.backward(d_scores); }
 
  private:
+  IndexVector counts_;       // c [S x N] row-major, then L_s [S]
   MatrixX<Scalar> weights_;  // w [S x N]
-  IndexVector rows_;         // L_s [S]
   IndexVector sequence_;     // s(t) [T]
   IndexMatrix top_k_;        // the top-K of the scores, for LoadCount::score_top_k
   NormalizedScores<Scalar> normalized_;

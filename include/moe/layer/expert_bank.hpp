@@ -6,6 +6,9 @@
 // and each expert's parameters are views into it, so names and state dicts stay `{e}.fc1.weight` while a
 // device backend runs one grouped GEMM over the stack. Any other module
 // (CNN-fed, Transformer, pretrained) is kept as it is, one module per expert, and runs on the CPU backend.
+//
+// A bank may hold a contiguous part of the layer's experts (expert parallelism: each process holds its
+// block); its experts are then numbered from 0 within the bank and named by their index in the layer.
 
 #include <string>
 #include <type_traits>
@@ -33,6 +36,12 @@ struct IsFeedForwardExpert<SwiGLUFeedForward<S>> : std::true_type {};
 template <class E>
 concept FeedForwardExpert = detail::IsFeedForwardExpert<E>::value;
 
+/// The experts [first, first + count) of a layer's num_experts.
+struct ExpertRange {
+  Index first = 0;
+  Index count = 0;
+};
+
 template <class ExpertT>
 class ExpertBank {
  public:
@@ -59,19 +68,31 @@ class ExpertBank {
   };
 
   /// Experts are built one after the other from the same generator, so their initial weights do not
-  /// depend on whether the bank is stacked.
+  /// depend on whether the bank is stacked, nor on which part of the layer's experts it holds: every expert
+  /// is drawn, and those outside `held` are let go.
   ExpertBank(Index num_experts, Index d_model, const typename ExpertT::Options& options, Rng& rng)
-      : d_model_(d_model), options_(options) {
+      : ExpertBank(num_experts, d_model, options, rng, {0, num_experts}) {}
+  ExpertBank(Index num_experts, Index d_model, const typename ExpertT::Options& options, Rng& rng,
+             ExpertRange held)
+      : d_model_(d_model), options_(options), first_(held.first) {
     detail::require(num_experts > 0, "ExpertBank: num_experts must be positive, got ", num_experts);
-    experts_.reserve(static_cast<std::size_t>(num_experts));
-    for (Index e = 0; e < num_experts; ++e) experts_.emplace_back(d_model, options, rng);
+    detail::require(held.first >= 0 && held.count > 0 && held.first + held.count <= num_experts,
+                    "ExpertBank: held experts [", held.first, ", ", held.first + held.count, ") are not a part of [0, ",
+                    num_experts, ")");
+    experts_.reserve(static_cast<std::size_t>(held.count));
+    for (Index e = 0; e < num_experts; ++e) {
+      if (e >= held.first && e < held.first + held.count)
+        experts_.emplace_back(d_model, options, rng);
+      else
+        (void)ExpertT(d_model, options, rng);  // drawn, so that the next experts get the same weights
+    }
     if constexpr (stacked) {
       constexpr Index per_slice = slice_alignment / static_cast<Index>(sizeof(Scalar));
       for (const auto& p : experts_.front().named_parameters()) {
         const Index rows = p.parameter->value.rows(), cols = p.parameter->value.cols();
         const Index stride = (rows * cols + per_slice - 1) / per_slice * per_slice;
-        stacks_.push_back({p.name, p.parameter->shape, rows, cols, MatrixX<Scalar>::Zero(num_experts, stride),
-                           MatrixX<Scalar>::Zero(num_experts, stride)});
+        stacks_.push_back({p.name, p.parameter->shape, rows, cols, MatrixX<Scalar>::Zero(held.count, stride),
+                           MatrixX<Scalar>::Zero(held.count, stride)});
       }
       bind();
     }
@@ -79,12 +100,17 @@ class ExpertBank {
 
   /// A copy owns its experts and stacks: nothing is shared with the original.
   ExpertBank(const ExpertBank& other)
-      : d_model_(other.d_model_), options_(other.options_), experts_(other.experts_), stacks_(other.stacks_) {
+      : d_model_(other.d_model_),
+        options_(other.options_),
+        first_(other.first_),
+        experts_(other.experts_),
+        stacks_(other.stacks_) {
     bind();
   }
   ExpertBank& operator=(const ExpertBank& other) {
     d_model_ = other.d_model_;
     options_ = other.options_;
+    first_ = other.first_;
     experts_ = other.experts_;
     stacks_ = other.stacks_;
     bind();
@@ -94,7 +120,10 @@ class ExpertBank {
   ExpertBank(ExpertBank&&) noexcept = default;
   ExpertBank& operator=(ExpertBank&&) noexcept = default;
 
+  /// The experts the bank holds, numbered 0 .. size() - 1 here.
   Index size() const { return static_cast<Index>(experts_.size()); }
+  /// The layer's index of the bank's expert 0.
+  Index first() const { return first_; }
   Index d_model() const { return d_model_; }
   /// The options every expert was built with.
   const typename ExpertT::Options& options() const { return options_; }
@@ -106,23 +135,21 @@ class ExpertBank {
   std::vector<Stack>& stacks() { return stacks_; }
   const std::vector<Stack>& stacks() const { return stacks_; }
 
-  /// Every expert's parameters, named "{e}.{name}".
+  /// Every expert's parameters, named "{e}.{name}" with e its index in the layer.
   ParameterList<Scalar> named_parameters() {
     ParameterList<Scalar> list;
     for (std::size_t e = 0; e < experts_.size(); ++e)
-      append_prefixed(list, experts_[e].named_parameters(), std::to_string(e) + ".");
+      append_prefixed(list, experts_[e].named_parameters(), prefix(e));
     return list;
   }
   BufferList<Scalar> named_buffers() {
     BufferList<Scalar> list;
-    for (std::size_t e = 0; e < experts_.size(); ++e)
-      append_prefixed(list, buffers_of(experts_[e]), std::to_string(e) + ".");
+    for (std::size_t e = 0; e < experts_.size(); ++e) append_prefixed(list, buffers_of(experts_[e]), prefix(e));
     return list;
   }
   GeneratorList named_generators() {
     GeneratorList list;
-    for (std::size_t e = 0; e < experts_.size(); ++e)
-      append_prefixed(list, generators_of(experts_[e]), std::to_string(e) + ".");
+    for (std::size_t e = 0; e < experts_.size(); ++e) append_prefixed(list, generators_of(experts_[e]), prefix(e));
     return list;
   }
 
@@ -131,6 +158,8 @@ class ExpertBank {
   }
 
  private:
+  std::string prefix(std::size_t e) const { return std::to_string(first_ + static_cast<Index>(e)) + "."; }
+
   /// Points every expert's parameters into the stacks, carrying their current values and gradients over.
   void bind() {
     if constexpr (stacked) {
@@ -145,6 +174,7 @@ class ExpertBank {
 
   Index d_model_;
   typename ExpertT::Options options_;
+  Index first_ = 0;
   std::vector<ExpertT> experts_;
   std::vector<Stack> stacks_;
 };

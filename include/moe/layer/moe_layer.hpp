@@ -121,7 +121,7 @@ class MoELayer {
       : options_(validated(options)),
         router_(options.d_model, options.num_experts, options.router, rng),
         balancer_(options.num_experts, options.balancer),
-        experts_(options.num_experts, options.d_model, options.expert, rng),
+        experts_(options.num_experts, options.d_model, options.expert, rng, held_experts(options_)),
         runner_(options_.backend) {
     shared_.reserve(static_cast<std::size_t>(options.num_shared_experts));
     for (Index s = 0; s < options.num_shared_experts; ++s)
@@ -214,9 +214,13 @@ class MoELayer {
   Scalar aux_loss() const { return aux_loss_; }
 
   /// Call after each optimizer step: feeds the load since the last call to the balancer (aux-loss-free
-  /// bias update). Only training-mode forwards count.
+  /// bias update), summed over the processes the batch is spread over, if any, so that all take the same
+  /// step. Only training-mode forwards count.
   void update_balancing() {
-    if constexpr (requires { balancer_.update(step_load_); }) balancer_.update(step_load_);
+    if constexpr (requires { balancer_.update(step_load_); }) {
+      if constexpr (requires { runner_.replicas(); }) runner_.replicas()->sum(step_load_);
+      balancer_.update(step_load_);
+    }
     step_load_.setZero();
   }
 
@@ -263,10 +267,15 @@ class MoELayer {
 
   RouterType& router() { return router_; }
   BalancerType& balancer() { return balancer_; }
+  /// Expert e of the layer, which this process must hold (all of them, unless the backend spreads the
+  /// experts over processes).
   ExpertT& expert(Index e) {
-    detail::require(e >= 0 && e < experts_.size(), "MoELayer: expert index ", e, ", expected [0, ", experts_.size(),
-                    ")");
-    return experts_.expert(e);
+    const Index first = experts_.first(), last = first + experts_.size();
+    detail::require(e >= 0 && e < options_.num_experts, "MoELayer: expert index ", e, ", expected [0, ",
+                    options_.num_experts, ")");
+    detail::require(e >= first && e < last, "MoELayer: expert ", e, " is not held by this process, which holds [",
+                    first, ", ", last, ")");
+    return experts_.expert(e - first);
   }
   BankType& experts() { return experts_; }
   ExpertT& shared_expert(Index s) { return shared_.at(static_cast<std::size_t>(s)); }
@@ -293,6 +302,14 @@ class MoELayer {
     return o;
   }
 
+  /// The experts this process holds: all, unless the backend spreads them over processes.
+  static ExpertRange held_experts(const Options& o) {
+    if constexpr (requires { o.backend.held_experts(o.num_experts); })
+      return o.backend.held_experts(o.num_experts);
+    else
+      return {0, o.num_experts};
+  }
+
   /// Router, selection, gates, balancer, experts and shared experts on the rows that are routed.
   const MatrixX<Scalar>& route(ConstRef<Scalar> x) {
     detail::require(x.cols() == options_.d_model, "MoELayer: input has ", x.cols(), " columns, d_model is ",
@@ -307,6 +324,7 @@ class MoELayer {
     gather_gates(scores, routing_.experts, router_.renormalize(), routed_scaling_factor(router_), routing_.gates);
     routing_.scores = &scores;
     routing_.logits = &router_.logits();
+    if constexpr (requires { runner_.replicas(); }) routing_.replicas = runner_.replicas();
     aux_loss_ = balancer_.forward(routing_);
 
     MatrixX<Scalar>& output = runner_.forward(experts_, x, routing_, capacity(x.rows()));

@@ -36,6 +36,18 @@ concept Router = requires { typename R::Scalar; typename R::Options; } &&
                    { cr.renormalize() } -> std::convertible_to<bool>;
                  };
 
+/// The processes one batch is spread over, each routing its own share of the tokens (expert parallelism,
+/// backends/mpi): what balancers sum their statistics over, so that every process sees the global load and
+/// takes the same balancing step. A backend spread over processes provides one; the layer does not know
+/// how many there are.
+class ReplicaGroup {
+ public:
+  virtual ~ReplicaGroup() = default;
+  virtual Index size() const = 0;
+  /// values[i] summed over the processes, in place: the same result on every one.
+  virtual void sum(IndexVector& values) const = 0;
+};
+
 /// The rows of a batch that a token mask keeps (padding left out), in order.
 struct MaskedRows {
   IndexVector rows;      // the batch row of each kept row
@@ -44,7 +56,8 @@ struct MaskedRows {
 
 /// Where each token goes: experts [T x K] (best first), gates [T x K], and the router's scores and
 /// logits [T x N] they came from. With a token mask the T rows are the batch's unmasked rows, and `masked`
-/// says which; balancers that group rows into sequences read the batch layout from batch_row().
+/// says which; balancers that group rows into sequences read the batch layout from batch_row();
+/// `replicas`, when not null, the processes whose tokens make up the batch together with these.
 template <class Scalar>
 struct Routing {
   IndexMatrix experts;
@@ -52,6 +65,7 @@ struct Routing {
   const MatrixX<Scalar>* scores = nullptr;
   const MatrixX<Scalar>* logits = nullptr;
   const MaskedRows* masked = nullptr;  // null: every row of the batch is routed
+  const ReplicaGroup* replicas = nullptr;
 
   Index tokens() const { return experts.rows(); }
   Index k() const { return experts.cols(); }

@@ -159,3 +159,23 @@ TEST_CASE("A feed-forward expert gives the same bits run to run and at 1 and 2 t
     }
   }
 }
+
+TEST_CASE("FeedForward split in feature chunks computes what it computes whole", "[gemm][nn]") {
+  auto run = [](Index chunk) {
+    moe::Rng rng(6);
+    moe::FeedForward<moe::GELU, double> expert(300, {.hidden = 600, .out_features = 520}, rng);
+    expert.split_products(chunk);
+    const MatrixX<double> x = random_matrix<double>(37, 300, 7), dy = random_matrix<double>(37, 520, 8);
+    std::vector<MatrixX<double>> results{expert.forward(x), expert.backward(dy)};
+    for (const auto& p : expert.named_parameters()) results.push_back(p.parameter->grad);
+    return results;
+  };
+  const auto whole = run(0), split = run(256);
+  for (std::size_t i = 0; i < whole.size(); ++i) {
+    INFO("result " << i);
+    CHECK(scaled_error<double>(split[i], whole[i]) < 1e-13);
+  }
+  moe::Rng rng(1);
+  moe::FeedForward<moe::GELU> expert(8, {.hidden = 8}, rng);
+  CHECK_THROWS_WITH(expert.split_products(-1), Catch::Contains("features must not be negative, got -1"));
+}

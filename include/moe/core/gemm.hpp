@@ -1,7 +1,7 @@
 #pragma once
 // The matrix product of moe's layers: Linear (and through it every feed-forward expert and router) multiplies
 // here. Eigen's GEMM always works; with MOE_WITH_ONEDNN defined (CMake defines it when it finds oneDNN, option
-// MOE_ONEDNN) float products go to oneDNN's dnnl_sgemm instead, which the GEMM bake-off measured at 1.3-1.8x
+// MOE_ONEDNN) float products go to oneDNN's dnnl_sgemm instead, which the GEMM bake-off measured at 1.3-1.5x
 // Eigen's rate on the MoE layer's shapes (scripts/gemm-bakeoff.sh, benchmarks/perf_notes.md).
 //
 // Every product runs on the calling thread alone. moe splits work over threads itself, in pieces fixed by

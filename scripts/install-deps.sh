@@ -11,6 +11,8 @@ packages=(
   libopenmpi-dev openmpi-bin  # MPI: expert parallelism over processes (backends/mpi) and its tests under mpirun
   libthrust-dev  # Thrust where no CUDA toolkit brings it: the thrust-omp tests of the GPU backend
   zlib1g-dev libcairo2-dev fonts-dejavu-core libicu-dev
+  libdnnl-dev ocl-icd-opencl-dev  # oneDNN: the float GEMMs of moe/core/gemm.hpp (optional: CMake falls back to
+                                  # Eigen without it); its CMake package needs OpenCL's headers, only recommended
   python3-torch  # the peer of the cross-checks and benchmarks, run with /usr/bin/python3
 )
 

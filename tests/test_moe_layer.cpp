@@ -186,6 +186,38 @@ TEST_CASE("DeepSeekV3MoE with a padding mask and capacity gives the same bits fo
   }
 }
 
+TEST_CASE("MoELayer with fewer than 4 busy experts splits their products over the threads, with the same results",
+          "[moe][layer][determinism]") {
+  // Two feed-forward experts wider than the backend's 256-feature chunks: each product runs in chunks.
+  moe::Rng rng(7);
+  moe::MoELayer<moe::FeedForward<moe::GELU, double>, moe::SoftmaxTopK, 1, moe::NoBalancing> layer(
+      {.d_model = 300, .num_experts = 2, .expert = {.hidden = 600}}, rng);
+  const MatrixX<double> x = random_input(45, 300, 8);
+  const MatrixX<double> y = layer.forward(x);
+  CHECK((y - reference_output(layer, x)).cwiseAbs().maxCoeff() < 1e-12);
+
+  auto run = [](int threads) {
+    const int previous = moe::set_num_threads(threads);
+    moe::Rng rng(9);
+    moe::MoELayer<moe::FeedForward<moe::GELU>, moe::SoftmaxTopK, 1, moe::NoBalancing> layer(
+        {.d_model = 300, .num_experts = 2, .expert = {.hidden = 600}}, rng);
+    moe::Matrix x(45, 300), dy(45, 300);
+    moe::fill_uniform(x, rng, -1.0, 1.0);
+    moe::fill_uniform(dy, rng, -1.0, 1.0);
+    std::vector<moe::Matrix> results{layer.forward(x), layer.backward(dy)};
+    for (const auto& p : layer.named_parameters()) results.push_back(p.parameter->grad);
+    moe::set_num_threads(previous);
+    return results;
+  };
+  const auto one = run(1);
+  const auto two = run(2);
+  REQUIRE(one.size() == two.size());
+  for (std::size_t i = 0; i < one.size(); ++i) {
+    INFO("result " << i);
+    CHECK(one[i] == two[i]);
+  }
+}
+
 TEST_CASE("MoELayer rejects bad configurations and inputs with a named reason", "[moe][layer][errors]") {
   moe::Rng rng(1);
   using Layer = moe::MoELayer<moe::Linear<float>, moe::SoftmaxTopK, moe::Dynamic, moe::NoBalancing>;

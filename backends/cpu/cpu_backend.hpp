@@ -1,7 +1,9 @@
 #pragma once
 // The CPU backend (the default): experts spread over OpenMP threads, each expert's rows gathered and run on
-// one thread, each token's K contributions combined in slot order. Outputs and gradients have the same bits
-// for any number of threads.
+// one thread, each token's K contributions combined in slot order. With fewer experts holding rows than
+// split_below, experts that can split their products (FeedForward::split_products) run one after another
+// instead, each product in chunks over the threads. The choice and the chunks depend on the routing and the
+// widths, never on the thread count, so outputs and gradients have the same bits for any number of threads.
 
 #include <exception>
 #include <vector>
@@ -37,7 +39,7 @@ class Cpu::Runner {
     outputs_.resize(experts);
     input_grads_.resize(experts);
     d_model_ = x.cols();
-    run_experts("forward", [&](Index e) {
+    run_experts(bank, "forward", [&](Index e) {
       const auto i = static_cast<std::size_t>(e);
       auto& expert = bank.expert(e);
       if constexpr (requires {
@@ -61,7 +63,7 @@ class Cpu::Runner {
   MatrixX<Scalar>& backward(Bank& bank, ConstRef<Scalar> dy, const Routing<Scalar>& routing) {
     d_gates_.setZero(routing.experts.rows(), routing.experts.cols());
     d_expert_out_.resize(plan_.rows(), dy.cols());
-    run_experts("backward", [&](Index e) {
+    run_experts(bank, "backward", [&](Index e) {
       const auto i = static_cast<std::size_t>(e);
       cpu::expert_output_grads(dy, *outputs_[i], routing.gates, plan_, e, d_expert_out_, d_gates_);
       input_grads_[i] = &bank.expert(e).backward(d_expert_out_.middleRows(plan_.offsets(e), plan_.count(e)));
@@ -76,17 +78,32 @@ class Cpu::Runner {
   const cpu::DispatchPlan& plan() const { return plan_; }
 
  private:
+  /// Fewer experts with rows than this (C3 of the benchmarks: two experts with uneven loads on two threads),
+  /// and experts that can split their products run one after another, each product split in chunks of
+  /// split_features output features over the threads; else every expert runs whole on one thread.
+  static constexpr Index split_below = 4;
+  static constexpr Index split_features = 256;
+
   /// body(e) for every expert with rows; whatever an expert throws, on any thread, reaches the caller as a
   /// moe::Error that names the expert.
   template <class Body>
-  void run_experts(const char* pass, Body&& body) {
-    cpu::for_each_expert(plan_, [&](Index e) {
+  void run_experts(Bank& bank, const char* pass, Body&& body) {
+    auto checked = [&](Index e) {
       try {
         body(e);
       } catch (const std::exception& error) {
         detail::fail("MoELayer: expert ", e, " failed in ", pass, ": ", error.what());
       }
-    });
+    };
+    if constexpr (requires { bank.expert(0).split_products(Index{}); }) {
+      const bool split = plan_.largest_first.size() < split_below;
+      for (const Index e : plan_.largest_first) bank.expert(e).split_products(split ? split_features : 0);
+      if (split) {
+        for (const Index e : plan_.largest_first) checked(e);
+        return;
+      }
+    }
+    cpu::for_each_expert(plan_, checked);
   }
 
   cpu::DispatchPlan plan_;

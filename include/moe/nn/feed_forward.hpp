@@ -6,6 +6,7 @@
 
 #include "moe/core/error.hpp"
 #include "moe/core/module.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/parameter.hpp"
 #include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
@@ -68,10 +69,12 @@ class FeedForward {
                     " columns, d_model is ", in_features());
     MatrixX<Scalar>& pre_activation = activation_.input_buffer();
     pre_activation.resize(input_.rows(), fc1_.out_features());
-    fc1_.apply(input_, pre_activation);
+    for_feature_chunks(fc1_.out_features(),
+                       [&](Index first, Index count) { fc1_.apply(input_, pre_activation, first, count); });
     const MatrixX<Scalar>& activated = activation_.forward_in_place();
+    const MatrixX<Scalar>& hidden = dropout_ ? dropout_->forward(activated) : activated;
     output_.resize(activated.rows(), fc2_.out_features());
-    fc2_.apply(dropout_ ? dropout_->forward(activated) : activated, output_);
+    for_feature_chunks(fc2_.out_features(), [&](Index first, Index count) { fc2_.apply(hidden, output_, first, count); });
     return output_;
   }
 
@@ -82,6 +85,15 @@ class FeedForward {
     const MatrixX<Scalar>* g = &linear_backward(fc2_, dy, hidden, d_hidden_);
     if (dropout_) g = &dropout_->backward(*g);
     return linear_backward(fc1_, activation_.backward(*g), input_, grad_input_);
+  }
+
+  /// Splits every product of forward and backward into chunks of `features` output features (columns of its
+  /// result), run over moe's threads: for a caller that has fewer experts than threads to keep busy (the CPU
+  /// backend). 0, the default, runs each product whole on the calling thread. A chunk's numbers depend on the
+  /// widths and this setting, never on the thread count.
+  void split_products(Index features) {
+    detail::require(features >= 0, "FeedForward::split_products: features must not be negative, got ", features);
+    feature_chunk_ = features;
   }
 
   ParameterList<Scalar> named_parameters() {
@@ -103,12 +115,22 @@ class FeedForward {
 
  private:
   /// Backward of `layer` for the input x this module kept: adds its parameter gradients, returns dx.
-  static const MatrixX<Scalar>& linear_backward(Linear<Scalar>& layer, ConstRef<Scalar> dy, ConstRef<Scalar> x,
-                                                MatrixX<Scalar>& dx) {
-    layer.accumulate_grads(dy, x, 0, layer.out_features());
+  const MatrixX<Scalar>& linear_backward(Linear<Scalar>& layer, ConstRef<Scalar> dy, ConstRef<Scalar> x,
+                                         MatrixX<Scalar>& dx) {
+    for_feature_chunks(layer.out_features(),
+                       [&](Index first, Index count) { layer.accumulate_grads(dy, x, first, count); });
     dx.resize(dy.rows(), layer.in_features());
-    layer.input_grad(dy, dx);
+    for_feature_chunks(layer.in_features(), [&](Index first, Index count) { layer.input_grad(dy, dx, first, count); });
     return dx;
+  }
+
+  /// body(first, count) on the chunks split_products asked for, or once on all `features`.
+  template <class Body>
+  void for_feature_chunks(Index features, Body&& body) {
+    if (feature_chunk_ == 0)
+      body(0, features);
+    else
+      parallel_for_chunks("FeedForward", features, feature_chunk_, body);
   }
 
   Linear<Scalar> fc1_;
@@ -116,6 +138,7 @@ class FeedForward {
   Activation<Scalar> activation_;
   std::optional<Dropout<Scalar>> dropout_;
   MatrixX<Scalar> input_, output_, d_hidden_, grad_input_;
+  Index feature_chunk_ = 0;
 };
 
 /// Shazeer 2020, "GLU Variants Improve Transformer": y = down_proj(silu(gate_proj(x)) * up_proj(x)), with

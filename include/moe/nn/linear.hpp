@@ -5,6 +5,7 @@
 #include <string>
 
 #include "moe/core/error.hpp"
+#include "moe/core/gemm.hpp"
 #include "moe/core/parallel.hpp"
 #include "moe/core/parameter.hpp"
 #include "moe/core/random.hpp"
@@ -65,7 +66,7 @@ class Linear {
                         [&](Index first, Index count) { accumulate_grads(dy, input_, first, count); });
     grad_input_.resize(dy.rows(), in_features());
     parallel_for_chunks(dy.rows(), row_chunk, [&](Index first, Index count) {
-      input_grad(dy.middleRows(first, count), grad_input_.middleRows(first, count));
+      input_grad(dy.middleRows(first, count), grad_input_.middleRows(first, count), 0, in_features());
     });
     return grad_input_;
   }
@@ -73,23 +74,23 @@ class Linear {
   // The three products of forward and backward, for a caller that keeps the input itself and so skips
   // the copy forward makes (FeedForward: its hidden activations are cached once, by the activation).
 
-  /// out = x W^T + b; out has x.rows() rows.
-  template <class Out>
-  void apply(ConstRef<Scalar> x, Out&& out) const {
-    out.noalias() = x * weight_.value.transpose();
-    if (has_bias_) out.rowwise() += bias_.value.row(0);
+  /// Output features [first, first + count) of out = x W^T + b (those columns of out); out has x.rows() rows.
+  void apply(ConstRef<Scalar> x, Eigen::Ref<MatrixX<Scalar>> out, Index first, Index count) const {
+    auto features = out.middleCols(first, count);
+    gemm<Scalar>(x, Op::none, weight_.value.middleRows(first, count), Op::transpose, features);
+    if (has_bias_) features.rowwise() += bias_.value.row(0).segment(first, count);
   }
 
   /// Adds the gradients of W and b for output features [first, first + count) of out = x W^T + b.
   void accumulate_grads(ConstRef<Scalar> dy, ConstRef<Scalar> x, Index first, Index count) {
-    weight_.grad.middleRows(first, count).noalias() += dy.middleCols(first, count).transpose() * x;
+    gemm<Scalar>(dy.middleCols(first, count), Op::transpose, x, Op::none, weight_.grad.middleRows(first, count),
+                 /*accumulate=*/true);
     if (has_bias_) bias_.grad.row(0).segment(first, count) += dy.middleCols(first, count).colwise().sum();
   }
 
-  /// dx = dy W; dx has dy.rows() rows.
-  template <class Out>
-  void input_grad(ConstRef<Scalar> dy, Out&& dx) const {
-    dx.noalias() = dy * weight_.value;
+  /// Input features [first, first + count) of dx = dy W (those columns of dx); dx has dy.rows() rows.
+  void input_grad(ConstRef<Scalar> dy, Eigen::Ref<MatrixX<Scalar>> dx, Index first, Index count) const {
+    gemm<Scalar>(dy, Op::none, weight_.value.middleCols(first, count), Op::none, dx.middleCols(first, count));
   }
 
   ParameterList<Scalar> named_parameters() {
@@ -115,7 +116,7 @@ class Linear {
     output_.resize(input_.rows(), out_features());
     parallel_for_chunks(input_.rows(), row_chunk, [&](Index first, Index count) {
       fill(first, count);
-      apply(input_.middleRows(first, count), output_.middleRows(first, count));
+      apply(input_.middleRows(first, count), output_.middleRows(first, count), 0, out_features());
     });
     return output_;
   }

@@ -7,6 +7,10 @@ the first, layer 1's MoE block split over the other two, DeepSeek-V3's correctio
 probe.safetensors: inputs x [T x hidden_size] (F32), the block's output y (F32, computed in float32 from the
 BF16 weights), and metadata naming the layer and the shards that loading it needs. hf_crosscheck loads the
 block with moe::load_hf_moe_block and compares.
+
+hf_checkpoints.py --many-shards DIR LAYERS SHARDS writes a larger DeepSeek-V3-shaped checkpoint (hidden 512,
+64 experts of width 256, no reference output) of LAYERS MoE layers spread over SHARDS shards, to time loading
+one layer with moe-inspect --probe.
 """
 
 import json
@@ -108,11 +112,11 @@ def bf16(shape, generator, scale):
     return (torch.randn(shape, generator=generator) * scale).to(torch.bfloat16)
 
 
-def projections(prefix, names, hidden, generator):
+def projections(prefix, names, hidden, generator, model_width=HIDDEN):
     gate, up, down = names
-    return {f"{prefix}{gate}.weight": bf16((hidden, HIDDEN), generator, HIDDEN ** -0.5),
-            f"{prefix}{up}.weight": bf16((hidden, HIDDEN), generator, HIDDEN ** -0.5),
-            f"{prefix}{down}.weight": bf16((HIDDEN, hidden), generator, hidden ** -0.5)}
+    return {f"{prefix}{gate}.weight": bf16((hidden, model_width), generator, model_width ** -0.5),
+            f"{prefix}{up}.weight": bf16((hidden, model_width), generator, model_width ** -0.5),
+            f"{prefix}{down}.weight": bf16((model_width, hidden), generator, hidden ** -0.5)}
 
 
 def write_family(root, model_type, spec, seed):
@@ -181,9 +185,43 @@ def write_family(root, model_type, spec, seed):
                         {"layer": str(layer), "shards": ",".join(needed)})
 
 
+def write_many_shards(directory, layers, shards):
+    generator = torch.Generator().manual_seed(0)
+    hidden, experts, width = 512, 64, 256
+    config = dict(FAMILIES["deepseek_v3"]["config"], hidden_size=hidden, n_routed_experts=experts,
+                  moe_intermediate_size=width, n_group=8, topk_group=4, num_experts_per_tok=8,
+                  first_k_dense_replace=0, num_hidden_layers=layers)
+    os.makedirs(directory, exist_ok=True)
+    names = [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
+    tensors = {}
+    for layer in range(layers):
+        block = f"model.layers.{layer}.mlp."
+        tensors[block + "gate.weight"] = bf16((experts, hidden), generator, 1.0)
+        tensors[block + "gate.e_score_correction_bias"] = torch.zeros(experts)
+        for e in range(experts):
+            tensors.update(projections(f"{block}experts.{e}.", ("gate_proj", "up_proj", "down_proj"), width, generator,
+                                       hidden))
+        tensors.update(projections(block + "shared_experts.", ("gate_proj", "up_proj", "down_proj"), width, generator,
+                                   hidden))
+    ordered = list(tensors)  # in layer order, each shard a consecutive run, as the published shards are
+    per_shard = -(-len(ordered) // shards)
+    weight_map = {}
+    for i, file in enumerate(names):
+        part = {name: tensors[name] for name in ordered[i * per_shard:(i + 1) * per_shard]}
+        safetensors_io.save(os.path.join(directory, file), part, {"format": "pt"})
+        weight_map.update({name: file for name in part})
+    with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": weight_map}, f)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--many-shards":
+        write_many_shards(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
     if len(sys.argv) != 2:
-        sys.exit("usage: hf_checkpoints.py DIR")
+        sys.exit("usage: hf_checkpoints.py DIR | hf_checkpoints.py --many-shards DIR LAYERS SHARDS")
     for seed, (model_type, spec) in enumerate(FAMILIES.items()):
         write_family(sys.argv[1], model_type, spec, seed)
 

@@ -20,6 +20,7 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -118,9 +119,9 @@ class HfConfig {
   Index count(std::string_view key) const {
     const nlohmann::json* value = find(key);
     if (!value) fail(context_, ": config.json has no \"", key, "\"");
-    if (!value->is_number_unsigned() || value->get<std::uint64_t>() == 0)
+    if (!value->is_number_integer() || value->get<std::int64_t>() <= 0)
       fail(context_, ": config.json: \"", key, "\" must be a positive integer, found ", json_text(*value));
-    return static_cast<Index>(value->get<std::uint64_t>());
+    return static_cast<Index>(value->get<std::int64_t>());
   }
   Index count(std::string_view key, Index fallback) const { return find(key) ? count(key) : fallback; }
   double number(std::string_view key, double fallback) const {
@@ -193,6 +194,26 @@ inline HfMoeBlockConfig hf_moe_block_config(const nlohmann::json& config_json, I
   return block;
 }
 
+/// (name in moe's MoELayer, name in the checkpoint) of every tensor of the block `config` describes.
+inline std::vector<std::pair<std::string, std::string>> hf_block_tensor_names(const HfMoeBlockConfig& config) {
+  const HfFamily& family = *config.family;
+  const std::string& prefix = config.prefix;
+  std::vector<std::pair<std::string, std::string>> names{{"router.weight", prefix + std::string(family.router)}};
+  if (family.scoring == HfScoring::sigmoid)
+    names.emplace_back("balancer.expert_bias", prefix + std::string(family.correction_bias));
+  constexpr std::array<const char*, 3> ours{"gate_proj", "up_proj", "down_proj"};
+  for (Index e = 0; e < config.num_experts; ++e)
+    for (std::size_t p = 0; p < ours.size(); ++p)
+      names.emplace_back("experts." + std::to_string(e) + "." + ours[p] + ".weight",
+                         prefix + std::string(family.experts) + std::to_string(e) + "." +
+                             std::string(family.projections[p]) + ".weight");
+  if (config.shared_hidden > 0)
+    for (const char* projection : ours)
+      names.emplace_back(std::string("shared_experts.0.") + projection + ".weight",
+                         prefix + std::string(family.shared) + projection + ".weight");
+  return names;
+}
+
 /// The MoE block of a published checkpoint: a MoELayer with SwiGLU experts behind the family's router, and
 /// the names its tensors have in the checkpoint.
 template <class ScalarT = float>
@@ -217,34 +238,8 @@ class HfMoeBlock {
     return std::visit([&](auto& layer) -> const MatrixX<Scalar>& { return layer.forward(x); }, layer_);
   }
 
-  /// (name in the layer, name in the checkpoint) of every tensor of the block, in the layer's order.
-  std::vector<std::pair<std::string, std::string>> tensor_names() {
-    const HfFamily& family = *config_.family;
-    const std::string& prefix = config_.prefix;
-    std::vector<std::pair<std::string, std::string>> names;
-    const StateDict<Scalar> dict = std::visit([](auto& layer) { return state_dict(layer); }, layer_);
-    for (const auto& entry : dict) {
-      const std::string& name = entry.first;
-      std::string hf;
-      if (name == "router.weight") {
-        hf = prefix + std::string(family.router);
-      } else if (name == "balancer.expert_bias") {
-        hf = prefix + std::string(family.correction_bias);
-      } else if (name.starts_with("shared_experts.0.")) {
-        hf = prefix + std::string(family.shared) + name.substr(std::string_view("shared_experts.0.").size());
-      } else if (name.starts_with("experts.")) {  // experts.{e}.{gate_proj|up_proj|down_proj}.weight
-        const std::size_t dot = name.find('.', 8);
-        const std::string projection = name.substr(dot + 1, name.rfind('.') - dot - 1);
-        const std::size_t which = projection == "gate_proj" ? 0 : projection == "up_proj" ? 1 : 2;
-        hf = prefix + std::string(family.experts) + name.substr(8, dot - 8) + "." +
-             std::string(family.projections[which]) + ".weight";
-      } else {
-        detail::fail("HfMoeBlock: tensor ", name, " has no name in ", family.name, " checkpoints");
-      }
-      names.emplace_back(name, std::move(hf));
-    }
-    return names;
-  }
+  /// (name in the layer, name in the checkpoint) of every tensor of the block.
+  std::vector<std::pair<std::string, std::string>> tensor_names() const { return hf_block_tensor_names(config_); }
 
   /// The block's tensors under their checkpoint names.
   StateDict<Scalar> hf_state_dict() {
@@ -315,11 +310,23 @@ HfMoeBlock<Scalar> load_hf_moe_block(ShardedSafetensors& checkpoint, const nlohm
                  "have yet");
   Rng rng(0);  // every value is overwritten below
   HfMoeBlock<Scalar> block(std::move(config), config_json, rng);
-  const StateDict<Scalar> ours = std::visit([](auto& l) { return state_dict(l); }, block.layer());
-  StateDict<Scalar> dict;
-  for (const auto& [name, hf] : block.tensor_names())
-    dict.emplace(name, checkpoint.load<Scalar>(hf, ours.at(name).shape));
-  std::visit([&](auto& l) { detail::load_state_dict(l, dict, {}, context); }, block.layer());
+  const auto names = block.tensor_names();
+  const std::map<std::string, std::string> checkpoint_name(names.begin(), names.end());
+  // Tensor by tensor straight into the layer's memory: the block and one tensor at a time, never a second copy.
+  std::visit(
+      [&](auto& layer) {
+        const auto slots = detail::module_tensors(layer, context);
+        detail::require(slots.size() == checkpoint_name.size(), context, ": the layer has ", slots.size(),
+                        " tensors, the family's table names ", checkpoint_name.size());
+        for (const auto& slot : slots) {
+          const auto name = checkpoint_name.find(slot.name);
+          if (name == checkpoint_name.end())
+            detail::fail(context, ": the layer's tensor ", slot.name, " has no name in ", family.name, " checkpoints");
+          const Tensor<Scalar> tensor = checkpoint.load<Scalar>(name->second, slot.shape);
+          Eigen::Map<VectorX<Scalar>>(slot.data, tensor.data.size()) = tensor.data;
+        }
+      },
+      block.layer());
   return block;
 }
 

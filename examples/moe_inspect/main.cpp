@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <ranges>
 #include <set>
 #include <string>
 #include <variant>
@@ -90,7 +91,7 @@ void probe(moe::ShardedSafetensors& checkpoint, const nlohmann::json& config_jso
   block.forward(x);
   const double forward_seconds = seconds_since(forward_start);
   const moe::IndexVector load = std::visit([](auto& l) { return moe::IndexVector(l.batch_load()); }, block.layer());
-  std::printf("%lld random inputs N(0, 1) through the block in %.3f s; assignments per expert (mean %.2f):\n",
+  std::printf("%lld standard normal random inputs through the block in %.3f s; assignments per expert (mean %.2f):\n",
               static_cast<long long>(tokens), forward_seconds,
               static_cast<double>(tokens * block.config().k) / static_cast<double>(load.size()));
   for (Index e = 0; e < load.size(); ++e)

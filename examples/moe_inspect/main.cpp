@@ -64,13 +64,16 @@ void list_layers(moe::ShardedSafetensors& checkpoint, const nlohmann::json& conf
       parameters += moe::numel(info.shape);
       ++dtypes[std::string(moe::dtype_name(info.dtype))];
     }
+    std::string shared = c.shared_hidden > 0 ? "of width " + std::to_string(c.shared_hidden) : "none";
+    if (!family.shared_gate.empty() && checkpoint.contains(c.prefix + std::string(family.shared_gate)))
+      shared += " gated by sigmoid(" + std::string(family.shared_gate) + "), which load_hf_moe_block refuses";
     std::string dtype_text;
     for (const auto& [dtype, count] : dtypes)
       dtype_text += (dtype_text.empty() ? "" : ", ") + dtype + " x" + std::to_string(count);
     std::printf("layer %lld  %s: %lld experts of width %lld, %s, shared expert %s, %lld parameters (%s)\n",
                 static_cast<long long>(layer), c.prefix.c_str(), static_cast<long long>(c.num_experts),
                 static_cast<long long>(c.hidden), routing_text(c).c_str(),
-                c.shared_hidden > 0 ? ("of width " + std::to_string(c.shared_hidden)).c_str() : "none",
+                shared.c_str(),
                 static_cast<long long>(parameters), dtype_text.c_str());
   }
 }

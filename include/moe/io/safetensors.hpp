@@ -263,64 +263,87 @@ void save_safetensors(const std::filesystem::path& path, const StateDict<Scalar>
   });
 }
 
-/// Reads a safetensors file, converting F16, BF16, F32 and F64 tensors to Scalar. Every inconsistency
-/// of the file is an error naming it (and the tensor).
-template <class Scalar>
-SafetensorsFile<Scalar> load_safetensors(const std::filesystem::path& path) {
-  const std::string context = "load_safetensors: " + path.string();
-  std::error_code error;
-  const std::uint64_t file_bytes = std::filesystem::file_size(path, error);
-  if (error) detail::fail(context, ": cannot read the file: ", error.message());
-  std::ifstream in(path, std::ios::binary);
-  detail::require(in.is_open(), context, ": cannot open the file");
+namespace detail {
+
+/// A safetensors file's header, checked in full: its tensors sorted by offset (tiling the data exactly),
+/// its metadata, and where the data starts.
+struct SafetensorsHeader {
+  std::vector<TensorEntry> entries;
+  Metadata metadata;
+  std::uint64_t data_start = 0;  // 8 + the header length
+};
+
+/// Reads `in`'s header; `file_bytes` is the file's size. Errors open with `context`.
+inline SafetensorsHeader read_safetensors_header(std::istream& in, std::uint64_t file_bytes,
+                                                 const std::string& context) {
   const auto read = [&](void* to, std::uint64_t bytes) {
     in.read(static_cast<char*>(to), static_cast<std::streamsize>(bytes));
-    detail::require(static_cast<bool>(in), context, ": reading the file failed");
+    require(static_cast<bool>(in), context, ": reading the file failed");
   };
-
-  if (file_bytes < 8)
-    detail::fail(context, ": truncated: ", file_bytes, " bytes, fewer than the 8 of the header length");
+  if (file_bytes < 8) fail(context, ": truncated: ", file_bytes, " bytes, fewer than the 8 of the header length");
   unsigned char length_bytes[8];
   read(length_bytes, 8);
-  const auto header_bytes = detail::read_little_endian<std::uint64_t>(length_bytes);
+  const auto header_bytes = read_little_endian<std::uint64_t>(length_bytes);
   if (header_bytes > safetensors_max_header_bytes)
-    detail::fail(context, ": header length ", header_bytes, " is over the limit of ", safetensors_max_header_bytes,
-                 " bytes");
+    fail(context, ": header length ", header_bytes, " is over the limit of ", safetensors_max_header_bytes, " bytes");
   if (header_bytes > file_bytes - 8)
-    detail::fail(context, ": truncated: the header length ", header_bytes, " runs past the end of the file (",
-                 file_bytes - 8, " bytes follow it)");
+    fail(context, ": truncated: the header length ", header_bytes, " runs past the end of the file (",
+         file_bytes - 8, " bytes follow it)");
   std::string text(header_bytes, '\0');
   read(text.data(), header_bytes);
   nlohmann::json header;
   try {
     header = parse_json(text);
   } catch (const JsonError& e) {
-    detail::fail(context, ": the header is not valid JSON: ", e.reason(),
-                 e.offset() ? detail::concat(" at byte ", *e.offset(), " of the header") : std::string());
+    fail(context, ": the header is not valid JSON: ", e.reason(),
+         e.offset() ? concat(" at byte ", *e.offset(), " of the header") : std::string());
   }
-  if (!header.is_object()) detail::fail(context, ": the header is a JSON ", header.type_name(), ", not an object");
+  if (!header.is_object()) fail(context, ": the header is a JSON ", header.type_name(), ", not an object");
 
-  const std::uint64_t data_bytes = file_bytes - 8 - header_bytes;
-  SafetensorsFile<Scalar> file;
-  std::vector<detail::TensorEntry> entries;
+  SafetensorsHeader result;
+  result.data_start = 8 + header_bytes;
+  const std::uint64_t data_bytes = file_bytes - result.data_start;
   for (const auto& [name, info] : header.items()) {
     if (name != "__metadata__") {
-      entries.push_back(detail::tensor_entry(name, info, data_bytes, context));
+      result.entries.push_back(tensor_entry(name, info, data_bytes, context));
       continue;
     }
-    if (!info.is_object()) detail::fail(context, ": __metadata__ must be an object, found ", detail::json_text(info));
+    if (!info.is_object()) fail(context, ": __metadata__ must be an object, found ", json_text(info));
     for (const auto& [key, value] : info.items()) {
-      if (!value.is_string())
-        detail::fail(context, ": __metadata__ maps strings to strings; ", key, " is ", detail::json_text(value));
-      file.metadata.emplace(key, value.template get<std::string>());
+      if (!value.is_string()) fail(context, ": __metadata__ maps strings to strings; ", key, " is ", json_text(value));
+      result.metadata.emplace(key, value.template get<std::string>());
     }
   }
-  detail::check_layout(entries, data_bytes, context);
+  check_layout(result.entries, data_bytes, context);
+  return result;
+}
 
+/// The size of the file at `path`, or an error opening with `context`.
+inline std::uint64_t file_size_or_fail(const std::filesystem::path& path, const std::string& context) {
+  std::error_code error;
+  const std::uint64_t bytes = std::filesystem::file_size(path, error);
+  if (error) fail(context, ": cannot read the file: ", error.message());
+  return bytes;
+}
+
+}  // namespace detail
+
+/// Reads a safetensors file, converting F16, BF16, F32 and F64 tensors to Scalar. Every inconsistency
+/// of the file is an error naming it (and the tensor).
+template <class Scalar>
+SafetensorsFile<Scalar> load_safetensors(const std::filesystem::path& path) {
+  const std::string context = "load_safetensors: " + path.string();
+  const std::uint64_t file_bytes = detail::file_size_or_fail(path, context);
+  std::ifstream in(path, std::ios::binary);
+  detail::require(in.is_open(), context, ": cannot open the file");
+  detail::SafetensorsHeader header = detail::read_safetensors_header(in, file_bytes, context);
+
+  SafetensorsFile<Scalar> file{{}, std::move(header.metadata)};
   std::vector<unsigned char> bytes;
-  for (const detail::TensorEntry& entry : entries) {  // in file order: one pass, no seeks
+  for (const detail::TensorEntry& entry : header.entries) {  // in file order: one pass, no seeks
     bytes.resize(entry.end - entry.begin);
-    read(bytes.data(), bytes.size());
+    in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    detail::require(static_cast<bool>(in), context, ": reading the file failed");
     file.tensors[entry.name] = {entry.shape, detail::decode<Scalar>(entry.dtype, bytes)};
   }
   return file;

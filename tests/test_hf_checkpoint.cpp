@@ -1,0 +1,145 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "moe/io/hf_moe.hpp"
+#include "moe/io/safetensors.hpp"
+#include "moe/io/sharded_safetensors.hpp"
+#include "temp_dir.hpp"
+
+namespace fs = std::filesystem;
+using Catch::Contains;
+using moe::Index;
+
+namespace {
+
+moe::Tensor<float> ramp(moe::Shape shape, float start) {
+  moe::Tensor<float> t{shape, moe::VectorX<float>(moe::numel(shape))};
+  for (Index i = 0; i < t.data.size(); ++i) t.data(i) = start + static_cast<float>(i);
+  return t;
+}
+
+void write_text(const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
+/// Two shards: a.weight in the first, b.weight and c.bias in the second, and the index naming them.
+void write_two_shards(const moe::test::TempDir& dir) {
+  moe::save_safetensors<float>(dir / "model-00001-of-00002.safetensors", {{"a.weight", ramp({2, 3}, 0)}});
+  moe::save_safetensors<float>(dir / "model-00002-of-00002.safetensors",
+                               {{"b.weight", ramp({3, 2}, 10)}, {"c.bias", ramp({4}, 20)}});
+  write_text(dir / "model.safetensors.index.json",
+             R"({"metadata": {"total_size": 64}, "weight_map": {"a.weight": "model-00001-of-00002.safetensors",
+                 "b.weight": "model-00002-of-00002.safetensors", "c.bias": "model-00002-of-00002.safetensors"}})");
+}
+
+}  // namespace
+
+TEST_CASE("ShardedSafetensors reads only the shards and the bytes of the tensors asked for", "[hf_checkpoint]") {
+  moe::test::TempDir dir;
+  write_two_shards(dir);
+  moe::ShardedSafetensors checkpoint(dir.path());
+  CHECK(checkpoint.weight_map().size() == 3);
+  CHECK(checkpoint.opened_shards().empty());
+
+  const moe::Tensor<double> b = checkpoint.load<double>("b.weight", {3, 2});
+  CHECK(b.shape == moe::Shape{3, 2});
+  CHECK(b.data(5) == 15.0);
+  CHECK(checkpoint.opened_shards() == std::vector<std::string>{"model-00002-of-00002.safetensors"});
+  const moe::TensorInfo c = checkpoint.info("c.bias");
+  CHECK((c.dtype == moe::DType::F32 && c.shape == moe::Shape{4} && c.shard == "model-00002-of-00002.safetensors"));
+
+  // A shard's data is not read until a tensor of it is: a truncated first shard goes unnoticed while only
+  // the second is used, and is an error naming that shard when its tensor is asked for.
+  fs::resize_file(dir / "model-00001-of-00002.safetensors", 20);
+  CHECK(checkpoint.load<float>("c.bias").data(3) == 23.0f);
+  CHECK_THROWS_WITH(checkpoint.load<float>("a.weight"),
+                    Contains("model-00001-of-00002.safetensors") && Contains("truncated"));
+}
+
+TEST_CASE("ShardedSafetensors errors name the tensor, the shard and the mismatch", "[hf_checkpoint]") {
+  moe::test::TempDir dir;
+  write_two_shards(dir);
+  moe::ShardedSafetensors checkpoint(dir.path());
+  CHECK_THROWS_WITH(checkpoint.load<float>("b.weight", {2, 3}),
+                    Contains("model-00002-of-00002.safetensors: tensor b.weight has shape [3, 2], expected [2, 3]"));
+  CHECK_THROWS_WITH(checkpoint.load<float>("d.weight"), Contains("no tensor d.weight in the checkpoint"));
+
+  write_text(dir / "model.safetensors.index.json",
+             R"({"weight_map": {"a.weight": "model-00002-of-00002.safetensors"}})");
+  CHECK_THROWS_WITH(moe::ShardedSafetensors(dir.path()).load<float>("a.weight"),
+                    Contains("model-00002-of-00002.safetensors: tensor a.weight is not in this shard"));
+  write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"a.weight": "../elsewhere.safetensors"}})");
+  CHECK_THROWS_WITH(moe::ShardedSafetensors(dir.path()), Contains("not a file name in the directory"));
+  write_text(dir / "model.safetensors.index.json", R"({"metadata": {}})");
+  CHECK_THROWS_WITH(moe::ShardedSafetensors(dir.path()), Contains("needs an object \"weight_map\""));
+  write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"a.weight": 1}})");
+  CHECK_THROWS_WITH(moe::ShardedSafetensors(dir.path()), Contains("tensor a.weight maps to 1"));
+  write_text(dir / "model.safetensors.index.json", "{\"weight_map\": ");
+  CHECK_THROWS_WITH(moe::ShardedSafetensors(dir.path()), Contains("is not valid JSON"));
+
+  moe::test::TempDir empty;
+  CHECK_THROWS_WITH(moe::ShardedSafetensors(empty.path()),
+                    Contains("holds neither model.safetensors.index.json nor model.safetensors"));
+}
+
+TEST_CASE("ShardedSafetensors reads a single model.safetensors without an index", "[hf_checkpoint]") {
+  moe::test::TempDir dir;
+  moe::save_safetensors<float>(dir / "model.safetensors", {{"w", ramp({2, 2}, 1)}});
+  moe::ShardedSafetensors checkpoint(dir.path());
+  CHECK(checkpoint.contains("w"));
+  CHECK(checkpoint.load<float>("w").data(3) == 4.0f);
+}
+
+TEST_CASE("hf_moe_block_config reads the family's routing from config.json and refuses what it cannot load",
+          "[hf_checkpoint]") {
+  const nlohmann::json deepseek = nlohmann::json::parse(R"({"model_type": "deepseek_v3", "hidden_size": 16,
+      "moe_intermediate_size": 8, "n_routed_experts": 16, "n_shared_experts": 2, "num_experts_per_tok": 4,
+      "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5, "norm_topk_prob": true,
+      "scoring_func": "sigmoid", "topk_method": "noaux_tc", "hidden_act": "silu"})");
+  const moe::HfMoeBlockConfig config = moe::hf_moe_block_config(deepseek, 3);
+  CHECK(config.prefix == "model.layers.3.mlp.");
+  CHECK((config.num_experts == 16 && config.k == 4 && config.hidden == 8 && config.shared_hidden == 16));
+  CHECK((config.n_group == 4 && config.topk_group == 2 && config.routed_scaling_factor == 2.5 && config.renormalize));
+
+  const auto refused = [&](const char* key, nlohmann::json value) {
+    nlohmann::json changed = deepseek;
+    changed[key] = std::move(value);
+    return [changed] { moe::hf_moe_block_config(changed, 3); };
+  };
+  CHECK_THROWS_WITH(refused("norm_topk_prob", false)(), Contains("always renormalises"));
+  CHECK_THROWS_WITH(refused("scoring_func", "softmax")(), Contains("\"scoring_func\" is \"softmax\""));
+  CHECK_THROWS_WITH(refused("hidden_act", "gelu")(), Contains("\"hidden_act\" is \"gelu\""));
+  CHECK_THROWS_WITH(refused("n_routed_experts", -1)(), Contains("\"n_routed_experts\" must be a positive integer"));
+  CHECK_THROWS_WITH(refused("num_experts_per_tok", 17)(), Contains("num_experts_per_tok = 17 exceeds the 16"));
+  CHECK_THROWS_WITH(refused("model_type", "llama")(),
+                    Contains("model_type \"llama\" is not a supported MoE family (mixtral, olmoe"));
+
+  const nlohmann::json mixtral = nlohmann::json::parse(R"({"model_type": "mixtral", "hidden_size": 16,
+      "intermediate_size": 12, "num_local_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": false})");
+  const moe::HfMoeBlockConfig m = moe::hf_moe_block_config(mixtral, 0);
+  CHECK(m.renormalize);  // Mixtral always renormalises, whatever the config says
+  CHECK(m.prefix == "model.layers.0.block_sparse_moe.");
+  nlohmann::json no_width = mixtral;
+  no_width.erase("intermediate_size");
+  CHECK_THROWS_WITH(moe::hf_moe_block_config(no_width, 0), Contains("config.json has no \"intermediate_size\""));
+}
+
+TEST_CASE("HfMoeBlock names its tensors as the family's checkpoints do", "[hf_checkpoint]") {
+  const nlohmann::json mixtral = nlohmann::json::parse(R"({"model_type": "mixtral", "hidden_size": 4,
+      "intermediate_size": 3, "num_local_experts": 2, "num_experts_per_tok": 2})");
+  moe::Rng rng(1);
+  moe::HfMoeBlock<float> block(moe::hf_moe_block_config(mixtral, 5), mixtral, rng);
+  const auto dict = block.hf_state_dict();
+  CHECK(dict.size() == 7);
+  CHECK(dict.at("model.layers.5.block_sparse_moe.gate.weight").shape == moe::Shape{2, 4});
+  CHECK(dict.at("model.layers.5.block_sparse_moe.experts.1.w1.weight").shape == moe::Shape{3, 4});
+  CHECK(dict.at("model.layers.5.block_sparse_moe.experts.1.w3.weight").shape == moe::Shape{3, 4});
+  CHECK(dict.at("model.layers.5.block_sparse_moe.experts.1.w2.weight").shape == moe::Shape{4, 3});
+
+  moe::test::TempDir dir;
+  moe::save_hf_moe_block(dir.path(), block, moe::DType::F64);
+  auto reloaded = moe::load_hf_moe_block<double>(dir.path(), 5);
+  const auto again = reloaded.hf_state_dict();
+  for (const auto& [name, tensor] : dict) CHECK(again.at(name).data == tensor.data.cast<double>());
+}

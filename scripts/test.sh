@@ -3,7 +3,7 @@
 # build/bin/; the suite also runs against the single header); then the tests again with clang++ under
 # AddressSanitizer and UndefinedBehaviorSanitizer into build/clang/ (any finding fails); and, where nvcc is
 # installed, the CUDA backend's tests, example and benchmark compiled by nvcc into build/cuda/, run where
-# there is a GPU. Warnings are errors in all.
+# there is a GPU; and the libFuzzer targets of the file readers (scripts/fuzz.sh). Warnings are errors in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,11 @@ require_discovered build/clang
   LSAN_OPTIONS=suppressions="$PWD/../../tests/lsan.supp" \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions="$PWD/../../tests/ubsan.supp" \
   ctest --output-on-failure -j "$jobs")
+
+# The readers of outside bytes under libFuzzer with ASan and UBSan (tests/fuzz, built into build/fuzz by
+# clang++): every committed seed and past finding replayed, then each target fuzzed for MOE_FUZZ_SECONDS
+# (30 by default; 0 replays only). A crash, sanitizer finding, leak, hang or oversized allocation fails.
+scripts/fuzz.sh all "${MOE_FUZZ_SECONDS:-30}"
 
 # The CUDA build needs nvcc, not a GPU: the configuration scripts/gpu-check.sh uses on a GPU machine (the CUDA
 # tests, the README's GPU example and the backend benchmark, compiled by nvcc). Its tests run where a GPU is.

@@ -4,6 +4,7 @@
 #include <Eigen/Core>
 
 #include <cstdint>
+#include <limits>
 
 namespace moe {
 
@@ -26,5 +27,16 @@ using ConstRef = Eigen::Ref<const MatrixX<Scalar>>;
 using Matrix = MatrixX<float>;
 using IndexMatrix = Eigen::Matrix<Index, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using IndexVector = Eigen::Matrix<Index, Eigen::Dynamic, 1>;
+
+namespace detail {
+
+/// a * b, or the largest value when that overflows: for sizes read from files, where a size too large for
+/// 64 bits matches no file anyway.
+inline std::uint64_t saturating_multiply(std::uint64_t a, std::uint64_t b) {
+  constexpr std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
+  return b != 0 && a > max / b ? max : a * b;
+}
+
+}  // namespace detail
 
 }  // namespace moe

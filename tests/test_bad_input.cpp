@@ -302,6 +302,22 @@ TEST_CASE("safetensors: a shape with a 0 whose other dimensions overflow is refu
   CHECK(moe::numel({}) == 1);
 }
 
+TEST_CASE("A safetensors header nested a million levels deep is refused, not a stack overflow",
+          "[bad_input][safetensors]") {
+  // nlohmann/json parses without recursion but writes recursively: the error message quoting the tensor's
+  // entry overflowed the stack.
+  TempDir dir;
+  const fs::path path = dir / "deep.safetensors";
+  std::string header = R"({"t":)" + std::string(1'000'000, '[') + std::string(1'000'000, ']') + "}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  write_bytes(path, bytes_of<std::uint64_t>(header.size()) + header);
+  CHECK_THROWS_WITH(moe::load_safetensors<float>(path),
+                    Contains(path.string()) && Contains("the header is not valid JSON: arrays and objects nested "
+                                                        "deeper than 64 levels"));
+  CHECK_NOTHROW(moe::parse_json(std::string(64, '[') + std::string(64, ']')));
+  CHECK_THROWS_AS(moe::parse_json(std::string(65, '[') + std::string(65, ']')), moe::JsonError);
+}
+
 TEST_CASE("A directory passed as a file is a moe::Error naming it", "[bad_input][errors]") {
   TempDir dir;
   const std::string folder = dir.file("folder");

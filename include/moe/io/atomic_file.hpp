@@ -70,9 +70,10 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
   } catch (const Error&) {
     remove_temporary();
     throw;
-  } catch (const std::exception& e) {  // a serialiser's own exception
+  } catch (const std::exception& e) {  // a serialiser's own exception, such as cereal's on a failed write
+    const std::string reason = os_error();
     remove_temporary();
-    fail(context, ": ", e.what());
+    fail(context, ": writing ", temporary.string(), " failed: ", e.what(), " (", reason, ")");
   }
   // Not every file system syncs directories; the rename is done either way.
   sync_to_disk(path.has_parent_path() ? path.parent_path() : fs::path("."), true);

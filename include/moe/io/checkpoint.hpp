@@ -198,7 +198,7 @@ struct OptimizerFields<AdamBase<S, Decoupled>> {
 };
 
 /// A map stored as cereal stores one (a length, then key-value items), read refusing a key given twice,
-/// which cereal's own reader keeps once, silently. `what` names an entry in the error ("tensor").
+/// which cereal's own reader keeps once, silently. `what` names the map in the error ("model").
 template <class Map>
 struct UniqueKeys {
   Map& map;

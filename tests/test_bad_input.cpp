@@ -296,6 +296,11 @@ TEST_CASE("safetensors: a shape with a 0 whose other dimensions overflow is refu
                     Contains(path.string()) && Contains("tensor t: shape [0,4294967296,4294967296] has more elements "
                                                         "than a 64-bit count holds"));
   const moe::Index big = moe::Index{1} << 32;
+  // Writing such a shape back multiplied it out in a signed integer.
+  moe::StateDict<float> tensors{{"t", {{0, big, big}, {}}}};
+  CHECK_THROWS_WITH(moe::save_safetensors(dir / "out.safetensors", tensors),
+                    Contains("out.safetensors: tensor t: shape [0, 4294967296, 4294967296] has more elements than a "
+                             "64-bit count holds"));
   CHECK_THROWS_WITH(moe::numel({0, big, big}), Contains("has more elements than a 64-bit count holds"));
   CHECK_THROWS_WITH(moe::numel({2, -1}), Contains("shape [2, -1] has a negative dimension"));
   CHECK(moe::numel({0, big}) == 0);

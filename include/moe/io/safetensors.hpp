@@ -226,12 +226,15 @@ void save_safetensors(const std::filesystem::path& path, const StateDict<Scalar>
   std::uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
     if (name == "__metadata__") detail::fail(context, ": a tensor cannot be named __metadata__");
-    Json shape = Json::array();
-    for (const Index dim : tensor.shape) {
-      if (dim < 0) detail::fail(context, ": tensor ", name, " has shape ", shape_to_string(tensor.shape));
-      shape.push_back(static_cast<std::uint64_t>(dim));
+    Index elements = 0;
+    try {
+      elements = numel(tensor.shape);  // refuses negative dimensions and counts beyond 64 bits
+    } catch (const Error& e) {
+      detail::fail(context, ": tensor ", name, ": ", e.what());
     }
-    if (numel(tensor.shape) != tensor.data.size())
+    Json shape = Json::array();
+    for (const Index dim : tensor.shape) shape.push_back(static_cast<std::uint64_t>(dim));
+    if (elements != tensor.data.size())
       detail::fail(context, ": tensor ", name, " has shape ", shape_to_string(tensor.shape), " but holds ",
                    tensor.data.size(), " values");
     const std::uint64_t end = offset + static_cast<std::uint64_t>(tensor.data.size()) * dtype_size(dtype);

@@ -4,6 +4,7 @@ set -euo pipefail
 
 packages=(
   g++ clang cmake ninja-build make pkg-config python3
+  libclang-rt-14-dev  # libFuzzer for clang 14 (Debian 12's clang): the fuzz targets of tests/fuzz
   libeigen3-dev libcereal-dev catch2 libbenchmark-dev libomp-dev
   nlohmann-json3-dev  # JSON: the safetensors header, vocabularies, configs
   libcli11-dev  # the examples' command lines

@@ -2,8 +2,9 @@
 # Installs the dependencies, builds everything and runs every test: with g++ into build/ (programs in build/bin/;
 # the suite also runs against the single header; the MPI tests run under mpirun at 1, 2 and 4 processes); then the
 # tests again with clang++ under AddressSanitizer and UndefinedBehaviorSanitizer into build/clang/ (any finding
-# fails); and, where nvcc is installed, the CUDA backend's tests, example and benchmark compiled by nvcc into
-# build/cuda/, run where there is a GPU. Warnings are errors in all.
+# fails); the libFuzzer targets of the file readers (scripts/fuzz.sh); and, where nvcc is installed, the CUDA
+# backend's tests, example and benchmark compiled by nvcc into build/cuda/, run where there is a GPU. Warnings are
+# errors in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,12 @@ phase "sanitized tests"
   LSAN_OPTIONS=suppressions="$PWD/../../tests/lsan.supp" \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions="$PWD/../../tests/ubsan.supp" \
   ctest --output-on-failure -j "$jobs")
+
+# The readers of outside bytes under libFuzzer with ASan and UBSan (tests/fuzz, built into build/fuzz by
+# clang++): every committed seed and past finding replayed, then each target fuzzed for MOE_FUZZ_SECONDS
+# (30 by default; 0 replays only). A crash, sanitizer finding, leak, hang or oversized allocation fails.
+phase "fuzzing"
+scripts/fuzz.sh all "${MOE_FUZZ_SECONDS:-30}"
 
 # The CUDA build needs nvcc, not a GPU: the configuration scripts/gpu-check.sh uses on a GPU machine (the CUDA
 # tests, the README's GPU example and the backend benchmark, compiled by nvcc). Its tests run where a GPU is.

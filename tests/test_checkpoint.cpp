@@ -488,7 +488,8 @@ TEST_CASE("A save goes through a temporary file and never breaks the old checkpo
   SECTION("a directory that is a regular file") {
     write_text(dir / "plain", "a file");
     const fs::path inside = dir / "plain" / "run.ck";
-    CHECK_THROWS_WITH(t.save(inside), Contains(inside.string()) && Contains("cannot create the temporary file"));
+    CHECK_THROWS_WITH(t.save(inside), Contains(inside.string()) && Contains("cannot create the temporary file") &&
+                                          Contains(": Not a directory"));
   }
 
 #if __has_include(<sys/resource.h>)
@@ -514,7 +515,8 @@ TEST_CASE("A save goes through a temporary file and never breaks the old checkpo
     for (const CheckpointFormat format : {CheckpointFormat::Binary, CheckpointFormat::JSON}) {
       {
         FileSizeLimit limit;
-        CHECK_THROWS_WITH(t.save(path, format), Contains(path.string()));
+        // The path and the operating system's reason: writes past RLIMIT_FSIZE fail with EFBIG.
+        CHECK_THROWS_WITH(t.save(path, format), Contains(path.string()) && Contains("File too large"));
       }
       CHECK(leftovers() == std::vector<std::string>{"run.ck"});
       check_old_checkpoint_loads();

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <numbers>
 #include <vector>
 
@@ -225,7 +226,15 @@ TEST_CASE("Optimizers reject bad parameters and options", "[optim][errors]") {
   CHECK_THROWS_WITH(moe::Adam<float>({{"w", &p}}, {.beta2 = 1.0}),
                     Catch::Contains("Adam: beta2 must lie in [0, 1), got 1"));
   CHECK_THROWS_WITH(moe::Adam<float>({{"w", &p}}, {.lr = -1.0}),
-                    Catch::Contains("Adam: lr must be non-negative, got -1"));
+                    Catch::Contains("Adam: lr must be finite and non-negative, got -1"));
+  // Infinite options pass a test of >= 0; one step later every weight would be NaN.
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_WITH(moe::Adam<float>({{"w", &p}}, {.lr = inf}), Catch::Contains("Adam: lr must be finite"));
+  CHECK_THROWS_WITH(moe::AdamW<float>({{"w", &p}}, {.eps = inf}), Catch::Contains("AdamW: eps must be finite"));
+  CHECK_THROWS_WITH(moe::SGD<float>({{"w", &p}}, {.momentum = inf}), Catch::Contains("SGD: momentum must be finite"));
+  CHECK_THROWS_WITH(moe::SGD<float>({{"w", &p}}, {.dampening = -0.5}),
+                    Catch::Contains("SGD: dampening must be finite and non-negative, got -0.5"));
+  CHECK_THROWS_WITH(moe::SGD<float>({{"w", &p}}).set_lr(std::nan("")), Catch::Contains("SGD: lr must be finite"));
 
   moe::SGD<float> nesterov({{"w", &p}}, {.momentum = 0.9, .nesterov = true});
   CHECK_THROWS_WITH(nesterov.set_momentum(0.0), Catch::Contains("nesterov requires momentum > 0"));

@@ -344,11 +344,12 @@ TEST_CASE("load_safetensors names the file and the tensor in every error", "[io]
   const auto load = [&] { return moe::load_safetensors<float>(path); };
 
   SECTION("missing file") {
-    CHECK_THROWS_WITH(load(), Contains("load_safetensors: " + name + ": cannot read the file"));
+    CHECK_THROWS_WITH(load(), Contains("load_safetensors: " + name + ": no such file"));
   }
   SECTION("a directory") {
     fs::create_directory(path);
-    CHECK_THROWS_WITH(load(), Contains(name) && Contains("cannot read the file"));
+    CHECK_THROWS_MATCHES(load(), moe::Error,
+                         Catch::Message("load_safetensors: " + name + ": is a directory, expected a file"));
   }
   SECTION("shorter than the header length") {
     write_bytes(path, std::string("\x10\0\0\0\0", 5));
@@ -397,7 +398,8 @@ TEST_CASE("load_safetensors names the file and the tensor in every error", "[io]
   SECTION("a shape too large for 64 bits") {
     write_bytes(path, safetensors_bytes(
                           R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", "1234"));
-    CHECK_THROWS_WITH(load(), Contains(name) && Contains("tensor t: data_offsets [0, 4] hold 4 bytes"));
+    CHECK_THROWS_WITH(load(), Contains(name) && Contains("tensor t: shape [4294967296,4294967296] has more elements "
+                                                         "than a 64-bit count holds"));
   }
   SECTION("overlapping tensors") {
     write_bytes(path, safetensors_bytes(header_with("[0,8]", "[4,16]"), five_floats.substr(0, 16)));

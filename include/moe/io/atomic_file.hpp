@@ -1,6 +1,8 @@
 #pragma once
 // Writing a file so that a crash or a failed write leaves the old file or the new one, never a part.
 
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -30,6 +32,9 @@ inline bool sync_to_disk([[maybe_unused]] const std::filesystem::path& path, [[m
 #endif
 }
 
+/// The reason errno gives for the last failed system call ("unknown error" when it gives none).
+inline std::string os_error() { return errno != 0 ? std::strerror(errno) : "unknown error"; }
+
 /// Calls write(std::ostream&) on a uniquely named temporary file beside `path`, syncs it and renames it
 /// over `path`. On failure the temporary file is removed, `path` is left as it was, and the moe::Error
 /// starts with `context`.
@@ -50,12 +55,13 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
   };
   try {
     {
+      errno = 0;  // what the failing call sets names the reason: "No space left on device"
       std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-      require(out.is_open(), context, ": cannot create the temporary file ", temporary.string());
+      require(out.is_open(), context, ": cannot create the temporary file ", temporary.string(), ": ", os_error());
       created = true;
       write(static_cast<std::ostream&>(out));
       out.close();
-      require(!out.fail(), context, ": writing ", temporary.string(), " failed (is the disk full?)");
+      require(!out.fail(), context, ": writing ", temporary.string(), " failed: ", os_error());
     }
     require(sync_to_disk(temporary, false), context, ": cannot sync ", temporary.string(), " to the disk");
     std::error_code error;
@@ -64,9 +70,10 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
   } catch (const Error&) {
     remove_temporary();
     throw;
-  } catch (const std::exception& e) {  // a serialiser's own exception
+  } catch (const std::exception& e) {  // a serialiser's own exception, such as cereal's on a failed write
+    const std::string reason = os_error();
     remove_temporary();
-    fail(context, ": ", e.what());
+    fail(context, ": writing ", temporary.string(), " failed: ", e.what(), " (", reason, ")");
   }
   // Not every file system syncs directories; the rename is done either way.
   sync_to_disk(path.has_parent_path() ? path.parent_path() : fs::path("."), true);

@@ -7,16 +7,19 @@
 //
 // A save writes "<path>.tmp" in the same directory, syncs it to the disk and renames it over `path`, so a
 // crash leaves the old checkpoint or the new one, never a broken one. A load reads and checks the whole file
-// (version, scalar type, optimizer kind, every name and shape) before it changes anything.
+// (version, scalar type, optimizer kind, every name and shape) before it changes anything. It trusts no
+// length in the file (CheckedBinaryInputArchive), nests JSON no deeper than checkpoint_max_json_depth,
+// and refuses a name given twice and counts below zero.
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <initializer_list>
-#include <ios>
+#include <istream>
+#include <iterator>
 #include <locale>
 #include <map>
 #include <optional>
@@ -44,6 +47,8 @@
 #include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
 #include "moe/io/atomic_file.hpp"
+#include "moe/io/binary_archive.hpp"
+#include "moe/io/input_file.hpp"
 #include "moe/io/state_dict.hpp"
 #include "moe/io/tensor.hpp"
 #include "moe/optim/optimizer.hpp"
@@ -120,6 +125,10 @@ void load(Archive& archive, Tensor<Scalar>& tensor) {
   tensor.data = Eigen::Map<const VectorX<Scalar>>(values.data(), static_cast<Index>(values.size()));
 }
 
+/// A JSON checkpoint nests 6 levels deep; cereal's JSON parser (RapidJSON) recurses once per level, so a
+/// file of a million '[' would overflow the stack.
+inline constexpr std::size_t checkpoint_max_json_depth = 64;
+
 namespace detail {
 
 inline constexpr std::uint32_t checkpoint_version = 1;
@@ -188,6 +197,39 @@ struct OptimizerFields<AdamBase<S, Decoupled>> {
   }
 };
 
+/// A map stored as cereal stores one (a length, then key-value items), read refusing a key given twice,
+/// which cereal's own reader keeps once, silently. `what` names the map in the error ("model").
+template <class Map>
+struct UniqueKeys {
+  Map& map;
+  const char* what;
+
+  template <class Archive>
+  void save(Archive& archive) const {
+    archive(cereal::make_size_tag(static_cast<cereal::size_type>(map.size())));
+    for (const auto& [key, value] : map) archive(cereal::make_map_item(key, value));
+  }
+
+  template <class Archive>
+  void load(Archive& archive) {
+    cereal::size_type size = 0;
+    archive(cereal::make_size_tag(size));
+    map.clear();
+    for (cereal::size_type i = 0; i < size; ++i) {
+      typename Map::key_type key;
+      typename Map::mapped_type value;
+      archive(cereal::make_map_item(key, value));
+      const auto [at, added] = map.try_emplace(key, std::move(value));
+      require(added, what, " holds two entries named '", at->first, "'");
+    }
+  }
+};
+
+template <class Map>
+UniqueKeys<Map> unique_keys(Map& map, const char* what) {
+  return {map, what};
+}
+
 template <class Opt>
 struct OptimizerRecord {
   using Fields = OptimizerFields<Opt>;
@@ -200,7 +242,8 @@ struct OptimizerRecord {
   void serialize(Archive& archive) {
     Fields::options(archive, options);
     Fields::counters(archive, state);
-    for (std::size_t k = 0; k < tensors.size(); ++k) archive(cereal::make_nvp(Fields::tensor_names[k], tensors[k]));
+    for (std::size_t k = 0; k < tensors.size(); ++k)
+      archive(cereal::make_nvp(Fields::tensor_names[k], unique_keys(tensors[k], Fields::tensor_names[k])));
   }
 };
 
@@ -226,10 +269,42 @@ struct CheckpointFile {
       require(header.optimizer == OptimizerFields<Opt>::kind, "the optimizer is ", header.optimizer,
               " in the checkpoint, ", OptimizerFields<Opt>::kind, " here");
     }
-    archive(cereal::make_nvp("model", model), cereal::make_nvp("generators", generators),
+    archive(cereal::make_nvp("model", unique_keys(model, "model")),
+            cereal::make_nvp("generators", unique_keys(generators, "generators")),
             cereal::make_nvp("optimizer", optimizer), cereal::make_nvp("rng", rng));
   }
+
+  /// What the types allow but no run writes: a negative count (a negative Adam step makes its bias
+  /// correction divide by a negative number, and the weights NaN).
+  void check_counts() const {
+    for (const auto& [field, count] : {std::pair{"header.progress.epoch", header.progress.epoch},
+                                       std::pair{"header.progress.step", header.progress.step},
+                                       std::pair{"optimizer.step", optimizer.state.step}})
+      require(count >= 0, field, " is ", count, ", expected a count >= 0");
+  }
 };
+
+/// The deepest nesting of arrays and objects in JSON text, counted until it passes `limit`.
+inline std::size_t json_depth(std::string_view text, std::size_t limit) {
+  std::size_t depth = 0, deepest = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size() && deepest <= limit; ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
 
 /// The classic locale keeps a global locale's digit grouping out of the text.
 inline std::string generator_text(const Rng& rng) {
@@ -330,31 +405,41 @@ inline std::string binary_signature() {
   return out.str();
 }
 
+/// Reads a checkpoint of either format from `in`, which holds `size` bytes.
+template <class Scalar, class Opt>
+CheckpointFile<Scalar, Opt> read_checkpoint(std::istream& in, std::uint64_t size) {
+  CheckpointFile<Scalar, Opt> file;
+  if (in.peek() == '{') {
+    const std::string text(std::istreambuf_iterator<char>(in), {});
+    require(json_depth(text, checkpoint_max_json_depth) <= checkpoint_max_json_depth,
+            "JSON nested deeper than ", checkpoint_max_json_depth, " levels");
+    std::istringstream json(text);
+    cereal::JSONInputArchive archive(json);
+    file.serialize(archive);
+  } else {
+    const std::string signature = binary_signature();
+    std::string start(signature.size(), '\0');
+    in.read(start.data(), static_cast<std::streamsize>(start.size()));
+    require(in.gcount() == static_cast<std::streamsize>(start.size()) && start == signature, "not a moe checkpoint");
+    in.seekg(0);
+    CheckedBinaryInputArchive archive(in, size);
+    file.serialize(archive);
+    require(archive.bytes_left() == 0, archive.bytes_left(), " unexpected bytes after the checkpoint");
+  }
+  file.check_counts();
+  return file;
+}
+
 template <class Scalar, class Opt>
 CheckpointFile<Scalar, Opt> read_checkpoint_file(const std::filesystem::path& path, const std::string& where) {
-  CheckpointFile<Scalar, Opt> file;
+  InputFile input = open_input_file(path, where);
   try {
-    std::ifstream in(path, std::ios::binary);
-    require(in.is_open(), std::filesystem::exists(path) ? "cannot open the file" : "no such file");
-    if (in.peek() == '{') {
-      cereal::JSONInputArchive archive(in);
-      file.serialize(archive);
-    } else {
-      const std::string signature = binary_signature();
-      std::string start(signature.size(), '\0');
-      in.read(start.data(), static_cast<std::streamsize>(start.size()));
-      require(in.gcount() == static_cast<std::streamsize>(start.size()) && start == signature, "not a moe checkpoint");
-      in.seekg(0);
-      cereal::PortableBinaryInputArchive archive(in);
-      file.serialize(archive);
-      require(in.peek() == std::ifstream::traits_type::eof(), "unexpected bytes after the checkpoint");
-    }
+    return read_checkpoint<Scalar, Opt>(input.stream, input.size);
   } catch (const Error& e) {
     fail(where, ": ", e.what());
   } catch (const std::exception& e) {
     fail(where, ": truncated or corrupt (", e.what(), ")");
   }
-  return file;
 }
 
 }  // namespace detail

@@ -23,6 +23,7 @@
 #include "moe/core/module.hpp"
 #include "moe/core/types.hpp"
 #include "moe/io/atomic_file.hpp"
+#include "moe/io/input_file.hpp"
 #include "moe/io/state_dict.hpp"
 #include "moe/io/strict_json.hpp"
 #include "moe/io/tensor.hpp"
@@ -116,12 +117,6 @@ std::vector<unsigned char> encode(DType dtype, const VectorX<Scalar>& values) {
   return bytes;
 }
 
-/// a * b, or the largest value when that overflows: a size too large for 64 bits matches no file anyway.
-inline std::uint64_t saturating_multiply(std::uint64_t a, std::uint64_t b) {
-  constexpr std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
-  return b != 0 && a > max / b ? max : a * b;
-}
-
 struct TensorEntry {
   std::string name;
   DType dtype;
@@ -158,10 +153,15 @@ inline TensorEntry tensor_entry(const std::string& name, const nlohmann::json& i
   entry.dtype = *known;
 
   if (!shape->is_array()) fail(context, ": tensor ", name, ": shape must be an array, found ", json_text(*shape));
-  std::uint64_t elements = 1;
+  // The product of the non-zero dimensions must fit an Index, even when a 0 makes the count 0: the shape
+  // is kept, and a writer multiplies it out.
+  std::uint64_t elements = 1, nonzero = 1;
   for (const nlohmann::json& dim : *shape) {
     const std::uint64_t d = header_count(dim, context, name, "shape");
     elements = saturating_multiply(elements, d);
+    nonzero = saturating_multiply(nonzero, std::max<std::uint64_t>(d, 1));
+    if (nonzero > static_cast<std::uint64_t>(std::numeric_limits<Index>::max()))
+      fail(context, ": tensor ", name, ": shape ", json_text(*shape), " has more elements than a 64-bit count holds");
     entry.shape.push_back(static_cast<Index>(d));
   }
 
@@ -226,12 +226,15 @@ void save_safetensors(const std::filesystem::path& path, const StateDict<Scalar>
   std::uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
     if (name == "__metadata__") detail::fail(context, ": a tensor cannot be named __metadata__");
-    Json shape = Json::array();
-    for (const Index dim : tensor.shape) {
-      if (dim < 0) detail::fail(context, ": tensor ", name, " has shape ", shape_to_string(tensor.shape));
-      shape.push_back(static_cast<std::uint64_t>(dim));
+    Index elements = 0;
+    try {
+      elements = numel(tensor.shape);  // refuses negative dimensions and counts beyond 64 bits
+    } catch (const Error& e) {
+      detail::fail(context, ": tensor ", name, ": ", e.what());
     }
-    if (numel(tensor.shape) != tensor.data.size())
+    Json shape = Json::array();
+    for (const Index dim : tensor.shape) shape.push_back(static_cast<std::uint64_t>(dim));
+    if (elements != tensor.data.size())
       detail::fail(context, ": tensor ", name, " has shape ", shape_to_string(tensor.shape), " but holds ",
                    tensor.data.size(), " values");
     const std::uint64_t end = offset + static_cast<std::uint64_t>(tensor.data.size()) * dtype_size(dtype);
@@ -318,14 +321,6 @@ inline SafetensorsHeader read_safetensors_header(std::istream& in, std::uint64_t
   return result;
 }
 
-/// The size of the file at `path`, or an error opening with `context`.
-inline std::uint64_t file_size_or_fail(const std::filesystem::path& path, const std::string& context) {
-  std::error_code error;
-  const std::uint64_t bytes = std::filesystem::file_size(path, error);
-  if (error) fail(context, ": cannot read the file: ", error.message());
-  return bytes;
-}
-
 }  // namespace detail
 
 /// Reads a safetensors file, converting F16, BF16, F32 and F64 tensors to Scalar. Every inconsistency
@@ -333,10 +328,9 @@ inline std::uint64_t file_size_or_fail(const std::filesystem::path& path, const 
 template <class Scalar>
 SafetensorsFile<Scalar> load_safetensors(const std::filesystem::path& path) {
   const std::string context = "load_safetensors: " + path.string();
-  const std::uint64_t file_bytes = detail::file_size_or_fail(path, context);
-  std::ifstream in(path, std::ios::binary);
-  detail::require(in.is_open(), context, ": cannot open the file");
-  detail::SafetensorsHeader header = detail::read_safetensors_header(in, file_bytes, context);
+  detail::InputFile input = detail::open_input_file(path, context);
+  std::ifstream& in = input.stream;
+  detail::SafetensorsHeader header = detail::read_safetensors_header(in, input.size, context);
 
   SafetensorsFile<Scalar> file{{}, std::move(header.metadata)};
   std::vector<unsigned char> bytes;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "moe/core/error.hpp"
+#include "moe/io/input_file.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/io/strict_json.hpp"
 #include "moe/io/tensor.hpp"
@@ -24,8 +25,8 @@ namespace detail {
 
 /// The text of the file at `path`, or an error opening with `context`.
 inline std::string read_text_file(const std::filesystem::path& path, const std::string& context) {
-  std::ifstream in(path, std::ios::binary);
-  require(in.is_open(), context, ": cannot open ", path.string());
+  InputFile input = open_input_file(path, concat(context, ": ", path.string()));
+  std::ifstream& in = input.stream;
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   require(!in.bad(), context, ": reading ", path.string(), " failed");
   return text;
@@ -99,8 +100,8 @@ class ShardedSafetensors {
   Tensor<Scalar> load(const std::string& name) {
     const auto& [shard, entry] = find(name);
     const std::filesystem::path path = dir_ / shard;
-    std::ifstream in(path, std::ios::binary);
-    detail::require(in.is_open(), context(shard), ": cannot open the file");
+    detail::InputFile input = detail::open_input_file(path, context(shard));
+    std::ifstream& in = input.stream;
     in.seekg(static_cast<std::streamoff>(shards_.at(shard).data_start + entry.begin));
     std::vector<unsigned char> bytes(entry.end - entry.begin);
     in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
@@ -139,10 +140,8 @@ class ShardedSafetensors {
     if (const auto found = shards_.find(shard); found != shards_.end()) return found->second;
     const std::filesystem::path path = dir_ / shard;
     const std::string where = context(shard);
-    const std::uint64_t file_bytes = detail::file_size_or_fail(path, where);
-    std::ifstream in(path, std::ios::binary);
-    detail::require(in.is_open(), where, ": cannot open the file");
-    detail::SafetensorsHeader header = detail::read_safetensors_header(in, file_bytes, where);
+    detail::InputFile input = detail::open_input_file(path, where);
+    detail::SafetensorsHeader header = detail::read_safetensors_header(input.stream, input.size, where);
     Shard result{header.data_start, {}};
     for (detail::TensorEntry& entry : header.entries) result.entries.emplace(entry.name, std::move(entry));
     return shards_.emplace(shard, std::move(result)).first->second;

@@ -66,13 +66,22 @@ inline std::string json_quote(std::string_view text) { return json_text(nlohmann
 
 }  // namespace detail
 
+/// How deep parse_json lets arrays and objects nest: nlohmann/json writes and compares values recursively,
+/// so a header of a million '[' would overflow the stack in the first error message that quotes it.
+inline constexpr int json_max_depth = 64;
+
 /// Parses a whole JSON document (RFC 8259: no comments, no trailing commas, UTF-8) into `Json`
 /// (nlohmann::json, whose objects are sorted by key, or nlohmann::ordered_json, which keeps the document's
-/// order). Throws JsonError, never a nlohmann exception; a key given twice in one object is an error.
+/// order). Throws JsonError, never a nlohmann exception; a key given twice in one object is an error, and
+/// so is nesting deeper than json_max_depth.
 template <class Json = nlohmann::json>
 Json parse_json(std::string_view text) {
   std::vector<std::unordered_set<std::string>> keys;  // of each object being read, innermost last
-  const auto check_keys = [&keys](int /*depth*/, typename Json::parse_event_t event, Json& parsed) {
+  const auto check_keys = [&keys](int depth, typename Json::parse_event_t event, Json& parsed) {
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
+        depth >= json_max_depth)
+      throw JsonError(detail::concat("arrays and objects nested deeper than ", json_max_depth, " levels"),
+                      std::nullopt);
     if (event == Json::parse_event_t::object_start) {
       keys.emplace_back();
     } else if (event == Json::parse_event_t::object_end) {

@@ -3,12 +3,14 @@
 
 #include <array>
 #include <cstddef>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
 
+#include "moe/core/error.hpp"
 #include "moe/core/parameter.hpp"
 #include "moe/core/types.hpp"
 
@@ -43,18 +45,30 @@ constexpr DType dtype_of() {
   return std::is_same_v<Scalar, float> ? DType::F32 : DType::F64;
 }
 
-/// Number of elements: the product of the dimensions, 1 for a scalar (shape {}).
-inline Index numel(const Shape& shape) {
-  Index count = 1;
-  for (const Index dim : shape) count *= dim;
-  return count;
-}
-
 /// "[128, 784]", as error messages show shapes.
 inline std::string shape_to_string(const Shape& shape) {
   std::string text = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
   return text + "]";
+}
+
+/// Number of elements: the product of the dimensions, 1 for a scalar (shape {}). A negative dimension, or
+/// non-zero dimensions whose product an Index cannot hold, are an error: a shape read from a file can
+/// claim anything, and [0, 2^40, 2^40] has 0 elements but would overflow on the way.
+inline Index numel(const Shape& shape) {
+  Index count = 1;
+  bool empty = false;
+  for (const Index dim : shape) {
+    detail::require(dim >= 0, "shape ", shape_to_string(shape), " has a negative dimension");
+    if (dim == 0) {
+      empty = true;
+      continue;
+    }
+    detail::require(count <= std::numeric_limits<Index>::max() / dim, "shape ", shape_to_string(shape),
+                    " has more elements than a 64-bit count holds");
+    count *= dim;
+  }
+  return empty ? 0 : count;
 }
 
 template <class Scalar>

@@ -72,9 +72,12 @@ void check_step_shapes(const ParameterList<Scalar>& parameters, const std::vecto
   }
 }
 
-inline void check_lr(double lr, const char* optimizer) {
-  require(lr >= 0.0, optimizer, ": lr must be non-negative, got ", lr);
+/// A hyper-parameter that must be a finite number >= 0: an infinite lr, say, makes every weight NaN one step later.
+inline void check_non_negative(double value, const char* optimizer, const char* name) {
+  require(std::isfinite(value) && value >= 0.0, optimizer, ": ", name, " must be finite and non-negative, got ", value);
 }
+
+inline void check_lr(double lr, const char* optimizer) { check_non_negative(lr, optimizer, "lr"); }
 
 }  // namespace detail
 
@@ -107,8 +110,8 @@ class SGD {
       : parameters_(std::move(parameters)), options_(options) {
     detail::check_parameters(parameters_, "SGD");
     detail::check_lr(options_.lr, "SGD");
-    detail::require(options_.weight_decay >= 0.0, "SGD: weight_decay must be non-negative, got ",
-                    options_.weight_decay);
+    detail::check_non_negative(options_.weight_decay, "SGD", "weight_decay");
+    detail::check_non_negative(options_.dampening, "SGD", "dampening");
     check_momentum(options_.momentum);
     state_.momentum_buffer = detail::zeros_like(parameters_);
   }
@@ -166,7 +169,7 @@ class SGD {
 
  private:
   void check_momentum(double momentum) const {
-    detail::require(momentum >= 0.0, "SGD: momentum must be non-negative, got ", momentum);
+    detail::check_non_negative(momentum, "SGD", "momentum");
     detail::require(!options_.nesterov || (momentum > 0.0 && options_.dampening == 0.0),
                     "SGD: nesterov requires momentum > 0 and dampening 0, got momentum ", momentum, " and dampening ",
                     options_.dampening);
@@ -210,9 +213,8 @@ class AdamBase {
     detail::check_lr(options_.lr, name);
     check_beta(options_.beta1, "beta1");
     check_beta(options_.beta2, "beta2");
-    detail::require(options_.eps >= 0.0, name, ": eps must be non-negative, got ", options_.eps);
-    detail::require(options_.weight_decay >= 0.0, name, ": weight_decay must be non-negative, got ",
-                    options_.weight_decay);
+    detail::check_non_negative(options_.eps, name, "eps");
+    detail::check_non_negative(options_.weight_decay, name, "weight_decay");
     state_.exp_avg = detail::zeros_like(parameters_);
     state_.exp_avg_sq = detail::zeros_like(parameters_);
   }

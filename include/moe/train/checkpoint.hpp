@@ -8,8 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <filesystem>
-#include <fstream>
-#include <ios>
+#include <istream>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -22,7 +21,9 @@
 
 #include "moe/core/error.hpp"
 #include "moe/io/atomic_file.hpp"
+#include "moe/io/binary_archive.hpp"
 #include "moe/io/checkpoint.hpp"
+#include "moe/io/input_file.hpp"
 #include "moe/train/trainer.hpp"
 
 namespace moe {
@@ -30,25 +31,45 @@ namespace moe {
 template <class Archive>
 void serialize(Archive& archive, TrainerState& s, std::uint32_t /*version*/) {
   archive(s.step, s.epoch, s.batch, s.stopped, s.dataset_size, s.batch_size, s.order, s.loss, s.lr, s.samples,
-          s.epoch_loss_sum, s.epoch_steps, s.values, s.epoch_sums);
+          s.epoch_loss_sum, s.epoch_steps, detail::unique_keys(s.values, "values"),
+          detail::unique_keys(s.epoch_sums, "epoch_sums"));
 }
 
 namespace detail {
 
 inline constexpr const char* trainer_state_magic = "moe trainer state";
 
+/// What the types allow but no run writes: negative counts, a sample order outside the data set.
+inline void check_trainer_state(const TrainerState& s) {
+  for (const auto& [field, count] :
+       {std::pair{"step", s.step}, std::pair{"epoch", s.epoch}, std::pair{"batch", s.batch},
+        std::pair{"dataset_size", s.dataset_size}, std::pair{"batch_size", s.batch_size},
+        std::pair{"samples", s.samples}, std::pair{"epoch_steps", s.epoch_steps}})
+    require(count >= 0, field, " is ", count, ", expected a count >= 0");
+  for (std::size_t i = 0; i < s.order.size(); ++i)
+    require(s.order[i] >= 0 && s.order[i] < s.dataset_size, "order[", i, "] is ", s.order[i],
+            ", expected a sample in [0, dataset_size = ", s.dataset_size, ")");
+}
+
+/// Reads a trainer state from `in`, which holds `size` bytes.
+inline TrainerState read_trainer_state(std::istream& in, std::uint64_t size) {
+  TrainerState state;
+  CheckedBinaryInputArchive archive(in, size);
+  std::string magic;
+  archive(magic);
+  require(magic == trainer_state_magic, "not a moe trainer state");
+  archive(state);
+  require(archive.bytes_left() == 0, archive.bytes_left(), " unexpected bytes after the state");
+  check_trainer_state(state);
+  return state;
+}
+
 inline TrainerState read_trainer_state(const std::filesystem::path& path) {
   const std::string where = concat("resume_training: '", path.string(), "'");
+  InputFile input = open_input_file(path, where);
   TrainerState state;
   try {
-    std::ifstream in(path, std::ios::binary);
-    require(in.is_open(), std::filesystem::exists(path) ? "cannot open the file" : "no such file");
-    cereal::PortableBinaryInputArchive archive(in);
-    std::string magic;
-    archive(magic);
-    require(magic == trainer_state_magic, "not a moe trainer state");
-    archive(state);
-    require(in.peek() == std::ifstream::traits_type::eof(), "unexpected bytes after the state");
+    state = read_trainer_state(input.stream, input.size);
   } catch (const Error& e) {
     fail(where, ": ", e.what());
   } catch (const std::exception& e) {

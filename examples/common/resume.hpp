@@ -143,8 +143,8 @@ void write_state_file(const std::filesystem::path& path, Write&& write) {
 template <class Read>
 void read_state_file(const std::filesystem::path& path, Read&& read, bool to_the_end = true) {
   try {
-    moe::detail::InputFile input = moe::detail::open_input_file(path, "cannot read it");
-    moe::detail::CheckedBinaryInputArchive archive(input.stream, input.size);
+    moe::InputFile input = moe::open_input_file(path, "cannot read it");
+    moe::CheckedBinaryInputArchive archive(input.stream, input.size);
     std::string magic;
     archive(magic);
     require(magic == run_state_magic, "not a file of an example's run state");
@@ -215,7 +215,7 @@ class UnitCheckpoint {
   void keep(T& object) {
     require(!resumed_, unit_, ": keep() comes before resume()");
     save_kept_.emplace_back([&object](cereal::PortableBinaryOutputArchive& archive) { archive(object); });
-    load_kept_.emplace_back([&object](moe::detail::CheckedBinaryInputArchive& archive) { archive(object); });
+    load_kept_.emplace_back([&object](moe::CheckedBinaryInputArchive& archive) { archive(object); });
   }
 
   template <class T>
@@ -265,7 +265,7 @@ class UnitCheckpoint {
       detail::read_state_file(kept_path_, [&](auto& archive) { read_header(archive, steps_before_); }, false);
   }
 
-  void read_header(moe::detail::CheckedBinaryInputArchive& archive, Index& step) {
+  void read_header(moe::CheckedBinaryInputArchive& archive, Index& step) {
     std::string unit;
     archive(unit, step, seconds_before_);
     require(unit == unit_, "it holds the unit '", unit, "', expected '", unit_, "'");
@@ -299,7 +299,7 @@ class UnitCheckpoint {
   Index every_;
   bool resumed_ = false;
   std::vector<std::function<void(cereal::PortableBinaryOutputArchive&)>> save_kept_;
-  std::vector<std::function<void(moe::detail::CheckedBinaryInputArchive&)>> load_kept_;
+  std::vector<std::function<void(moe::CheckedBinaryInputArchive&)>> load_kept_;
   Index steps_before_ = 0;
   double seconds_before_ = 0;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();

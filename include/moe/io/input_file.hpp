@@ -14,7 +14,7 @@
 
 #include "moe/core/error.hpp"
 
-namespace moe::detail {
+namespace moe {
 
 struct InputFile {
   std::ifstream stream;  // binary
@@ -28,20 +28,21 @@ inline InputFile open_input_file(const std::filesystem::path& path, std::string_
                                  std::string_view hint = {}) {
   namespace fs = std::filesystem;
   const auto refuse = [&](const std::string& reason) {
-    fail(where, ": ", reason, hint.empty() ? "" : " (", hint, hint.empty() ? "" : ")");
+    detail::fail(where, ": ", reason, hint.empty() ? "" : " (", hint, hint.empty() ? "" : ")");
   };
   std::error_code error;
   const fs::file_status status = fs::status(path, error);
   if (status.type() == fs::file_type::not_found) refuse("no such file");
-  if (status.type() == fs::file_type::none) refuse(concat("cannot read the file's status (", error.message(), ")"));
+  if (status.type() == fs::file_type::none)
+    refuse(detail::concat("cannot read the file's status (", error.message(), ")"));
   if (status.type() == fs::file_type::directory) refuse("is a directory, expected a file");
   if (status.type() != fs::file_type::regular) refuse("is not a regular file");  // a pipe has no size to check
   InputFile file;
   file.size = fs::file_size(path, error);
-  if (error) refuse(concat("cannot read the size of the file (", error.message(), ")"));
+  if (error) refuse(detail::concat("cannot read the size of the file (", error.message(), ")"));
   file.stream.open(path, std::ios::binary);
-  if (!file.stream.is_open()) refuse(concat("cannot open the file (", std::strerror(errno), ")"));
+  if (!file.stream.is_open()) refuse(detail::concat("cannot open the file (", std::strerror(errno), ")"));
   return file;
 }
 
-}  // namespace moe::detail
+}  // namespace moe

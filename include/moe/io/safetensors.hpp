@@ -328,7 +328,7 @@ inline SafetensorsHeader read_safetensors_header(std::istream& in, std::uint64_t
 template <class Scalar>
 SafetensorsFile<Scalar> load_safetensors(const std::filesystem::path& path) {
   const std::string context = "load_safetensors: " + path.string();
-  detail::InputFile input = detail::open_input_file(path, context);
+  InputFile input = open_input_file(path, context);
   std::ifstream& in = input.stream;
   detail::SafetensorsHeader header = detail::read_safetensors_header(in, input.size, context);
 

@@ -100,7 +100,7 @@ class ShardedSafetensors {
   Tensor<Scalar> load(const std::string& name) {
     const auto& [shard, entry] = find(name);
     const std::filesystem::path path = dir_ / shard;
-    detail::InputFile input = detail::open_input_file(path, context(shard));
+    InputFile input = open_input_file(path, context(shard));
     std::ifstream& in = input.stream;
     in.seekg(static_cast<std::streamoff>(shards_.at(shard).data_start + entry.begin));
     std::vector<unsigned char> bytes(entry.end - entry.begin);
@@ -140,7 +140,7 @@ class ShardedSafetensors {
     if (const auto found = shards_.find(shard); found != shards_.end()) return found->second;
     const std::filesystem::path path = dir_ / shard;
     const std::string where = context(shard);
-    detail::InputFile input = detail::open_input_file(path, where);
+    InputFile input = open_input_file(path, where);
     detail::SafetensorsHeader header = detail::read_safetensors_header(input.stream, input.size, where);
     Shard result{header.data_start, {}};
     for (detail::TensorEntry& entry : header.entries) result.entries.emplace(entry.name, std::move(entry));

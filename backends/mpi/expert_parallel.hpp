@@ -10,9 +10,9 @@
 //
 // Determinism: the tokens are split over the processes in rank order (process r holds a contiguous part of
 // the batch), and an owner lays out each expert's rows source by source in rank order, each source's in its
-// token order: the block an expert runs on is the block one process would give it, so outputs, input
-// gradients and the experts' parameter gradients have the bits of one process, whatever the number of
-// processes. Dropless only: a capacity counts tokens per process and would drop other assignments than one
+// token order: the block an expert runs on is the block one process would give it, whatever the number of
+// processes (a GEMM engine that picks its kernel by shape may still round the router's product over a
+// process's share of the rows otherwise than over the whole batch). Dropless only: a capacity counts tokens per process and would drop other assignments than one
 // process does.
 
 #include <chrono>

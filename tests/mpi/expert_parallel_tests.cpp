@@ -125,15 +125,18 @@ void forward_and_backward(const MpiComm& comm, Checks& checks) {
   const Matrix y_single = single.forward(x);
   const Matrix dx_single = single.backward(dy);
   const Matrix y = parallel.forward(share(x, comm));
-  // Each process's loss is P times its share of the batch's (data parallelism averages over processes):
-  // scaling by P = 1, 2, 4 is exact, so the experts' results must have the bits of one process.
+  // Each process's loss is P times its share of the batch's (data parallelism averages over processes);
+  // scaling by P = 1, 2, 4 is exact. The products of a process's share of the rows (the router's) may round
+  // otherwise than those of the whole batch (oneDNN picks its kernel by shape): within 1e-5 relative.
   const S processes = static_cast<S>(comm.size());
   const Matrix dx = parallel.backward(processes * share(dy, comm));
 
-  checks.expect(y == share(y_single, comm), "forward: the outputs differ from one process's by " +
-                                                std::to_string(max_abs(y - share(y_single, comm))));
-  checks.expect(dx / processes == share(dx_single, comm),
-                "backward: dx differs from one process's by " + std::to_string(max_abs(dx / processes - share(dx_single, comm))));
+  checks.expect(relative_difference(y, share(y_single, comm)) <= 1e-5,
+                "forward: the outputs differ from one process's by " +
+                    std::to_string(relative_difference(y, share(y_single, comm))) + " relative");
+  checks.expect(relative_difference(dx / processes, share(dx_single, comm)) <= 1e-5,
+                "backward: dx differs from one process's by " +
+                    std::to_string(relative_difference(dx / processes, share(dx_single, comm))) + " relative");
   checks.expect(parallel.routing().experts == share(single.routing().experts, comm), "forward: routing differs");
   const double aux = moe::backends::mean_over_processes(comm, parallel.aux_loss());
   checks.expect(std::abs(aux - single.aux_loss()) <= 1e-6 * std::abs(single.aux_loss()),
@@ -146,13 +149,9 @@ void forward_and_backward(const MpiComm& comm, Checks& checks) {
     const auto& reference = *std::find_if(single_parameters.begin(), single_parameters.end(),
                                           [&](const auto& q) { return q.name == p.name; });
     const Matrix grad = p.parameter->grad, grad_single = reference.parameter->grad;
-    if (p.name.starts_with("experts."))
-      checks.expect(grad == grad_single, "backward: gradient of " + p.name + " differs from one process's by " +
-                                             std::to_string(max_abs(grad - grad_single)));
-    else
-      checks.expect(relative_difference(grad, grad_single) <= 1e-5,
-                    "backward: gradient of " + p.name + " differs from one process's by " +
-                        std::to_string(relative_difference(grad, grad_single)) + " relative");
+    checks.expect(relative_difference(grad, grad_single) <= 1e-5,
+                  "backward: gradient of " + p.name + " differs from one process's by " +
+                      std::to_string(relative_difference(grad, grad_single)) + " relative");
   }
   checks.expect(static_cast<Index>(held.size()) == 4 * num_experts / comm.size(),
                 "the process holds " + std::to_string(held.size()) + " expert tensors");
@@ -281,7 +280,7 @@ void training_run(const MpiComm& comm, Checks& checks) {
   checks.expect(same_bits(moe::state_dict(restored), mine), "checkpoint: the restored process's tensors differ");
   Model<Cpu> one_process(99);
   moe::load_state_dict(one_process, file.tensors);
-  checks.expect(restored.forward(share(x, comm)) == share(one_process.forward(x), comm),
+  checks.expect(relative_difference(restored.forward(share(x, comm)), share(one_process.forward(x), comm)) <= 1e-5,
                 "checkpoint: the restored layer's output differs from one process's with the same file");
   MPI_Barrier(comm.handle());
   if (comm.rank() == 0) std::filesystem::remove(path);

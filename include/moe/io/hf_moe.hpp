@@ -28,7 +28,6 @@
 #include <variant>
 #include <vector>
 
-#include "backends/cpu/cpu_backend.hpp"
 #include "moe/balancing/aux_loss_free.hpp"
 #include "moe/balancing/balancer.hpp"
 #include "moe/core/error.hpp"
@@ -39,6 +38,7 @@
 #include "moe/io/sharded_safetensors.hpp"
 #include "moe/io/state_dict.hpp"
 #include "moe/layer/moe_layer.hpp"
+#include "moe/moe.hpp"  // the CPU backend, the layers' default
 #include "moe/nn/feed_forward.hpp"
 #include "moe/routing/sigmoid_top_k.hpp"
 #include "moe/routing/softmax_top_k.hpp"

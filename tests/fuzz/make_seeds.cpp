@@ -22,6 +22,8 @@
 #include "moe/optim/optimizer.hpp"
 #include "moe/train/checkpoint.hpp"
 
+#include "../gpt2_toy_files.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -144,25 +146,11 @@ int main(int argc, char** argv) {
 
   // GPT-2's files: an encoder.json of the bytes and a few merges, and merges for the fixed encoder of the
   // vocab_bpe target.
-  const auto to_unicode = moe::detail::gpt2::byte_to_unicode();
-  const auto spell = [&](std::string_view bytes) {
-    std::string spelt;
-    for (const char byte : bytes) moe::detail::append_utf8(spelt, to_unicode[static_cast<unsigned char>(byte)]);
-    return spelt;
-  };
-  const std::vector<std::pair<std::string, std::string>> merges{{"a", "b"}, {"ab", "c"}, {" ", "a"},
-                                                                {"#", ","}, {",", "$"}, {"#", ",$"}};
-  nlohmann::ordered_json::object_t encoder;
-  for (int byte = 0; byte < 256; ++byte) encoder.emplace_back(spell(std::string(1, static_cast<char>(byte))), byte);
-  std::string vocab = "#version: 0.2\n";
-  for (const auto& [first, second] : merges) {
-    encoder.emplace_back(spell(first + second), encoder.size());
-    vocab += spell(first) + " " + spell(second) + "\n";
-  }
-  encoder.emplace_back("<|endoftext|>", encoder.size());
-  write_bytes(seeds / "encoder_json/bytes_and_merges", nlohmann::ordered_json(encoder).dump());
+  const moe::test::ToyFiles files =
+      moe::test::toy_files({{"a", "b"}, {"ab", "c"}, {" ", "a"}, {"#", ","}, {",", "$"}, {"#", ",$"}});
+  write_bytes(seeds / "encoder_json/bytes_and_merges", files.encoder);
   write_bytes(seeds / "encoder_json/small", R"({"!": 0, "\"": 1, "<|endoftext|>": 2})");
-  write_bytes(seeds / "vocab_bpe/merges", vocab);
+  write_bytes(seeds / "vocab_bpe/merges", files.vocab);
   write_bytes(seeds / "vocab_bpe/crlf", "#version: 0.2\r\na b\r\nab c\r\n");
 
   // Texts for the tokenizer: words, contractions, numbers, spaces, other scripts, invalid UTF-8.

@@ -205,8 +205,39 @@ TEST_CASE("A JSON checkpoint nested a million levels deep is refused, not a stac
   const fs::path path = dir / "deep.json";
   write_bytes(path, "{" + std::string(1'000'000, '['));
   CHECK_THAT(f.load_error(path, f.sgd), Contains(path.string()) && Contains("JSON nested deeper than 64 levels"));
-  // Brackets inside strings do not count.
-  CHECK(moe::detail::json_depth(R"({"a": "[[[[\"[[[["})", 64) == 1);
+  // Brackets and digits inside strings do not count.
+  CHECK_NOTHROW(moe::detail::check_checkpoint_json(R"({"a": "[[[[\"[[[[", "b": "0.)" + std::string(100, '0') + "\"}"));
+}
+
+TEST_CASE("A JSON checkpoint's numbers longer than the writer's are refused before RapidJSON parses them",
+          "[bad_input][checkpoint]") {
+  TempDir dir;
+  CheckpointFixture f;
+  const fs::path path = dir / "run.json";
+  const std::string saved = f.save(path, f.sgd, moe::CheckpointFormat::JSON);
+  // RapidJSON's full-precision conversion passes zero to clz on a fraction of 23 zeros (found by fuzz_checkpoint).
+  const std::size_t key = saved.find("\"lr\": 0.25");
+  REQUIRE(key != std::string::npos);
+  const std::size_t lr = key + 6;
+  write_bytes(path, saved.substr(0, lr) + "0." + std::string(23, '0') + saved.substr(lr + 4));
+  CHECK_THAT(f.load_error(path, f.sgd), Contains(path.string()) && Contains("a number of 25 characters at byte " +
+                                                                            std::to_string(lr)));
+}
+
+TEST_CASE("The longest numbers the JSON writer produces load back bit for bit", "[checkpoint]") {
+  TempDir dir;
+  moe::Rng rng(3);
+  moe::Linear<double> model(2, 3, rng);
+  moe::SGD<double> sgd(model.named_parameters());
+  auto& weight = model.named_parameters()[0].parameter->value;
+  weight << -1.2345678901234567e-308, -0.000012345678901234567, -std::numeric_limits<double>::max(),
+      -std::numeric_limits<double>::denorm_min(), -0.1, -1.0 / 3.0;
+  const moe::MatrixX<double> saved = weight;
+  const fs::path path = dir / "extremes.json";
+  moe::save_checkpoint(path, {}, model, sgd, rng, moe::CheckpointFormat::JSON);
+  weight.setZero();
+  moe::load_checkpoint(path, model, sgd, rng);
+  CHECK(weight == saved);
 }
 
 TEST_CASE("A checkpoint's values are checked: bools, counts, options and unique names", "[bad_input][checkpoint]") {

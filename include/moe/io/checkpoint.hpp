@@ -8,8 +8,8 @@
 // A save writes "<path>.tmp" in the same directory, syncs it to the disk and renames it over `path`, so a
 // crash leaves the old checkpoint or the new one, never a broken one. A load reads and checks the whole file
 // (version, scalar type, optimizer kind, every name and shape) before it changes anything. It trusts no
-// length in the file (CheckedBinaryInputArchive), nests JSON no deeper than checkpoint_max_json_depth,
-// and refuses a name given twice and counts below zero.
+// length in the file (CheckedBinaryInputArchive), lets RapidJSON parse only JSON it is safe on (nesting and
+// number lengths: check_checkpoint_json), and refuses a name given twice and counts below zero.
 
 #include <algorithm>
 #include <array>
@@ -284,11 +284,18 @@ struct CheckpointFile {
   }
 };
 
-/// The deepest nesting of arrays and objects in JSON text, counted until it passes `limit`.
-inline std::size_t json_depth(std::string_view text, std::size_t limit) {
-  std::size_t depth = 0, deepest = 0;
+/// The longest number cereal's JSON writer produces: a sign, 17 significant digits, a point and either up to 5
+/// zeros after it or an exponent ("-1.2345678901234567e-308", "-0.000012345678901234567").
+inline constexpr std::size_t checkpoint_max_json_number = 24;
+
+/// Checks what cereal's JSON parser (RapidJSON) cannot be trusted with before it sees the text: arrays and objects
+/// nested deeper than checkpoint_max_json_depth (it recurses once per level), and numbers longer than any the
+/// writer produces (its full-precision conversion has undefined behaviour on long runs of digits: a fraction of
+/// 23 zeros passes zero to clz, a thousand digits overflow an int exponent).
+inline void check_checkpoint_json(std::string_view text) {
+  std::size_t depth = 0;
   bool in_string = false;
-  for (std::size_t i = 0; i < text.size() && deepest <= limit; ++i) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (in_string) {
       if (c == '\\')
@@ -298,12 +305,18 @@ inline std::size_t json_depth(std::string_view text, std::size_t limit) {
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
+      require(++depth <= checkpoint_max_json_depth, "JSON nested deeper than ", checkpoint_max_json_depth,
+              " levels");
     } else if ((c == ']' || c == '}') && depth > 0) {
       --depth;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      const std::size_t end = text.find_first_not_of("+-.0123456789eE", i);
+      const std::size_t length = (end == std::string_view::npos ? text.size() : end) - i;
+      require(length <= checkpoint_max_json_number, "a number of ", length, " characters at byte ", i,
+              " (a checkpoint's numbers have at most ", checkpoint_max_json_number, ")");
+      i += length - 1;
     }
   }
-  return deepest;
 }
 
 /// The classic locale keeps a global locale's digit grouping out of the text.
@@ -411,8 +424,7 @@ CheckpointFile<Scalar, Opt> read_checkpoint(std::istream& in, std::uint64_t size
   CheckpointFile<Scalar, Opt> file;
   if (in.peek() == '{') {
     const std::string text(std::istreambuf_iterator<char>(in), {});
-    require(json_depth(text, checkpoint_max_json_depth) <= checkpoint_max_json_depth,
-            "JSON nested deeper than ", checkpoint_max_json_depth, " levels");
+    check_checkpoint_json(text);
     std::istringstream json(text);
     cereal::JSONInputArchive archive(json);
     file.serialize(archive);

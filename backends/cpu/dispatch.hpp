@@ -18,14 +18,15 @@ namespace moe::backends::cpu {
 /// [offsets(e), offsets(e + 1)), in the order plan() kept them.
 struct DispatchPlan {
   IndexVector offsets;  // N + 1
-  IndexVector slot;     // per gathered row: t * K + j of the assignment it holds
+  IndexVector slot;     // per gathered row: t * K + j of the assignment it holds; T * K long, so that drops
+                        // do not resize it: only the first rows() are used
   IndexMatrix position; // [T x K]: gathered row of each assignment, -1 if dropped by the capacity
   IndexVector routed;   // assignments per expert before any capacity drop
   IndexVector cursor;   // scratch: next free row of each expert while the plan is built
   IndexVector largest_first;  // experts with rows, most rows first (ties by index): the order work is handed out
   Index dropped = 0;
 
-  Index rows() const { return slot.size(); }
+  Index rows() const { return offsets(offsets.size() - 1); }
   Index count(Index expert) const { return offsets(expert + 1) - offsets(expert); }
 };
 
@@ -52,7 +53,7 @@ inline void plan(const IndexMatrix& experts, Index num_experts, Capacity capacit
     plan.offsets(e + 1) = plan.offsets(e) + kept;
   }
   plan.dropped = tokens * k - plan.offsets(num_experts);
-  plan.slot.resize(plan.offsets(num_experts));
+  plan.slot.resize(tokens * k);
   plan.position.resize(tokens, k);
   plan.cursor = plan.offsets.head(num_experts);
   auto assign = [&](Index t, Index j) {

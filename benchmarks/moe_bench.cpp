@@ -44,7 +44,7 @@ struct RoutedBatch {
   moe::IndexMatrix experts;
   moe::backends::cpu::DispatchPlan plan;
   std::vector<Matrix> expert_out;
-  std::vector<const Matrix*> expert_out_blocks;
+  moe::backends::cpu::ExpertBlocks<float> expert_out_blocks;
 };
 
 const RoutedBatch& routed_batch(const Config& c) {
@@ -63,7 +63,7 @@ const RoutedBatch& routed_batch(const Config& c) {
   moe::backends::cpu::plan(b.experts, c.experts, moe::Capacity{}, b.plan);
   for (Index e = 0; e < c.experts; ++e)
     b.expert_out.push_back(random_matrix(b.plan.count(e), c.d, 3 + std::uint64_t(e)));
-  for (const Matrix& m : b.expert_out) b.expert_out_blocks.push_back(&m);
+  for (const Matrix& m : b.expert_out) b.expert_out_blocks.push_back(m.data());
   return b;
 }
 
@@ -98,7 +98,8 @@ void plan(benchmark::State& state, const Config& c) {
 /// Every expert's rows gathered into its own block, as MoELayer does before running each expert.
 void gather(benchmark::State& state, const Config& c) {
   const RoutedBatch& b = routed_batch(c);
-  std::vector<Matrix> rows(static_cast<std::size_t>(c.experts));
+  std::vector<Matrix> rows;
+  for (Index e = 0; e < c.experts; ++e) rows.emplace_back(b.plan.count(e), c.d);
   for (auto _ : state) {
     moe::backends::cpu::for_each_expert(b.plan, [&](Index e) {
       moe::backends::cpu::gather_expert<float>(b.x, b.plan, e, rows[static_cast<std::size_t>(e)]);

@@ -10,6 +10,7 @@
 
 #include "backends/cpu/dispatch.hpp"
 #include "moe/backend.hpp"
+#include "moe/core/buffer.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
 #include "moe/routing/routing.hpp"
@@ -23,8 +24,8 @@ struct Cpu {
 };
 
 /// Runs any expert module: one call of its forward and backward per expert with rows, on that expert's
-/// block. Experts with input_buffer()/forward_in_place() get their rows gathered straight into their input
-/// cache; the others into a block the runner keeps.
+/// block. Experts with input_buffer(rows, cols)/forward_in_place() get their rows gathered straight into
+/// their input cache; the others into a block the runner keeps.
 template <class Bank>
 class Cpu::Runner {
  public:
@@ -39,21 +40,22 @@ class Cpu::Runner {
     outputs_.resize(experts);
     input_grads_.resize(experts);
     d_model_ = x.cols();
+    const Index width = bank.out_features();
     run_experts(bank, "forward", [&](Index e) {
       const auto i = static_cast<std::size_t>(e);
       auto& expert = bank.expert(e);
       if constexpr (requires {
-                      expert.input_buffer();
+                      expert.input_buffer(Index{}, Index{});
                       expert.forward_in_place();
                     }) {
-        cpu::gather_expert(x, plan_, e, expert.input_buffer());
-        outputs_[i] = &expert.forward_in_place();
+        cpu::gather_expert<Scalar>(x, plan_, e, expert.input_buffer(plan_.count(e), x.cols()));
+        outputs_[i] = block_of(expert.forward_in_place(), e, width, "output");
       } else {
-        cpu::gather_expert(x, plan_, e, inputs_[i]);
-        outputs_[i] = &expert.forward(inputs_[i]);
+        cpu::gather_expert<Scalar>(x, plan_, e, inputs_[i].resize(plan_.count(e), x.cols()));
+        outputs_[i] = block_of(expert.forward(inputs_[i].view()), e, width, "output");
       }
     });
-    cpu::combine(outputs_, routing.experts, routing.gates, plan_, bank.out_features(), output_);
+    cpu::combine(outputs_, routing.experts, routing.gates, plan_, width, output_);
     return output_;
   }
 
@@ -62,11 +64,16 @@ class Cpu::Runner {
   /// keep 0).
   MatrixX<Scalar>& backward(Bank& bank, ConstRef<Scalar> dy, const Routing<Scalar>& routing) {
     d_gates_.setZero(routing.experts.rows(), routing.experts.cols());
-    d_expert_out_.resize(plan_.rows(), dy.cols());
+    MatrixView<Scalar>& d_expert_out = d_expert_out_.resize(plan_.rows(), dy.cols());
+    const Index width = bank.out_features();
     run_experts(bank, "backward", [&](Index e) {
       const auto i = static_cast<std::size_t>(e);
-      cpu::expert_output_grads(dy, *outputs_[i], routing.gates, plan_, e, d_expert_out_, d_gates_);
-      input_grads_[i] = &bank.expert(e).backward(d_expert_out_.middleRows(plan_.offsets(e), plan_.count(e)));
+      const Index rows = plan_.count(e);
+      cpu::expert_output_grads<Scalar>(
+          dy, Eigen::Map<const MatrixX<Scalar>>(outputs_[i], rows, width), routing.gates, plan_, e, d_expert_out,
+          d_gates_);
+      input_grads_[i] =
+          block_of(bank.expert(e).backward(d_expert_out.middleRows(plan_.offsets(e), rows)), e, d_model_, "input gradient");
     });
     cpu::scatter(input_grads_, routing.experts, plan_, d_model_, grad_input_);
     return grad_input_;
@@ -106,13 +113,24 @@ class Cpu::Runner {
     cpu::for_each_expert(plan_, checked);
   }
 
+  /// Where expert e's result lies, checked to be its count(e) rows of `width`.
+  template <class Result>
+  const Scalar* block_of(const Result& result, Index e, Index width, const char* what) const {
+    detail::require(result.rows() == plan_.count(e) && result.cols() == width, "MoELayer: expert ", e, " returned an ",
+                    what, " of shape ", result.rows(), "x", result.cols(), ", expected ", plan_.count(e), "x", width);
+    return result.data();
+  }
+
   cpu::DispatchPlan plan_;
   Index d_model_ = 0;
-  MatrixX<Scalar> output_, d_expert_out_, d_gates_, grad_input_;
-  std::vector<MatrixX<Scalar>> inputs_;  // rows of experts without an input_buffer()
-  // The buffers each expert returned from the last forward and backward (valid until the expert's next
+  // output_, d_gates_ and grad_input_ have one row per token; the rows of d_expert_out_ (kept assignments)
+  // and of inputs_ (each expert's) change with the routing, so their storage only grows.
+  MatrixX<Scalar> output_, d_gates_, grad_input_;
+  Buffer<Scalar> d_expert_out_;
+  std::vector<Buffer<Scalar>> inputs_;  // rows of experts without an input_buffer()
+  // The blocks each expert returned from the last forward and backward (valid until the expert's next
   // call); entries of experts without rows are stale and never read.
-  std::vector<const MatrixX<Scalar>*> outputs_, input_grads_;
+  cpu::ExpertBlocks<Scalar> outputs_, input_grads_;
 };
 
 }  // namespace moe::backends

@@ -18,14 +18,15 @@ namespace moe::backends::cpu {
 /// [offsets(e), offsets(e + 1)), in the order plan() kept them.
 struct DispatchPlan {
   IndexVector offsets;  // N + 1
-  IndexVector slot;     // per gathered row: t * K + j of the assignment it holds
+  IndexVector slot;     // per gathered row: t * K + j of the assignment it holds; T * K long, so that drops
+                        // do not resize it: only the first rows() are used
   IndexMatrix position; // [T x K]: gathered row of each assignment, -1 if dropped by the capacity
   IndexVector routed;   // assignments per expert before any capacity drop
   IndexVector cursor;   // scratch: next free row of each expert while the plan is built
   IndexVector largest_first;  // experts with rows, most rows first (ties by index): the order work is handed out
   Index dropped = 0;
 
-  Index rows() const { return slot.size(); }
+  Index rows() const { return offsets(offsets.size() - 1); }
   Index count(Index expert) const { return offsets(expert + 1) - offsets(expert); }
 };
 
@@ -52,7 +53,7 @@ inline void plan(const IndexMatrix& experts, Index num_experts, Capacity capacit
     plan.offsets(e + 1) = plan.offsets(e) + kept;
   }
   plan.dropped = tokens * k - plan.offsets(num_experts);
-  plan.slot.resize(plan.offsets(num_experts));
+  plan.slot.resize(tokens * k);
   plan.position.resize(tokens, k);
   plan.cursor = plan.offsets.head(num_experts);
   auto assign = [&](Index t, Index j) {
@@ -81,34 +82,41 @@ inline void plan(const IndexMatrix& experts, Index num_experts, Capacity capacit
   });
 }
 
-/// rows = x[token of each row of `expert`], in plan order: one expert's block, gathered by the thread
-/// that then runs the expert.
+/// rows = x[token of each row of `expert`], in plan order: one expert's block (count(expert) x x.cols(),
+/// sized by the caller), gathered by the thread that then runs the expert.
 template <class Scalar>
-void gather_expert(ConstRef<Scalar> x, const DispatchPlan& plan, Index expert, MatrixX<Scalar>& rows) {
+void gather_expert(ConstRef<Scalar> x, const DispatchPlan& plan, Index expert, Eigen::Ref<MatrixX<Scalar>> rows) {
   const Index k = plan.position.cols(), first = plan.offsets(expert);
-  rows.resize(plan.count(expert), x.cols());
+  detail::require(rows.rows() == plan.count(expert) && rows.cols() == x.cols(), "gather_expert: expert ", expert,
+                  " has ", plan.count(expert), "x", x.cols(), " rows, the block is ", rows.rows(), "x", rows.cols());
   for (Index r = 0; r < rows.rows(); ++r) rows.row(r) = x.row(plan.slot(first + r) / k);
 }
+
+/// Where each expert's block of rows (outputs or input gradients) lies: row-major, `width` columns, its
+/// rows in plan order. The blocks stay where the experts keep them, so nothing is copied into one buffer.
+template <class Scalar>
+using ExpertBlocks = std::vector<const Scalar*>;
 
 /// The row of assignment (t, j) in blocks[e], e its expert: blocks[e] holds the rows expert e was given,
 /// in plan order, so its row position(t, j) - offsets(e).
 template <class Scalar>
-auto expert_row(const std::vector<const MatrixX<Scalar>*>& blocks, const IndexMatrix& experts,
-                const DispatchPlan& plan, Index t, Index j) {
+auto expert_row(const ExpertBlocks<Scalar>& blocks, Index width, const IndexMatrix& experts, const DispatchPlan& plan,
+                Index t, Index j) {
   const Index e = experts(t, j);
-  return blocks[static_cast<std::size_t>(e)]->row(plan.position(t, j) - plan.offsets(e));
+  return Eigen::Map<const RowVectorX<Scalar>>(
+      blocks[static_cast<std::size_t>(e)] + (plan.position(t, j) - plan.offsets(e)) * width, width);
 }
 
 /// y[t] = sum over kept slots j, in order, of gates(t, j) * the output of assignment (t, j), read where
 /// its expert left it (see expert_row), so the experts' outputs are not copied into one block first.
 template <class Scalar>
-void combine(const std::vector<const MatrixX<Scalar>*>& outputs, const IndexMatrix& experts,
-                    const MatrixX<Scalar>& gates, const DispatchPlan& plan, Index width, MatrixX<Scalar>& y) {
+void combine(const ExpertBlocks<Scalar>& outputs, const IndexMatrix& experts, const MatrixX<Scalar>& gates,
+             const DispatchPlan& plan, Index width, MatrixX<Scalar>& y) {
   y.resize(plan.position.rows(), width);
   parallel_for(plan.position.rows(), [&](Index t) {
     y.row(t).setZero();
     for (Index j = 0; j < plan.position.cols(); ++j)
-      if (plan.position(t, j) >= 0) y.row(t) += gates(t, j) * expert_row(outputs, experts, plan, t, j);
+      if (plan.position(t, j) >= 0) y.row(t) += gates(t, j) * expert_row(outputs, width, experts, plan, t, j);
   });
 }
 
@@ -118,9 +126,9 @@ void combine(const std::vector<const MatrixX<Scalar>*>& outputs, const IndexMatr
 /// both while the thread that runs the expert's backward next has them in cache. Each assignment has one
 /// expert, so experts on different threads write different entries; a dropped slot's entry is untouched.
 template <class Scalar>
-void expert_output_grads(ConstRef<Scalar> dy, const MatrixX<Scalar>& output, const MatrixX<Scalar>& gates,
-                                const DispatchPlan& plan, Index expert, MatrixX<Scalar>& d_rows,
-                                MatrixX<Scalar>& d_gates) {
+void expert_output_grads(ConstRef<Scalar> dy, ConstRef<Scalar> output, const MatrixX<Scalar>& gates,
+                         const DispatchPlan& plan, Index expert, Eigen::Ref<MatrixX<Scalar>> d_rows,
+                         MatrixX<Scalar>& d_gates) {
   const Index k = plan.position.cols(), first = plan.offsets(expert);
   for (Index r = 0; r < plan.count(expert); ++r) {
     const Index s = plan.slot(first + r), t = s / k, j = s % k;
@@ -131,13 +139,13 @@ void expert_output_grads(ConstRef<Scalar> dy, const MatrixX<Scalar>& output, con
 
 /// dx[t] = sum over kept slots j, in order, of the input gradient of assignment (t, j).
 template <class Scalar>
-void scatter(const std::vector<const MatrixX<Scalar>*>& input_grads, const IndexMatrix& experts,
-                    const DispatchPlan& plan, Index width, MatrixX<Scalar>& dx) {
+void scatter(const ExpertBlocks<Scalar>& input_grads, const IndexMatrix& experts, const DispatchPlan& plan,
+             Index width, MatrixX<Scalar>& dx) {
   dx.resize(plan.position.rows(), width);
   parallel_for(plan.position.rows(), [&](Index t) {
     dx.row(t).setZero();
     for (Index j = 0; j < plan.position.cols(); ++j)
-      if (plan.position(t, j) >= 0) dx.row(t) += expert_row(input_grads, experts, plan, t, j);
+      if (plan.position(t, j) >= 0) dx.row(t) += expert_row(input_grads, width, experts, plan, t, j);
   });
 }
 

@@ -51,7 +51,7 @@ struct ChosenRoutingLayer {
       bool used = false;
       for (Index t = 0; t < rows; ++t) used = used || experts[static_cast<std::size_t>(t)] == e;
       if (!used) continue;
-      const Matrix& y = moe.expert(e).forward(features);
+      const auto& y = moe.expert(e).forward(features);
       for (Index t = 0; t < rows; ++t)
         if (experts[static_cast<std::size_t>(t)] == e) output.row(t) = gates[static_cast<std::size_t>(t)] * y.row(t);
     }

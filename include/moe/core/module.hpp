@@ -4,6 +4,7 @@
 //   using Scalar = float or double;
 //   const MatrixX<Scalar>& forward(ConstRef<Scalar> x);   // caches what backward needs
 //   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy); // returns dx, adds parameter gradients into grad
+// (or const MatrixView<Scalar>&, the view of a Buffer, from a module whose row counts change: FeedForward)
 //   ParameterList<Scalar> named_parameters();
 // optional:
 //   void train(bool on);                                  // training (default) or evaluation mode
@@ -11,7 +12,9 @@
 //   GeneratorList named_generators();                     // the generators it owns, named like parameters
 //
 // forward and backward return a reference to a buffer the module owns: it stays valid until the next
-// call, and repeated calls with the same shapes allocate nothing.
+// call, and repeated calls with the same shapes allocate nothing (with fewer rows than seen before
+// neither, where the module keeps Buffers). Bind the result with `const auto&` or take it as a ConstRef:
+// binding a MatrixView to `const MatrixX&` compiles into a copy.
 
 #include <concepts>
 #include <string>
@@ -23,12 +26,12 @@ namespace moe {
 
 template <class M>
 concept HasForward = requires(M m, ConstRef<typename M::Scalar> x) {
-  { m.forward(x) } -> std::convertible_to<const MatrixX<typename M::Scalar>&>;
+  { m.forward(x) } -> std::convertible_to<ConstRef<typename M::Scalar>>;
 };
 
 template <class M>
 concept HasBackward = requires(M m, ConstRef<typename M::Scalar> dy) {
-  { m.backward(dy) } -> std::convertible_to<const MatrixX<typename M::Scalar>&>;
+  { m.backward(dy) } -> std::convertible_to<ConstRef<typename M::Scalar>>;
 };
 
 template <class M>

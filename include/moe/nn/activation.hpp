@@ -6,6 +6,7 @@
 
 #include <unsupported/Eigen/SpecialFunctions>
 
+#include "moe/core/buffer.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/parameter.hpp"
 #include "moe/core/types.hpp"
@@ -15,22 +16,18 @@ namespace moe {
 namespace detail {
 
 /// An activation applied element by element. `Function` provides its name, forward(x, y) (y = f(x)) and
-/// backward(x, dy, dx) (dx = dy f'(x)); it may keep what forward computed for backward. forward caches
-/// the input.
-template <class ScalarT, class Function>
+/// backward(x, dy, dx) (dx = dy f'(x)) on matrices of x's shape that the caller sized (MatrixX or the
+/// MatrixView of a Buffer); it may keep what forward computed for backward. forward caches the input.
+template <class ScalarT, class FunctionT>
 class Elementwise {
  public:
   using Scalar = ScalarT;
+  /// For a module that keeps the activation's input and output itself (FeedForward).
+  using Function = FunctionT;
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     input_ = x;
-    return forward_in_place();
-  }
-
-  /// For a caller that computes x anyway: writing x into input_buffer() and then calling
-  /// forward_in_place() is forward(x) without the copy.
-  MatrixX<Scalar>& input_buffer() { return input_; }
-  const MatrixX<Scalar>& forward_in_place() {
+    output_.resize(x.rows(), x.cols());
     function_.forward(input_, output_);
     return output_;
   }
@@ -38,6 +35,7 @@ class Elementwise {
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     require(dy.rows() == input_.rows() && dy.cols() == input_.cols(), Function::name, ": gradient has shape ",
             dy.rows(), "x", dy.cols(), ", expected ", input_.rows(), "x", input_.cols());
+    grad_input_.resize(dy.rows(), dy.cols());
     function_.backward(input_, dy, grad_input_);
     return grad_input_;
   }
@@ -55,9 +53,13 @@ class Elementwise {
 template <class Scalar>
 struct ReLUFunction {
   static constexpr const char* name = "ReLU";
-  void forward(const MatrixX<Scalar>& x, MatrixX<Scalar>& y) const { y = (x.array() > Scalar(0)).select(x, Scalar(0)); }
+  template <class X, class Y>
+  void forward(const X& x, Y& y) const {
+    y = (x.array() > Scalar(0)).select(x, Scalar(0));
+  }
   /// 0 at x = 0, as PyTorch.
-  void backward(const MatrixX<Scalar>& x, ConstRef<Scalar> dy, MatrixX<Scalar>& dx) const {
+  template <class X, class DX>
+  void backward(const X& x, ConstRef<Scalar> dy, DX& dx) const {
     dx = dy.binaryExpr(x, [](Scalar g, Scalar v) { return g * (v > Scalar(0) ? Scalar(1) : Scalar(0)); });
   }
 };
@@ -68,11 +70,13 @@ struct SiLUFunction {
   static constexpr const char* name = "SiLU";
   /// exp(-x) may overflow to inf for very negative x, which still gives the right limit 0.
   static Scalar sigmoid(Scalar x) { return Scalar(1) / (Scalar(1) + std::exp(-x)); }
-  void forward(const MatrixX<Scalar>& x, MatrixX<Scalar>& y) const {
+  template <class X, class Y>
+  void forward(const X& x, Y& y) const {
     y = x.unaryExpr([](Scalar v) { return v * sigmoid(v); });
   }
   /// s (1 + x (1 - s)) with s = sigmoid(x).
-  void backward(const MatrixX<Scalar>& x, ConstRef<Scalar> dy, MatrixX<Scalar>& dx) const {
+  template <class X, class DX>
+  void backward(const X& x, ConstRef<Scalar> dy, DX& dx) const {
     dx = dy.binaryExpr(x, [](Scalar g, Scalar v) {
       const Scalar s = sigmoid(v);
       return g * (s * (Scalar(1) + v * (Scalar(1) - s)));
@@ -90,17 +94,20 @@ struct GELUFunction {
   static constexpr Scalar inv_sqrt2 = Scalar(1) / std::numbers::sqrt2_v<Scalar>;
   static constexpr Scalar inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<Scalar> / std::numbers::sqrt2_v<Scalar>;
 
-  void forward(const MatrixX<Scalar>& x, MatrixX<Scalar>& y) {
-    cdf = (Scalar(0.5) * ((x.array() * inv_sqrt2).erf() + Scalar(1))).matrix();
-    y = x.cwiseProduct(cdf);
+  template <class X, class Y>
+  void forward(const X& x, Y& y) {
+    auto& phi = cdf.resize(x.rows(), x.cols());
+    phi = (Scalar(0.5) * ((x.array() * inv_sqrt2).erf() + Scalar(1))).matrix();
+    y = x.cwiseProduct(phi);
   }
   /// dy (Phi(x) + x phi(x)), phi the standard normal density.
-  void backward(const MatrixX<Scalar>& x, ConstRef<Scalar> dy, MatrixX<Scalar>& dx) const {
+  template <class X, class DX>
+  void backward(const X& x, ConstRef<Scalar> dy, DX& dx) const {
     const auto v = x.array();
-    dx = (dy.array() * (cdf.array() + v * inv_sqrt_2pi * (Scalar(-0.5) * v.square()).exp())).matrix();
+    dx = (dy.array() * (cdf.view().array() + v * inv_sqrt_2pi * (Scalar(-0.5) * v.square()).exp())).matrix();
   }
 
-  MatrixX<Scalar> cdf;  // Phi(x) of the last forward
+  Buffer<Scalar> cdf;  // Phi(x) of the last forward
 };
 
 }  // namespace detail

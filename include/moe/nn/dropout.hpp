@@ -3,6 +3,7 @@
 // Overfitting"), as PyTorch's nn.Dropout: in training each element is zeroed with probability p and the
 // kept ones are scaled by 1/(1-p), so evaluation is the identity.
 
+#include "moe/core/buffer.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/parameter.hpp"
 #include "moe/core/random.hpp"
@@ -26,16 +27,8 @@ class Dropout {
   void train(bool on) { training_ = on; }
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
-    masked_ = training_ && p_ > 0.0;
-    if (!masked_) {
-      output_ = x;
-      return output_;
-    }
-    const auto scale = static_cast<Scalar>(1.0 / (1.0 - p_));
-    mask_.resize(x.rows(), x.cols());
-    for (Index i = 0; i < x.rows(); ++i)
-      for (Index j = 0; j < x.cols(); ++j) mask_(i, j) = uniform01(rng_) < p_ ? Scalar(0) : scale;
-    output_ = x.cwiseProduct(mask_);
+    output_.resize(x.rows(), x.cols());
+    apply(x, output_);
     return output_;
   }
 
@@ -43,11 +36,37 @@ class Dropout {
   const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "Dropout: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
-    if (masked_)
-      grad_input_ = dy.cwiseProduct(mask_);
-    else
-      grad_input_ = dy;
+    grad_input_.resize(dy.rows(), dy.cols());
+    apply_backward(dy, grad_input_);
     return grad_input_;
+  }
+
+  /// Whether forward zeroes anything: in training with p > 0. Otherwise it is the identity.
+  bool active() const { return training_ && p_ > 0.0; }
+
+  /// forward into y, which has x's shape, for a module that keeps the output itself (FeedForward); the
+  /// mask is kept for apply_backward.
+  template <class Y>
+  void apply(ConstRef<Scalar> x, Y& y) {
+    masked_ = active();
+    if (!masked_) {
+      y = x;
+      return;
+    }
+    const auto scale = static_cast<Scalar>(1.0 / (1.0 - p_));
+    auto& mask = mask_.resize(x.rows(), x.cols());
+    for (Index i = 0; i < x.rows(); ++i)
+      for (Index j = 0; j < x.cols(); ++j) mask(i, j) = uniform01(rng_) < p_ ? Scalar(0) : scale;
+    y = x.cwiseProduct(mask);
+  }
+
+  /// backward into dx, which has dy's shape, for the mask of the last apply.
+  template <class DX>
+  void apply_backward(ConstRef<Scalar> dy, DX& dx) const {
+    if (masked_)
+      dx = dy.cwiseProduct(mask_.view());
+    else
+      dx = dy;
   }
 
   /// The output of the last forward.
@@ -62,7 +81,8 @@ class Dropout {
   Rng rng_;
   bool training_ = true;
   bool masked_ = false;  // whether the last forward applied mask_
-  MatrixX<Scalar> mask_, output_, grad_input_;
+  Buffer<Scalar> mask_;
+  MatrixX<Scalar> output_, grad_input_;
 };
 
 }  // namespace moe

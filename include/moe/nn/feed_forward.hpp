@@ -4,6 +4,7 @@
 
 #include <optional>
 
+#include "moe/core/buffer.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/module.hpp"
 #include "moe/core/parallel.hpp"
@@ -27,8 +28,7 @@ inline Index require_hidden(const char* layer, Index hidden) {
 }  // namespace detail
 
 /// fc1 (d_model -> hidden), Activation, Dropout (only when dropout > 0), fc2 (hidden -> out_features).
-/// Activation is one of moe's activations: besides the module contract it needs input_buffer,
-/// forward_in_place and output.
+/// Activation is one of moe's activations (it names the element-wise Function this module runs).
 /// Parameter names fc1.weight, fc1.bias, fc2.weight, fc2.bias, as a PyTorch module with those attributes.
 template <template <class> class Activation, class ScalarT = float>
 class FeedForward {
@@ -53,38 +53,42 @@ class FeedForward {
   Index out_features() const { return fc2_.out_features(); }
 
   /// The products run here on fc1's and fc2's parameters rather than through Linear::forward, so the
-  /// hidden activations are cached once (by the activation, or dropout) instead of also by fc2, and the
-  /// pre-activations are written straight into the activation's cache.
-  const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
-    input_ = x;
+  /// hidden activations are cached once (by this module, not also by fc2), the pre-activations are written
+  /// straight into their cache, and every cache is a Buffer: a new number of rows allocates nothing once a
+  /// batch as large has been seen.
+  const MatrixView<Scalar>& forward(ConstRef<Scalar> x) {
+    input_.resize(x.rows(), x.cols()) = x;
     return forward_in_place();
   }
 
-  /// For a caller that builds x anyway (MoELayer gathers each expert's rows): writing x into
-  /// input_buffer() and then calling forward_in_place() is forward(x) without the copy.
-  MatrixX<Scalar>& input_buffer() { return input_; }
+  /// For a caller that builds x anyway (MoELayer gathers each expert's rows): filling input_buffer(rows,
+  /// cols) and then calling forward_in_place() is forward(x) without the copy.
+  MatrixView<Scalar>& input_buffer(Index rows, Index cols) { return input_.resize(rows, cols); }
 
-  const MatrixX<Scalar>& forward_in_place() {
-    detail::require(input_.cols() == in_features(), "FeedForward: input has ", input_.cols(),
-                    " columns, d_model is ", in_features());
-    MatrixX<Scalar>& pre_activation = activation_.input_buffer();
-    pre_activation.resize(input_.rows(), fc1_.out_features());
-    for_feature_chunks(fc1_.out_features(),
-                       [&](Index first, Index count) { fc1_.apply(input_, pre_activation, first, count); });
-    const MatrixX<Scalar>& activated = activation_.forward_in_place();
-    const MatrixX<Scalar>& hidden = dropout_ ? dropout_->forward(activated) : activated;
-    output_.resize(activated.rows(), fc2_.out_features());
-    for_feature_chunks(fc2_.out_features(), [&](Index first, Index count) { fc2_.apply(hidden, output_, first, count); });
-    return output_;
+  const MatrixView<Scalar>& forward_in_place() {
+    const MatrixView<Scalar>& x = input_.view();
+    detail::require(x.cols() == in_features(), "FeedForward: input has ", x.cols(), " columns, d_model is ",
+                    in_features());
+    MatrixView<Scalar>& pre_activation = pre_activation_.resize(x.rows(), fc1_.out_features());
+    for_feature_chunks(fc1_.out_features(), [&](Index first, Index count) { fc1_.apply(x, pre_activation, first, count); });
+    MatrixView<Scalar>& activated = activated_.resize(x.rows(), fc1_.out_features());
+    activation_.forward(pre_activation, activated);
+    dropout_applied_ = dropout_ && dropout_->active();
+    if (dropout_applied_) dropout_->apply(activated, dropped_.resize(activated.rows(), activated.cols()));
+    const MatrixView<Scalar>& hidden = this->hidden();
+    MatrixView<Scalar>& output = output_.resize(x.rows(), fc2_.out_features());
+    for_feature_chunks(fc2_.out_features(), [&](Index first, Index count) { fc2_.apply(hidden, output, first, count); });
+    return output;
   }
 
-  const MatrixX<Scalar>& backward(ConstRef<Scalar> dy) {
+  /// The activation's and dropout's backward run in place on d_hidden_ (element by element).
+  const MatrixView<Scalar>& backward(ConstRef<Scalar> dy) {
     detail::require(dy.rows() == output_.rows() && dy.cols() == output_.cols(), "FeedForward: gradient has shape ",
                     dy.rows(), "x", dy.cols(), ", expected ", output_.rows(), "x", output_.cols());
-    const MatrixX<Scalar>& hidden = dropout_ ? dropout_->output() : activation_.output();
-    const MatrixX<Scalar>* g = &linear_backward(fc2_, dy, hidden, d_hidden_);
-    if (dropout_) g = &dropout_->backward(*g);
-    return linear_backward(fc1_, activation_.backward(*g), input_, grad_input_);
+    MatrixView<Scalar>& d_hidden = linear_backward(fc2_, dy, hidden(), d_hidden_);
+    if (dropout_applied_) dropout_->apply_backward(d_hidden, d_hidden);
+    activation_.backward(pre_activation_.view(), d_hidden, d_hidden);
+    return linear_backward(fc1_, d_hidden, input_.view(), grad_input_);
   }
 
   /// Splits every product of forward and backward into chunks of `features` output features (columns of its
@@ -114,12 +118,15 @@ class FeedForward {
   }
 
  private:
+  /// fc2's input of the last forward: the activations, after dropout where it was applied.
+  const MatrixView<Scalar>& hidden() const { return dropout_applied_ ? dropped_.view() : activated_.view(); }
+
   /// Backward of `layer` for the input x this module kept: adds its parameter gradients, returns dx.
-  const MatrixX<Scalar>& linear_backward(Linear<Scalar>& layer, ConstRef<Scalar> dy, ConstRef<Scalar> x,
-                                         MatrixX<Scalar>& dx) {
+  MatrixView<Scalar>& linear_backward(Linear<Scalar>& layer, ConstRef<Scalar> dy, ConstRef<Scalar> x,
+                                      Buffer<Scalar>& dx_buffer) {
     for_feature_chunks(layer.out_features(),
                        [&](Index first, Index count) { layer.accumulate_grads(dy, x, first, count); });
-    dx.resize(dy.rows(), layer.in_features());
+    MatrixView<Scalar>& dx = dx_buffer.resize(dy.rows(), layer.in_features());
     for_feature_chunks(layer.in_features(), [&](Index first, Index count) { layer.input_grad(dy, dx, first, count); });
     return dx;
   }
@@ -135,9 +142,11 @@ class FeedForward {
 
   Linear<Scalar> fc1_;
   Linear<Scalar> fc2_;
-  Activation<Scalar> activation_;
+  typename Activation<Scalar>::Function activation_;
   std::optional<Dropout<Scalar>> dropout_;
-  MatrixX<Scalar> input_, output_, d_hidden_, grad_input_;
+  bool dropout_applied_ = false;  // by the last forward
+  // dropped_: the activations after dropout; d_hidden_: fc2's input gradient, then the activation's.
+  Buffer<Scalar> input_, pre_activation_, activated_, dropped_, output_, d_hidden_, grad_input_;
   Index feature_chunk_ = 0;
 };
 

@@ -51,9 +51,12 @@ class Linear {
     });
   }
 
-  /// For a caller that builds x anyway (MoELayer gathers each expert's rows): writing x into
-  /// input_buffer() and then calling forward_in_place() is forward(x) without the copy.
-  MatrixX<Scalar>& input_buffer() { return input_; }
+  /// For a caller that builds x anyway (MoELayer gathers each expert's rows): filling input_buffer(rows,
+  /// cols) and then calling forward_in_place() is forward(x) without the copy.
+  MatrixX<Scalar>& input_buffer(Index rows, Index cols) {
+    input_.resize(rows, cols);
+    return input_;
+  }
   const MatrixX<Scalar>& forward_in_place() {
     return apply_in_chunks([](Index, Index) {});
   }

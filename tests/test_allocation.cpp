@@ -38,15 +38,17 @@ long allocations_during(Body&& body) {
 }
 }  // namespace
 
-extern "C" void* malloc(std::size_t size) {
+// noexcept as glibc declares malloc, calloc and realloc for C++, which a later #include of <malloc.h> in the
+// same translation unit (a unity build) checks.
+extern "C" void* malloc(std::size_t size) noexcept {
   count();
   return __libc_malloc(size);
 }
-extern "C" void* calloc(std::size_t count_, std::size_t size) {
+extern "C" void* calloc(std::size_t count_, std::size_t size) noexcept {
   count();
   return __libc_calloc(count_, size);
 }
-extern "C" void* realloc(void* pointer, std::size_t size) {
+extern "C" void* realloc(void* pointer, std::size_t size) noexcept {
   count();
   return __libc_realloc(pointer, size);
 }

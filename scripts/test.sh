@@ -4,7 +4,8 @@
 # tests again with clang++ under AddressSanitizer and UndefinedBehaviorSanitizer into build/clang/ (any finding
 # fails); the libFuzzer targets of the file readers (scripts/fuzz.sh); and, where nvcc is installed, the CUDA
 # backend's tests, example and benchmark compiled by nvcc into build/cuda/, run where there is a GPU. Warnings are
-# errors in all.
+# errors in all. Each test program compiles its sources a batch of files to one translation unit (MOE_UNITY_BUILD):
+# the shared headers are parsed, and their templates compiled, once per batch instead of once per file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,7 @@ require_discovered() {
 
 phase "g++ build"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DMOE_WARNINGS_AS_ERRORS=ON \
-  -DMOE_MPI=ON
+  -DMOE_MPI=ON -DMOE_UNITY_BUILD=ON
 cmake --build build -j "$jobs"
 require_discovered build
 phase "g++ tests"
@@ -35,7 +36,7 @@ phase "g++ tests"
 phase "clang++ AddressSanitizer and UndefinedBehaviorSanitizer build"
 cmake -S . -B build/clang -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" \
   -DCMAKE_CXX_COMPILER=clang++ -DMOE_WARNINGS_AS_ERRORS=ON -DMOE_SANITIZE=address,undefined -DMOE_BUILD_EXAMPLES=OFF \
-  -DMOE_BUILD_BENCHMARKS=OFF -DMOE_TEST_SINGLE_HEADER=OFF
+  -DMOE_BUILD_BENCHMARKS=OFF -DMOE_TEST_SINGLE_HEADER=OFF -DMOE_UNITY_BUILD=ON
 cmake --build build/clang -j "$jobs"
 require_discovered build/clang
 phase "sanitized tests"
@@ -60,7 +61,7 @@ if [ -n "$nvcc" ]; then
   cmake -S . -B build/cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DCMAKE_CUDA_COMPILER="$nvcc" \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DMOE_CUDA=ON -DMOE_GPU_CHECK=ON -DMOE_WARNINGS_AS_ERRORS=ON \
     -DMOE_BUILD_EXAMPLES=OFF -DMOE_BUILD_BENCHMARKS=ON \
-    -DMOE_TEST_SINGLE_HEADER=OFF -DMOE_INSTALL=OFF
+    -DMOE_TEST_SINGLE_HEADER=OFF -DMOE_INSTALL=OFF -DMOE_UNITY_BUILD=ON
   cmake --build build/cuda -j "$jobs" --target moe_cuda_tests readme_gpu_example_cuda backend_bench_cuda
   if nvidia-smi -L >/dev/null 2>&1; then
     (cd build/cuda && ctest --output-on-failure -j "$jobs" -L cuda)

@@ -75,27 +75,29 @@ long minor_faults() {
 }
 }  // namespace
 
-extern "C" void* malloc(std::size_t size) {
+// noexcept as glibc declares these for C++, which a later #include of <malloc.h> or <stdlib.h> in the same
+// translation unit (a unity build) checks.
+extern "C" void* malloc(std::size_t size) noexcept {
   count(__builtin_return_address(0));
   return __libc_malloc(size);
 }
-extern "C" void* calloc(std::size_t count_, std::size_t size) {
+extern "C" void* calloc(std::size_t count_, std::size_t size) noexcept {
   count(__builtin_return_address(0));
   return __libc_calloc(count_, size);
 }
-extern "C" void* realloc(void* pointer, std::size_t size) {
+extern "C" void* realloc(void* pointer, std::size_t size) noexcept {
   count(__builtin_return_address(0));
   return __libc_realloc(pointer, size);
 }
-extern "C" void* memalign(std::size_t alignment, std::size_t size) {
+extern "C" void* memalign(std::size_t alignment, std::size_t size) noexcept {
   count(__builtin_return_address(0));
   return __libc_memalign(alignment, size);
 }
-extern "C" void* aligned_alloc(std::size_t alignment, std::size_t size) {
+extern "C" void* aligned_alloc(std::size_t alignment, std::size_t size) noexcept {
   count(__builtin_return_address(0));
   return __libc_memalign(alignment, size);
 }
-extern "C" int posix_memalign(void** out, std::size_t alignment, std::size_t size) {
+extern "C" int posix_memalign(void** out, std::size_t alignment, std::size_t size) noexcept {
   count(__builtin_return_address(0));
   if (alignment % sizeof(void*) != 0 || (alignment & (alignment - 1)) != 0) return EINVAL;
   void* pointer = __libc_memalign(alignment, size);

@@ -2,32 +2,26 @@
 
 #include <charconv>
 #include <filesystem>
-#include <fstream>
 #include <limits>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/label_table.hpp"
+#include "file_contents.hpp"
 
 using moe::Index;
 using moe::IndexMatrix;
 
 namespace {
 
-using Rows = std::vector<std::vector<std::string>>;
+using moe::test::read_bytes;
 
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using Rows = std::vector<std::vector<std::string>>;
 
 /// RFC 4180 reading: quoted fields may hold commas, doubled quotes and line breaks.
 Rows read_csv(const std::filesystem::path& path) {
-  const std::string text = read_text(path);
+  const std::string text = read_bytes(path);
   Rows rows(1);
   std::string field;
   bool quoted = false;
@@ -204,8 +198,8 @@ TEST_CASE("CsvWriter quotes where needed and numbers read back exactly", "[analy
   CHECK(parse<double>(rows[2][2]) == tiny);
   CHECK(parse<float>(rows[2][3]) == -1.5e30f);
   CHECK(rows[3] == std::vector<std::string>{"say \"hi\"", "line\nbreak", "1e+300", "0"});
-  CHECK(read_text(path).find("\"a,b\",7,") != std::string::npos);
-  CHECK(read_text(path).find("\"say \"\"hi\"\"\"") != std::string::npos);
+  CHECK(read_bytes(path).find("\"a,b\",7,") != std::string::npos);
+  CHECK(read_bytes(path).find("\"say \"\"hi\"\"\"") != std::string::npos);
   std::filesystem::remove(path);
 }
 

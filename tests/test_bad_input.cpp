@@ -37,11 +37,14 @@
 #include "moe/nn/linear.hpp"
 #include "moe/optim/optimizer.hpp"
 #include "moe/train/checkpoint.hpp"
+#include "file_contents.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
+using moe::test::read_bytes;
 using moe::test::TempDir;
+using moe::test::write_bytes;
 
 namespace {
 
@@ -56,15 +59,6 @@ constexpr bool address_sanitizer = false;
 #else
 constexpr bool address_sanitizer = false;
 #endif
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void write_bytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
 
 /// `value`'s bytes, little-endian, as the portable binary archive stores them on this machine.
 template <class T>

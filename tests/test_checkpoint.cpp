@@ -4,7 +4,6 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <numeric>
 #include <random>
@@ -35,6 +34,8 @@
 #include "moe/routing/mlp_router.hpp"
 #include "moe/routing/random_router.hpp"
 #include "moe/routing/softmax_top_k.hpp"
+#include "balancers.hpp"
+#include "file_contents.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -43,12 +44,13 @@ using moe::CheckpointFormat;
 using moe::Index;
 using moe::MatrixX;
 
-template <class S>
-using SwitchAndBias = moe::Combine<S, moe::SwitchAuxLoss, moe::AuxLossFree>;
+using moe::test::SwitchAndBias;
 
 namespace {
 
+using moe::test::read_bytes;
 using moe::test::TempDir;
+using moe::test::write_bytes;
 
 // Matrices or parameter views alike.
 template <class A, class B>
@@ -68,13 +70,6 @@ std::string text_of(const moe::Rng& rng) {
   out << rng;
   return out.str();
 }
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_text(const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 
 std::string replaced(std::string text, const std::string& from, const std::string& to) {
   const auto at = text.find(from);
@@ -388,15 +383,15 @@ TEST_CASE("A failed load names the file and the entry and changes nothing", "[ch
   }
 
   SECTION("a file that is not a checkpoint") {
-    write_text(dir / "notes.txt", "not a checkpoint at all");
+    write_bytes(dir / "notes.txt", "not a checkpoint at all");
     check_fails(load_into_target, dir / "notes.txt", "not a moe checkpoint");
-    write_text(dir / "other.json", replaced(read_text(json), "moe checkpoint", "something else"));
+    write_bytes(dir / "other.json", replaced(read_bytes(json), "moe checkpoint", "something else"));
     check_fails(load_into_target, dir / "other.json", "not a moe checkpoint");
   }
 
   SECTION("a newer version") {
-    write_text(dir / "v99.json",
-               replaced(read_text(json), "\"cereal_class_version\": 1", "\"cereal_class_version\": 99"));
+    write_bytes(dir / "v99.json",
+               replaced(read_bytes(json), "\"cereal_class_version\": 1", "\"cereal_class_version\": 99"));
     check_fails(load_into_target, dir / "v99.json", "checkpoint version 99, this build reads versions up to 1");
   }
 
@@ -444,7 +439,7 @@ TEST_CASE("A failed load names the file and the entry and changes nothing", "[ch
   }
 
   SECTION("a damaged generator, the last entry checked") {
-    write_text(dir / "rng.json", replaced(read_text(json), "\"rng\": \"", "\"rng\": \"x"));
+    write_bytes(dir / "rng.json", replaced(read_bytes(json), "\"rng\": \"", "\"rng\": \"x"));
     check_fails(load_into_target, dir / "rng.json", "generator 'rng' does not hold the state of a moe::Rng");
   }
 
@@ -486,7 +481,7 @@ TEST_CASE("A save goes through a temporary file and never breaks the old checkpo
   };
 
   SECTION("a directory that is a regular file") {
-    write_text(dir / "plain", "a file");
+    write_bytes(dir / "plain", "a file");
     const fs::path inside = dir / "plain" / "run.ck";
     CHECK_THROWS_WITH(t.save(inside), Contains(inside.string()) && Contains("cannot create the temporary file") &&
                                           Contains(": Not a directory"));

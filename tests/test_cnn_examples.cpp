@@ -10,8 +10,29 @@
 #include "common/cnn_moe.hpp"
 #include "common/cnn_training.hpp"
 
-using namespace moe;
-using namespace moe::examples;
+using moe::ImageDataset;
+using moe::ImageShape;
+using moe::Index;
+using moe::IndexMatrix;
+using moe::Matrix;
+using moe::MatrixX;
+using moe::Rng;
+using moe::examples::align_experts;
+using moe::examples::busiest_expert_share;
+using moe::examples::class_spread;
+using moe::examples::CnnDepth;
+using moe::examples::CnnMoEModel;
+using moe::examples::experts_in_use;
+using moe::examples::fashion_mnist_groups;
+using moe::examples::group_majority_expert;
+using moe::examples::group_majority_share;
+using moe::examples::group_correlation;
+using moe::examples::group_of_class;
+using moe::examples::GroupCorrelation;
+using moe::examples::off_diagonal_norm;
+using moe::examples::random_subset;
+using moe::examples::renumber_experts;
+using moe::examples::upper_triangle_correlation;
 
 TEST_CASE("CnnMoEModel: the MoE sees 512 x width features at both depths, on 28x28 and 32x32 images") {
   for (const ImageShape input : {ImageShape{1, 28, 28}, ImageShape{3, 32, 32}}) {

@@ -11,21 +11,17 @@
 #include "moe/nn/encoder.hpp"
 #include "moe/routing/mlp_router.hpp"
 #include "moe/routing/softmax_top_k.hpp"
+#include "random_matrix.hpp"
 
 using moe::Index;
 using moe::MatrixX;
 
 namespace {
 
+using moe::test::random_matrix;
+
 using Encoder = moe::TransformerEncoder<double>;
 using DenseEncoderMoE = moe::MoELayer<Encoder, moe::SoftmaxTopK, moe::Dynamic, moe::NoBalancing>;
-
-MatrixX<double> random_input(Index rows, Index cols, std::uint64_t seed) {
-  moe::Rng rng(seed);
-  MatrixX<double> x(rows, cols);
-  moe::fill_uniform(x, rng, -1.0, 1.0);
-  return x;
-}
 
 Encoder::Options encoder_options(bool causal, bool norm_first, moe::EncoderActivation activation,
                                  Index num_layers = 2) {
@@ -73,7 +69,7 @@ TEST_CASE("encoder gradients match finite differences with causal and padding ma
       moe::Rng rng(7);
       Encoder encoder(8, encoder_options(c.causal, c.norm_first, c.activation), rng);
       encoder.set_layout(padded_layout());
-      moe::test::check_module_gradients(encoder, random_input(8, 8, 11), 13);
+      moe::test::check_module_gradients(encoder, random_matrix(8, 8, 11), 13);
     }
   }
 }
@@ -81,7 +77,7 @@ TEST_CASE("encoder gradients match finite differences with causal and padding ma
 TEST_CASE("encoder attention respects the causal and padding masks") {
   moe::Rng rng(3);
   const moe::SequenceLayout layout = padded_layout();
-  MatrixX<double> x = random_input(8, 8, 5);
+  MatrixX<double> x = random_matrix(8, 8, 5);
 
   SECTION("causal: a token does not see later tokens") {
     Encoder encoder(8, encoder_options(true, false, moe::EncoderActivation::relu), rng);
@@ -153,7 +149,7 @@ TEST_CASE("MLPRouter with one hidden layer is a two-layer ReLU MLP with a softma
   CHECK(parameters[0].parameter->shape == moe::Shape{16, 8});
   CHECK(parameters[2].name == "net.2.weight");
   CHECK(parameters[2].parameter->shape == moe::Shape{3, 16});
-  const MatrixX<double> x = random_input(5, 8, 22);
+  const MatrixX<double> x = random_matrix(5, 8, 22);
   const MatrixX<double> scores = router.forward(x);
   for (Index t = 0; t < x.rows(); ++t) {
     const Eigen::VectorXd hidden =
@@ -182,7 +178,7 @@ void check_dense_mixture(const typename Router<double>::Options& router) {
   REQUIRE_FALSE(layer.router().renormalize());
   const moe::SequenceLayout layout = padded_layout();
   layer.set_layout(layout);
-  const MatrixX<double> x = random_input(8, 8, 32);
+  const MatrixX<double> x = random_matrix(8, 8, 32);
   const MatrixX<double> y = layer.forward(x);
 
   const MatrixX<double> weights = layer.router().forward(x);
@@ -219,7 +215,7 @@ TEST_CASE("sequence experts reject sparse routing, a capacity and a layout that 
   options.capacity_factor = 0.0;
   DenseEncoderMoE layer(options, rng);
   layer.set_layout(padded_layout());
-  CHECK_THROWS_WITH(layer.forward(random_input(6, 8, 42)),
+  CHECK_THROWS_WITH(layer.forward(random_matrix(6, 8, 42)),
                     Catch::Contains("input has 6 rows, the layout set by set_layout has batch * seq_len = 2 * 4 = 8"));
 }
 

@@ -40,7 +40,7 @@ EncoderLMOptions tiny_options(bool norm_first, Index num_experts = 1, double ent
 }
 
 /// Two sequences of 5: the first full, the second 3 tokens and 2 of padding (pad id 0).
-SequenceLayout padded_layout() {
+SequenceLayout padded_lm_layout() {
   const std::vector<Index> lengths{5, 3};
   return SequenceLayout(2, 5, lengths);
 }
@@ -52,7 +52,7 @@ std::vector<Index> padded_ids() { return {3, 1, 4, 1, 5, 2, 6, 5, 0, 0}; }
 template <class LM>
 void check_lm_gradients(LM& lm, std::uint64_t seed) {
   const std::vector<Index> ids = padded_ids();
-  const SequenceLayout layout = padded_layout();
+  const SequenceLayout layout = padded_lm_layout();
   moe::Rng rng(seed);
   MatrixX<double> weights(static_cast<Index>(ids.size()), lm.vocab_size());
   moe::fill_uniform(weights, rng, -1.0, 1.0);
@@ -92,7 +92,7 @@ TEST_CASE("EncoderLM gradients match finite differences with padding, for both b
   SECTION("dense MoE of three encoders with the router's entropy term") {
     moe::Rng rng(5);
     MoELM lm(tiny_options(false, 3, 0.5), rng);
-    lm.forward(padded_ids(), padded_layout());
+    lm.forward(padded_ids(), padded_lm_layout());
     REQUIRE(lm.aux_loss() != 0.0);
     check_lm_gradients(lm, 6);
   }
@@ -102,7 +102,7 @@ TEST_CASE("EncoderLM with CrossEntropyLoss and next_token_targets: padding contr
           "[encoder_lm][gradient]") {
   moe::Rng rng(7);
   MoELM lm(tiny_options(false, 2), rng);
-  const SequenceLayout layout = padded_layout();
+  const SequenceLayout layout = padded_lm_layout();
   std::vector<Index> ids = padded_ids();
   moe::CrossEntropyLoss<double> loss(-100);
   const std::vector<Index> targets = moe::next_token_targets(ids, 2, 5, 0);
@@ -119,7 +119,7 @@ TEST_CASE("EncoderLM with CrossEntropyLoss and next_token_targets: padding contr
 
 TEST_CASE("EncoderLM is causal: a token's logits do not depend on later tokens", "[encoder_lm]") {
   const auto check = [](auto& lm) {
-    const SequenceLayout layout = padded_layout();
+    const SequenceLayout layout = padded_lm_layout();
     std::vector<Index> ids = padded_ids();
     const MatrixX<double> before = lm.forward(ids, layout);
     ids[2] = 6;  // position 2 of sequence 0
@@ -160,7 +160,7 @@ TEST_CASE("EncoderLM state dicts use the library's names", "[encoder_lm]") {
   MoELM copy(tiny_options(false, 3), rng);
   moe::load_state_dict(copy, moe_dict);
   const std::vector<Index> ids = padded_ids();
-  CHECK(copy.forward(ids, padded_layout()) == moe_lm.forward(ids, padded_layout()));
+  CHECK(copy.forward(ids, padded_lm_layout()) == moe_lm.forward(ids, padded_lm_layout()));
 }
 
 TEST_CASE("EncoderLM rejects bad sizes and inputs with a named reason", "[encoder_lm][errors]") {

@@ -12,8 +12,15 @@
 #include "common/resume.hpp"
 #include "synthetic_mixture/synthetic_training.hpp"
 
-using namespace moe;
-using namespace moe::examples;
+using moe::Index;
+using moe::examples::Args;
+using moe::examples::RunSettings;
+using moe::examples::RunState;
+using moe::examples::Stopped;
+using moe::examples::SyntheticRunOptions;
+using moe::examples::SyntheticRunResult;
+using moe::examples::train_synthetic_mixture;
+using moe::examples::UnitCheckpoint;
 
 namespace {
 

@@ -15,11 +15,14 @@
 #include "moe/optim/optimizer.hpp"
 #include "moe/routing/sigmoid_top_k.hpp"
 #include "moe/routing/softmax_top_k.hpp"
+#include "random_matrix.hpp"
 
 using moe::Index;
 using moe::MatrixX;
 
 namespace {
+
+using moe::test::random_matrix;
 
 using GeluExpert = moe::FeedForward<moe::GELU, double>;
 using SwiGLUExpert = moe::SwiGLUFeedForward<double>;
@@ -29,13 +32,6 @@ template <class Inner>
 struct Unstacked : Inner {
   using Inner::Inner;
 };
-
-MatrixX<double> random_matrix(Index rows, Index cols, std::uint64_t seed) {
-  moe::Rng rng(seed);
-  MatrixX<double> m(rows, cols);
-  moe::fill_uniform(m, rng, -1.0, 1.0);
-  return m;
-}
 
 template <class Expert>
 using SwitchLayer = moe::MoELayer<Expert, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>;

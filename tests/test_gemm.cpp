@@ -12,6 +12,7 @@
 #include "moe/core/random.hpp"
 #include "moe/nn/activation.hpp"
 #include "moe/nn/feed_forward.hpp"
+#include "random_matrix.hpp"
 
 using moe::Index;
 using moe::MatrixX;
@@ -19,13 +20,7 @@ using moe::Op;
 
 namespace {
 
-template <class Scalar>
-MatrixX<Scalar> random_matrix(Index rows, Index cols, std::uint64_t seed) {
-  moe::Rng rng(seed);
-  MatrixX<Scalar> m(rows, cols);
-  moe::fill_uniform(m, rng, -1.0, 1.0);
-  return m;
-}
+using moe::test::random_matrix;
 
 template <class Scalar>
 MatrixX<Scalar> op(const MatrixX<Scalar>& m, Op o) {

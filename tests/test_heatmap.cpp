@@ -23,7 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr double missing = std::numeric_limits<double>::quiet_NaN();
+constexpr double missing_value = std::numeric_limits<double>::quiet_NaN();
 
 struct Rgb8 {
   int r, g, b;
@@ -122,7 +122,7 @@ MatrixX<double> matrix(Eigen::Index rows, Eigen::Index cols, std::initializer_li
 
 TEST_CASE("Heatmap cells: min light yellow, max dark red, NaN grey, at their centres", "[analysis][heatmap]") {
   const fs::path path = temp_dir() / "colours.png";
-  const MatrixX<double> m = matrix(2, 3, {0.0, 5.0, 10.0, missing, 2.5, 7.5});
+  const MatrixX<double> m = matrix(2, 3, {0.0, 5.0, 10.0, missing_value, 2.5, 7.5});
   HeatmapOptions options;
   options.title = "Relative expert load";
   options.row_labels = {"Github", "DM Mathematics"};
@@ -208,7 +208,7 @@ TEST_CASE("Heatmap blue_white_red: 0 is white, the ends blue and red", "[analysi
 TEST_CASE("Heatmap annotations write each value in its cell", "[analysis][heatmap]") {
   const fs::path plain_path = temp_dir() / "plain.png";
   const fs::path annotated_path = temp_dir() / "annotated.png";
-  const MatrixX<double> m = matrix(2, 2, {0.0, 1.0, 0.25, missing});
+  const MatrixX<double> m = matrix(2, 2, {0.0, 1.0, 0.25, missing_value});
   HeatmapOptions options;
   options.min = 0.0;
   options.max = 1.0;

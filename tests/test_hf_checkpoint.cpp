@@ -1,12 +1,12 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "moe/io/hf_moe.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/io/sharded_safetensors.hpp"
+#include "file_contents.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -15,20 +15,20 @@ using moe::Index;
 
 namespace {
 
+using moe::test::write_bytes;
+
 moe::Tensor<float> ramp(moe::Shape shape, float start) {
   moe::Tensor<float> t{shape, moe::VectorX<float>(moe::numel(shape))};
   for (Index i = 0; i < t.data.size(); ++i) t.data(i) = start + static_cast<float>(i);
   return t;
 }
 
-void write_text(const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
-
 /// Two shards: a.weight in the first, b.weight and c.bias in the second, and the index naming them.
 void write_two_shards(const moe::test::TempDir& dir) {
   moe::save_safetensors<float>(dir / "model-00001-of-00002.safetensors", {{"a.weight", ramp({2, 3}, 0)}});
   moe::save_safetensors<float>(dir / "model-00002-of-00002.safetensors",
                                {{"b.weight", ramp({3, 2}, 10)}, {"c.bias", ramp({4}, 20)}});
-  write_text(dir / "model.safetensors.index.json",
+  write_bytes(dir / "model.safetensors.index.json",
              R"({"metadata": {"total_size": 64}, "weight_map": {"a.weight": "model-00001-of-00002.safetensors",
                  "b.weight": "model-00002-of-00002.safetensors", "c.bias": "model-00002-of-00002.safetensors"}})");
 }
@@ -65,17 +65,17 @@ TEST_CASE("ShardedSafetensors errors name the tensor, the shard and the mismatch
                     Contains("model-00002-of-00002.safetensors: tensor b.weight has shape [3, 2], expected [2, 3]"));
   CHECK_THROWS_WITH(checkpoint.load<float>("d.weight"), Contains("no tensor d.weight in the checkpoint"));
 
-  write_text(dir / "model.safetensors.index.json",
+  write_bytes(dir / "model.safetensors.index.json",
              R"({"weight_map": {"a.weight": "model-00002-of-00002.safetensors"}})");
   CHECK_THROWS_WITH(moe::ShardedSafetensors(dir.path()).load<float>("a.weight"),
                     Contains("model-00002-of-00002.safetensors: tensor a.weight is not in this shard"));
-  write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"a.weight": "../elsewhere.safetensors"}})");
+  write_bytes(dir / "model.safetensors.index.json", R"({"weight_map": {"a.weight": "../elsewhere.safetensors"}})");
   CHECK_THROWS_WITH(moe::ShardedSafetensors(dir.path()), Contains("not a file name in the directory"));
-  write_text(dir / "model.safetensors.index.json", R"({"metadata": {}})");
+  write_bytes(dir / "model.safetensors.index.json", R"({"metadata": {}})");
   CHECK_THROWS_WITH(moe::ShardedSafetensors(dir.path()), Contains("needs an object \"weight_map\""));
-  write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"a.weight": 1}})");
+  write_bytes(dir / "model.safetensors.index.json", R"({"weight_map": {"a.weight": 1}})");
   CHECK_THROWS_WITH(moe::ShardedSafetensors(dir.path()), Contains("tensor a.weight maps to 1"));
-  write_text(dir / "model.safetensors.index.json", "{\"weight_map\": ");
+  write_bytes(dir / "model.safetensors.index.json", "{\"weight_map\": ");
   CHECK_THROWS_WITH(moe::ShardedSafetensors(dir.path()), Contains("is not valid JSON"));
 
   moe::test::TempDir empty;

@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -14,6 +12,7 @@
 #include "moe/data/file_bytes.hpp"
 #include "moe/data/idx.hpp"
 #include "moe/data/image_dataset.hpp"
+#include "file_contents.hpp"
 #include "temp_dir.hpp"
 
 using moe::Compression;
@@ -24,16 +23,9 @@ using Bytes = std::vector<unsigned char>;
 
 namespace {
 
+using moe::test::read_bytes;
 using moe::test::TempDir;
-
-Bytes read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_bytes(const std::string& path, const Bytes& bytes) {
-  moe::detail::write_file_bytes(path, bytes, Compression::none, "test");
-}
+using moe::test::write_bytes;
 
 /// `count` images of rows x columns with random byte values, as the reader returns them (byte / 255).
 MatrixX<float> random_pixels(Index count, Index rows, Index columns, std::uint64_t seed) {
@@ -74,7 +66,7 @@ TEST_CASE("IDX files survive a write and a read, raw and gzip", "[data][idx]") {
     moe::write_idx_images(images_path, pixels, 5, 4, compression);
     moe::write_idx_labels(labels_path, labels, compression);
 
-    const Bytes head = read_bytes(images_path);
+    const Bytes head = read_bytes<Bytes>(images_path);
     REQUIRE(head.size() > 4);
     if (gzip) {
       CHECK((head[0] == 0x1f && head[1] == 0x8b));
@@ -108,7 +100,7 @@ TEST_CASE("IDX read errors name the file, the byte offset and what was expected"
   const std::string images = dir.file("images"), labels = dir.file("labels"), bad = dir.file("bad");
   moe::write_idx_images(images, random_pixels(7, 5, 4, 2), 5, 4);
   moe::write_idx_labels(labels, {1, 2, 3, 4, 5, 6});
-  const Bytes valid = read_bytes(images);
+  const Bytes valid = read_bytes<Bytes>(images);
   REQUIRE(valid.size() == 16 + 7 * 20);
   const auto with_bytes = [&](const Bytes& bytes) {
     write_bytes(bad, bytes);
@@ -142,7 +134,7 @@ TEST_CASE("IDX read errors name the file, the byte offset and what was expected"
   no_rows[11] = 0;
   CHECK_THROWS_WITH(moe::read_idx_images(with_bytes(no_rows)),
                     Catch::Contains(bad + ": byte 8: images are 0x4, expected positive sizes"));
-  const Bytes labels_bytes = read_bytes(labels);
+  const Bytes labels_bytes = read_bytes<Bytes>(labels);
   CHECK_THROWS_WITH(moe::read_idx_labels(with_bytes(Bytes(labels_bytes.begin(), labels_bytes.end() - 1))),
                     Catch::Contains(bad + ": file ends at byte 13, expected 6 labels (6 x 1 bytes from byte 8)"));
   CHECK_THROWS_WITH(moe::read_idx_dataset(images, labels),
@@ -153,7 +145,7 @@ TEST_CASE("IDX read errors name the file, the byte offset and what was expected"
     moe::detail::write_file_bytes(gz, Bytes(valid.begin(), valid.end() - 20), Compression::gzip, "test");
     CHECK_THROWS_WITH(moe::read_idx_images(gz),
                       Catch::Contains(gz + ": file ends at byte 136 of the gunzipped data, expected 7 images"));
-    const Bytes compressed = read_bytes(gz);
+    const Bytes compressed = read_bytes<Bytes>(gz);
     CHECK_THROWS_WITH(moe::read_idx_images(with_bytes(Bytes(compressed.begin(), compressed.end() - 10))),
                       Catch::Contains(bad + ": gzip data ends at compressed byte " +
                                       std::to_string(compressed.size() - 10) + " before the end of its stream"));

@@ -21,12 +21,15 @@
 #include "moe/optim/optimizer.hpp"
 #include "moe/routing/sigmoid_top_k.hpp"
 #include "moe/routing/softmax_top_k.hpp"
+#include "random_matrix.hpp"
 
 using moe::Index;
 using moe::MatrixX;
 using moe::SequenceLayout;
 
 namespace {
+
+using moe::test::random_matrix;
 
 template <class S>
 using DenseBlock = moe::DecoderBlock<moe::FeedForward<moe::GELU, S>>;
@@ -41,13 +44,6 @@ static_assert(moe::Module<DenseBlock<double>>);
 static_assert(moe::Module<MoEBlock<float>>);
 static_assert(moe::Module<moe::DecoderBlock<moe::SwiGLUFeedForward<float>>>);
 static_assert(MoEBlock<double>::has_aux_loss && !DenseBlock<double>::has_aux_loss);
-
-MatrixX<double> random_matrix(Index rows, Index cols, std::uint64_t seed) {
-  moe::Rng rng(seed);
-  MatrixX<double> m(rows, cols);
-  moe::fill_uniform(m, rng, -1.0, 1.0);
-  return m;
-}
 
 std::vector<Index> random_ids(std::size_t count, Index vocab, std::uint64_t seed) {
   moe::Rng rng(seed);

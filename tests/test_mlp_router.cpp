@@ -3,6 +3,7 @@
 #include "gradient_check.hpp"
 #include "moe/routing/mlp_router.hpp"
 #include "moe/routing/routing.hpp"
+#include "random_matrix.hpp"
 
 using moe::Index;
 using moe::MatrixX;
@@ -12,11 +13,7 @@ static_assert(moe::Router<moe::MLPRouter<double>>);
 
 namespace {
 
-MatrixX<double> random_matrix(Index rows, Index cols, moe::Rng& rng) {
-  MatrixX<double> m(rows, cols);
-  moe::fill_uniform(m, rng, -1.0, 1.0);
-  return m;
-}
+using moe::test::random_matrix;
 
 }  // namespace
 

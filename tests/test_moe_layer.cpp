@@ -18,6 +18,7 @@
 #include "moe/routing/random_router.hpp"
 #include "moe/routing/sigmoid_top_k.hpp"
 #include "moe/routing/softmax_top_k.hpp"
+#include "random_matrix.hpp"
 
 using moe::Index;
 using moe::IndexMatrix;
@@ -25,18 +26,13 @@ using moe::MatrixX;
 
 namespace {
 
+using moe::test::random_matrix;
+
 template <class S>
 using SequenceAuxLossFree = moe::Combine<S, moe::SequenceAuxLoss, moe::AuxLossFree>;
 
 template <int K>
 using LinearMoE = moe::MoELayer<moe::Linear<double>, moe::SoftmaxTopK, K, moe::NoBalancing>;
-
-MatrixX<double> random_input(Index rows, Index cols, std::uint64_t seed) {
-  moe::Rng rng(seed);
-  MatrixX<double> x(rows, cols);
-  moe::fill_uniform(x, rng, -1.0, 1.0);
-  return x;
-}
 
 /// y[t] = sum_j gate(t, j) * expert_j(x[t]) + shared(x[t]), one token at a time.
 template <class Layer>
@@ -89,7 +85,7 @@ TEST_CASE("MoELayer output equals the token-by-token mixture", "[moe][layer]") {
   LinearMoE<2> layer({.d_model = 6, .num_experts = 4, .num_shared_experts = 1, .expert = {.out_features = 5},
                       .shared_expert = {.out_features = 5}, .router = {.renormalize = true}},
                      rng);
-  const MatrixX<double> x = random_input(33, 6, 1);
+  const MatrixX<double> x = random_matrix(33, 6, 1);
   const MatrixX<double> y = layer.forward(x);
   CHECK(y.rows() == 33);
   CHECK(y.cols() == 5);
@@ -102,16 +98,16 @@ TEST_CASE("MoELayer gradients match finite differences", "[moe][layer][gradient]
   moe::Rng rng(11);
   SECTION("K = 1") {
     LinearMoE<1> layer({.d_model = 5, .num_experts = 3}, rng);
-    moe::test::check_module_gradients(layer, random_input(9, 5, 2), 3);
+    moe::test::check_module_gradients(layer, random_matrix(9, 5, 2), 3);
   }
   SECTION("K = 2, renormalised, with shared experts") {
     LinearMoE<2> layer({.d_model = 5, .num_experts = 4, .num_shared_experts = 2, .router = {.renormalize = true}},
                        rng);
-    moe::test::check_module_gradients(layer, random_input(9, 5, 4), 5);
+    moe::test::check_module_gradients(layer, random_matrix(9, 5, 4), 5);
   }
   SECTION("K = N (dense), run-time K") {
     LinearMoE<moe::Dynamic> layer({.d_model = 4, .num_experts = 3, .k = 3}, rng);
-    moe::test::check_module_gradients(layer, random_input(7, 4, 6), 7);
+    moe::test::check_module_gradients(layer, random_matrix(7, 4, 6), 7);
   }
 }
 
@@ -142,7 +138,7 @@ TEST_CASE("MoELayer capacity drops the overflow in token order and counts it", "
   for (Index t = 0; t < 5; ++t) CHECK(y.row(t).cwiseAbs().sum() > 0);
   for (Index t = 5; t < 10; ++t) CHECK(y.row(t).isZero());
   // The gradient check holds with drops too.
-  moe::test::check_module_gradients(layer, random_input(10, 4, 8) + x, 9);
+  moe::test::check_module_gradients(layer, random_matrix(10, 4, 8) + x, 9);
 }
 
 TEST_CASE("MoELayer gives the same bits for 1 and 2 threads", "[moe][layer][determinism]") {
@@ -190,7 +186,7 @@ TEST_CASE("MoELayer with fewer than 4 busy experts splits their products over th
   moe::Rng rng(7);
   moe::MoELayer<moe::FeedForward<moe::GELU, double>, moe::SoftmaxTopK, 1, moe::NoBalancing> layer(
       {.d_model = 300, .num_experts = 2, .expert = {.hidden = 600}}, rng);
-  const MatrixX<double> x = random_input(45, 300, 8);
+  const MatrixX<double> x = random_matrix(45, 300, 8);
   const MatrixX<double> y = layer.forward(x);
   CHECK((y - reference_output(layer, x)).cwiseAbs().maxCoeff() < 1e-12);
 
@@ -242,9 +238,9 @@ TEST_CASE("MoELayer with check_finite throws on a non-finite output", "[moe][lay
 TEST_CASE("MoELayer tracks load per batch and accumulated", "[moe][layer][load]") {
   moe::Rng rng(2);
   LinearMoE<2> layer({.d_model = 4, .num_experts = 4}, rng);
-  layer.forward(random_input(20, 4, 1));
+  layer.forward(random_matrix(20, 4, 1));
   CHECK(layer.batch_load().sum() == 40);
-  layer.forward(random_input(10, 4, 2));
+  layer.forward(random_matrix(10, 4, 2));
   CHECK(layer.batch_load().sum() == 20);
   CHECK(layer.load().counts.sum() == 60);
   CHECK(layer.load().tokens == 30);
@@ -262,15 +258,15 @@ TEST_CASE("MoELayer of feed-forward experts with balancers: gradients include th
         {.d_model = 5, .num_experts = 4, .num_shared_experts = 1, .expert = {.hidden = 6},
          .shared_expert = {.hidden = 3}, .router = {.renormalize = true}, .balancer = {{0.5}, {0.1}}},
         rng);
-    moe::test::check_module_gradients<decltype(layer)>(layer, random_input(8, 5, 22), 23,
+    moe::test::check_module_gradients<decltype(layer)>(layer, random_matrix(8, 5, 22), 23,
                                                        [](auto& l) { return double(l.aux_loss()); });
   }
   SECTION("sigmoid top-2, sequence aux loss with the aux-loss-free bias") {
     moe::MoELayer<Expert, moe::SigmoidTopK, 2, SequenceAuxLossFree> layer(
         {.d_model = 5, .num_experts = 4, .expert = {.hidden = 6}, .balancer = {{0.5, 4}, {1e-2}}}, rng);
-    layer.forward(random_input(8, 5, 24));
+    layer.forward(random_matrix(8, 5, 24));
     layer.update_balancing();  // a non-zero bias, so selection and gates differ
-    moe::test::check_module_gradients<decltype(layer)>(layer, random_input(8, 5, 24), 25,
+    moe::test::check_module_gradients<decltype(layer)>(layer, random_matrix(8, 5, 24), 25,
                                                        [](auto& l) { return double(l.aux_loss()); });
   }
 }
@@ -278,7 +274,7 @@ TEST_CASE("MoELayer of feed-forward experts with balancers: gradients include th
 TEST_CASE("A trained layer takes a RandomRouter without retraining", "[moe][layer][random_router]") {
   moe::Rng rng(31);
   LinearMoE<1> learned({.d_model = 4, .num_experts = 3, .num_shared_experts = 1}, rng);
-  const MatrixX<double> x = random_input(300, 4, 32);
+  const MatrixX<double> x = random_matrix(300, 4, 32);
   const MatrixX<double> learned_output = learned.forward(x);
 
   auto ablated = learned.with_router<moe::RandomRouter>({.seed = 7}, rng);
@@ -325,7 +321,7 @@ TEST_CASE("MoELayer DropPolicy: token order or first choices first (GShard)", "[
     CHECK((position(t, 1) >= 0) == second_kept);
     CHECK(y.row(t).isZero() == (!first_kept && !second_kept));
   }
-  moe::test::check_module_gradients(layer, x + random_input(4, 2, 5) * 0.1, 6);
+  moe::test::check_module_gradients(layer, x + random_matrix(4, 2, 5) * 0.1, 6);
 }
 
 TEST_CASE("MoELayer with a padding mask gives the unpadded batch's numbers", "[moe][layer][padding]") {
@@ -351,9 +347,9 @@ TEST_CASE("MoELayer with a padding mask gives the unpadded batch's numbers", "[m
 
   for (int step = 0; step < 2; ++step) {
     INFO("step " << step);
-    const MatrixX<double> x = random_input(8, 5, 10 + static_cast<std::uint64_t>(step));
-    const MatrixX<double> dy = random_input(8, 5, 20 + static_cast<std::uint64_t>(step));
-    MatrixX<double> x_padded = random_input(12, 5, 30) * 100.0, dy_padded = random_input(12, 5, 31);
+    const MatrixX<double> x = random_matrix(8, 5, 10 + static_cast<std::uint64_t>(step));
+    const MatrixX<double> dy = random_matrix(8, 5, 20 + static_cast<std::uint64_t>(step));
+    MatrixX<double> x_padded = random_matrix(12, 5, 30) * 100.0, dy_padded = random_matrix(12, 5, 31);
     for (Index t = 0; t < 8; ++t) {
       x_padded.row(rows[static_cast<std::size_t>(t)]) = x.row(t);
       dy_padded.row(rows[static_cast<std::size_t>(t)]) = dy.row(t);
@@ -389,9 +385,9 @@ TEST_CASE("MoELayer with a padding mask gives the unpadded batch's numbers", "[m
   CHECK(!padded.balancer().get<1>().bias().isZero());
 
   PaddedLayer<Layer> module{padded, padding};
-  moe::test::check_module_gradients<PaddedLayer<Layer>>(module, random_input(12, 5, 40), 41,
+  moe::test::check_module_gradients<PaddedLayer<Layer>>(module, random_matrix(12, 5, 40), 41,
                                                         [](auto& l) { return double(l.aux_loss()); });
-  CHECK_THROWS_WITH(padded.forward(random_input(10, 5, 1), padding),
+  CHECK_THROWS_WITH(padded.forward(random_matrix(10, 5, 1), padding),
                     Catch::Contains("padding mask has 2x6 = 12 entries, the input has 10 rows"));
 }
 
@@ -405,9 +401,9 @@ TEST_CASE("Group-limited sigmoid routing with a scaling factor: gradients match 
        .router = {.routed_scaling_factor = 2.5, .n_group = 4, .topk_group = 2},
        .balancer = {{.alpha = 0.5, .sequence_length = 4}, {.gamma = 0.05}}},
       rng);
-  layer.forward(random_input(8, 5, 14));
+  layer.forward(random_matrix(8, 5, 14));
   layer.update_balancing();  // a non-zero bias: selection, group scores and f_i's count differ from the scores'
-  const MatrixX<double> x = random_input(8, 5, 15);
+  const MatrixX<double> x = random_matrix(8, 5, 15);
   layer.forward(x);
   CHECK(layer.routing().gates.rowwise().sum().isApproxToConstant(2.5, 1e-12));
   for (Index t = 0; t < 8; ++t) {  // every token's experts lie in at most 2 groups of 2
@@ -493,7 +489,7 @@ TEST_CASE("upcycle copies a dense feed-forward block into every expert (sparse u
   moe::upcycle(dense, layer, rng);
   // K = 1 with renormalised gates: every gate is 1, so the layer is the dense block, whichever expert a row
   // goes to; the router keeps its initialisation.
-  const MatrixX<double> x = random_input(40, 6, 51);
+  const MatrixX<double> x = random_matrix(40, 6, 51);
   const MatrixX<double> y = layer.forward(x);
   CHECK(layer.routing().gates.isOnes());
   CHECK(layer.batch_load().minCoeff() > 0);

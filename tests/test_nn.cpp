@@ -9,6 +9,7 @@
 #include "moe/nn/layer_norm.hpp"
 #include "moe/nn/linear.hpp"
 #include "moe/nn/sequential.hpp"
+#include "random_matrix.hpp"
 
 using moe::Index;
 using moe::MatrixX;
@@ -26,11 +27,7 @@ static_assert(std::is_same_v<moe::FeedForward<moe::GELU>::Scalar, float>);
 
 namespace {
 
-MatrixX<double> random_matrix(Index rows, Index cols, moe::Rng& rng, double low = -1.0, double high = 1.0) {
-  MatrixX<double> m(rows, cols);
-  moe::fill_uniform(m, rng, low, high);
-  return m;
-}
+using moe::test::random_matrix;
 
 /// Checks names and shapes of a module's parameters, in order.
 struct Expected {

@@ -15,6 +15,7 @@
 #include "moe/nn/linear.hpp"
 #include "moe/nn/rms_norm.hpp"
 #include "moe/optim/optimizer.hpp"
+#include "random_matrix.hpp"
 
 using moe::Index;
 using moe::MatrixX;
@@ -22,18 +23,13 @@ using moe::Parameter;
 
 namespace {
 
+using moe::test::random_matrix;
+
 template <class A, class B>
 bool same_bits(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b) {
   return a.rows() == b.rows() && a.cols() == b.cols() &&
          std::memcmp(a.derived().data(), b.derived().data(),
                      sizeof(typename A::Scalar) * static_cast<std::size_t>(a.size())) == 0;
-}
-
-template <class Scalar>
-MatrixX<Scalar> random_matrix(Index rows, Index cols, moe::Rng& rng) {
-  MatrixX<Scalar> m(rows, cols);
-  moe::fill_uniform(m, rng, -1.0, 1.0);
-  return m;
 }
 
 /// Two experts' worth of one parameter stacked as moe::ExpertBank stacks them: row e of value and grad

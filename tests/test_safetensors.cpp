@@ -6,8 +6,6 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <optional>
 #include <random>
@@ -24,8 +22,9 @@
 #include "moe/nn/activation.hpp"
 #include "moe/nn/feed_forward.hpp"
 #include "moe/routing/softmax_top_k.hpp"
-#include "temp_dir.hpp"
+#include "file_contents.hpp"
 #include "state_dict_fixtures.hpp"
+#include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -44,7 +43,9 @@ using moe::test::ReluExpert;
 using moe::test::ReluMoE;
 using moe::test::SwitchMoE;
 
+using moe::test::read_bytes;
 using moe::test::TempDir;
+using moe::test::write_bytes;
 
 std::string little_endian(std::uint64_t value, int bytes) {
   std::string out;
@@ -56,16 +57,6 @@ std::string little_endian(std::uint64_t value, int bytes) {
 std::string safetensors_bytes(std::string header, const std::string& data) {
   header.append((8 - header.size() % 8) % 8, ' ');
   return little_endian(header.size(), 8) + header + data;
-}
-
-void write_bytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 template <class S>

@@ -14,6 +14,7 @@
 #include "moe/nn/activation.hpp"
 #include "moe/nn/feed_forward.hpp"
 #include "moe/routing/softmax_top_k.hpp"
+#include "random_matrix.hpp"
 #include "state_dict_fixtures.hpp"
 
 using moe::Index;
@@ -26,17 +27,10 @@ using moe::test::BiasMoE;
 using moe::test::identical;
 using moe::test::make_feed_forward;
 using moe::test::make_moe;
+using moe::test::random_matrix;
 using moe::test::ReluExpert;
 using moe::test::ReluMoE;
 using moe::test::SwitchMoE;
-
-template <class S>
-MatrixX<S> random_input(Index rows, Index cols) {
-  moe::Rng rng(99);
-  MatrixX<S> x(rows, cols);
-  moe::fill_uniform(x, rng, -1.0, 1.0);
-  return x;
-}
 
 std::vector<std::string> keys(const moe::StateDict<float>& dict) {
   std::vector<std::string> names;
@@ -76,7 +70,7 @@ TEST_CASE("state_dict names and shapes follow PyTorch", "[io][state_dict]") {
 TEMPLATE_TEST_CASE("load_state_dict restores every parameter and buffer bit for bit", "[io][state_dict]", float,
                    double) {
   using S = TestType;
-  const MatrixX<S> x = random_input<S>(16, 5);
+  const MatrixX<S> x = random_matrix<S>(16, 5, 99);
   SECTION("FeedForward") {
     auto source = make_feed_forward<S>(1);
     auto target = make_feed_forward<S>(2);

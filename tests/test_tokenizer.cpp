@@ -5,8 +5,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <map>
 #include <optional>
@@ -23,6 +21,7 @@
 #include "moe/data/vocabulary_map.hpp"
 #include "moe/io/strict_json.hpp"
 
+#include "file_contents.hpp"
 #include "gpt2_toy_files.hpp"
 
 namespace fs = std::filesystem;
@@ -32,6 +31,9 @@ using moe::VocabularyMap;
 using Ids = std::vector<Index>;
 
 namespace {
+
+using moe::test::read_bytes;
+using moe::test::write_bytes;
 
 /// Inputs are found from this file's path, so the tests run from any directory; MOE_DATA_DIR overrides
 /// the data folder.
@@ -44,38 +46,25 @@ fs::path texts_path() { return fs::path(__FILE__).parent_path() / "data" / "gpt2
 
 /// Outside CI a missing input skips the test with a warning; CI (CI=true) must run everything, so there
 /// it fails.
-void missing(const std::string& what) {
+void missing_input(const std::string& what) {
   const char* ci = std::getenv("CI");
   if (ci != nullptr && std::string_view(ci) == "true") FAIL(what << " (CI=true: failing instead of skipping)");
   WARN("skipped: " << what);
 }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream file(path, std::ios::binary);
-  INFO("reading " << path.string());
-  REQUIRE(file.is_open());
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-}
-
-void write_text(const fs::path& path, std::string_view text) {
-  std::ofstream file(path, std::ios::binary);
-  file << text;
-  REQUIRE(file.good());
-}
-
-/// GPT-2's own files in data/gpt2/, loaded once; nullptr (skip or fail, see `missing`) without them.
+/// GPT-2's own files in data/gpt2/, loaded once; nullptr (skip or fail, see `missing_input`) without them.
 GPT2Tokenizer* gpt2() {
   static std::optional<GPT2Tokenizer> tokenizer;
   const fs::path dir = data_dir() / "gpt2";
   if (!tokenizer && fs::exists(dir / "encoder.json") && fs::exists(dir / "vocab.bpe"))
     tokenizer = GPT2Tokenizer::from_directory(dir);
   if (!tokenizer)
-    missing("no encoder.json and vocab.bpe in " + dir.string() + " (scripts/fetch-data.sh puts them there)");
+    missing_input("no encoder.json and vocab.bpe in " + dir.string() + " (scripts/fetch-data.sh puts them there)");
   return tokenizer ? &*tokenizer : nullptr;
 }
 
 std::vector<std::string> load_texts() {
-  return moe::parse_json(read_text(texts_path())).get<std::vector<std::string>>();
+  return moe::parse_json(read_bytes(texts_path())).get<std::vector<std::string>>();
 }
 
 GPT2Tokenizer toy_tokenizer(const std::vector<std::pair<std::string, std::string>>& merges) {
@@ -336,15 +325,15 @@ TEST_CASE("GPT-2 tokenizer names the missing or corrupt file", "[data][tokenizer
   fs::remove(dir / "encoder.json");
   const moe::test::ToyFiles files = moe::test::toy_files({{"a", "b"}});
   const std::string& encoder = files.encoder;
-  write_text(dir / "encoder.json", encoder);
+  write_bytes(dir / "encoder.json", encoder);
   CHECK_THROWS_WITH(GPT2Tokenizer::from_directory(dir), Catch::Contains((dir / "vocab.bpe").string() + ": no such file"));
-  write_text(dir / "vocab.bpe", files.vocab);
+  write_bytes(dir / "vocab.bpe", files.vocab);
   CHECK(GPT2Tokenizer::from_directory(dir).encode("ab") == Ids{256});
-  write_text(dir / "encoder.json", encoder.substr(0, 50));
+  write_bytes(dir / "encoder.json", encoder.substr(0, 50));
   CHECK_THROWS_WITH(GPT2Tokenizer::from_directory(dir),
                     Catch::Contains((dir / "encoder.json").string() + ": ") && Catch::Contains("at byte 50"));
-  write_text(dir / "encoder.json", encoder);
-  write_text(dir / "vocab.bpe", "#version: 0.2\n");
+  write_bytes(dir / "encoder.json", encoder);
+  write_bytes(dir / "vocab.bpe", "#version: 0.2\n");
   CHECK_THROWS_WITH(GPT2Tokenizer::from_directory(dir),
                     Catch::Contains((dir / "vocab.bpe").string() + ": no merge makes token 256"));
   fs::remove_all(dir);
@@ -393,11 +382,11 @@ TEST_CASE("GPT-2 decode inverts encode on the test texts", "[data][tokenizer]") 
 TEST_CASE("GPT-2 tokenizer gives the ids of the JavaScript encoder", "[.gpt2_node]") {
   const char* ids_path = std::getenv("MOE_GPT2_NODE_IDS");
   if (ids_path == nullptr || !fs::exists(ids_path))
-    return missing(std::string("no ids from node: ") + (ids_path ? ids_path : "MOE_GPT2_NODE_IDS is not set") +
+    return missing_input(std::string("no ids from node: ") + (ids_path ? ids_path : "MOE_GPT2_NODE_IDS is not set") +
                    " (ctest's gpt2_tokenizer.node_reference writes them with tests/peers/gpt2_encode.js)");
   GPT2Tokenizer* tokenizer = gpt2();
   if (tokenizer == nullptr) return;
-  const nlohmann::json node = moe::parse_json(read_text(ids_path));
+  const nlohmann::json node = moe::parse_json(read_bytes(ids_path));
   const nlohmann::json& texts = node.at("texts");  // what node read from tests/data/gpt2_texts.json
   const nlohmann::json& node_ids = node.at("ids");
   REQUIRE(node_ids.size() == texts.size());

@@ -4,8 +4,6 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <numeric>
 #include <optional>
@@ -35,6 +33,8 @@
 #include "moe/train/checkpoint.hpp"
 #include "moe/train/progress.hpp"
 #include "moe/train/trainer.hpp"
+#include "balancers.hpp"
+#include "file_contents.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -44,16 +44,9 @@ using moe::Matrix;
 
 namespace {
 
+using moe::test::read_bytes;
+using moe::test::SwitchAndBias;
 using moe::test::TempDir;
-
-template <class S>
-using SwitchAndBias = moe::Combine<S, moe::SwitchAuxLoss, moe::AuxLossFree>;
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in.is_open());
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 /// Gathers the rows of `batch` from `inputs` and `labels`.
 void gather(const Matrix& inputs, const std::vector<Index>& labels, std::span<const Index> batch, Matrix& x,
@@ -326,8 +319,8 @@ void check_same_bits(R& a, R& b) {
   TempDir dir;
   moe::save_training(dir / "a.ck", a.trainer);
   moe::save_training(dir / "b.ck", b.trainer);
-  CHECK(read_file(dir / "a.ck") == read_file(dir / "b.ck"));
-  CHECK(read_file(dir / "a.ck.trainer") == read_file(dir / "b.ck.trainer"));
+  CHECK(read_bytes(dir / "a.ck") == read_bytes(dir / "b.ck"));
+  CHECK(read_bytes(dir / "a.ck.trainer") == read_bytes(dir / "b.ck.trainer"));
 }
 
 /// A run interrupted at `crash_at` (after the step, before its checkpoint) and resumed by another process
@@ -351,8 +344,8 @@ void check_resume(Index crash_at) {
   CHECK(resumed.trainer.step() == (crash_at - 1) / 2 * 2);
   fit(resumed, resumed_dir.path());
   check_same_bits(straight, resumed);
-  CHECK(read_file(resumed_dir / "metrics.csv") == read_file(straight_dir / "metrics.csv"));
-  CHECK(read_file(resumed_dir / "run.ck") == read_file(straight_dir / "run.ck"));
+  CHECK(read_bytes(resumed_dir / "metrics.csv") == read_bytes(straight_dir / "metrics.csv"));
+  CHECK(read_bytes(resumed_dir / "run.ck") == read_bytes(straight_dir / "run.ck"));
 }
 
 /// Records what happens, in order, to check the loop's order of operations.
@@ -543,7 +536,7 @@ TEST_CASE("Trainer: checkpoints, CSV rows and evaluations fall on the steps aske
   REQUIRE(lrs.size() == static_cast<std::size_t>(LmRun::steps));
   for (Index s = 0; s < LmRun::steps; ++s) CHECK(lrs[static_cast<std::size_t>(s)] == schedule.lr(s));
   // A row at each epoch's end (steps 6 and 12) and one at the run's end within epoch 3.
-  const std::string csv = read_file(dir / "epochs.csv");
+  const std::string csv = read_bytes(dir / "epochs.csv");
   CHECK(csv.rfind("step,epoch_loss\n6,", 0) == 0);
   CHECK(csv.find("\n12,") != std::string::npos);
   CHECK(csv.find("\n15,") != std::string::npos);
@@ -609,7 +602,7 @@ TEST_CASE("ProgressMeter: plain lines off a terminal, one line redrawn with \\r 
       for (int s = 0; s < 3; ++s) meter.step(64, 1.5);
     }
     std::fclose(file);
-    const std::string text = read_file(path);
+    const std::string text = read_bytes(path);
     CHECK(text.find("[run] step 3/3  epoch 1/2  loss 1.5000") != std::string::npos);
     CHECK(text.find("tokens/s") != std::string::npos);
     CHECK(text.find("left 00:00:00") != std::string::npos);

@@ -34,6 +34,8 @@
 #include "moe/optim/optimizer.hpp"
 #include "moe/routing/softmax_top_k.hpp"
 
+#include "../balancers.hpp"
+
 namespace {
 
 using moe::Index;
@@ -43,8 +45,7 @@ using moe::backends::Cpu;
 using moe::backends::MpiComm;
 using ExpertParallel = moe::backends::ExpertParallel<>;
 using Expert = moe::FeedForward<moe::GELU, S>;
-template <class T>
-using SwitchAndBias = moe::Combine<T, moe::SwitchAuxLoss, moe::AuxLossFree>;
+using moe::test::SwitchAndBias;
 template <template <class> class Balancer, class Backend>
 using Layer = moe::MoELayer<Expert, moe::SoftmaxTopK, 2, Balancer, Backend>;
 

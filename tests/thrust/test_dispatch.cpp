@@ -19,18 +19,15 @@
 #include <type_traits>
 #include <vector>
 
+#include "agreement.hpp"
+
 namespace {
 
 using moe::Index;
+using moe_test::same_bits;
+using moe_test::to_host;
 using moe::backends::device::DevicePlan;
 namespace device = moe::backends::device;
-
-template <class T>
-std::vector<T> to_host(const thrust::device_vector<T>& values) {
-  std::vector<T> host(values.size());
-  if (!host.empty()) thrust::copy(values.begin(), values.end(), host.begin());  // no iterator into an empty vector
-  return host;
-}
 
 template <class T>
 thrust::device_vector<T> to_device(const std::vector<T>& values) {
@@ -160,11 +157,6 @@ std::string first_mismatch(const std::vector<Scalar>& actual, const std::vector<
       return out.str();
     }
   return "";
-}
-
-template <class T>
-bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 }  // namespace

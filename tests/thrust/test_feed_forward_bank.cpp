@@ -21,6 +21,7 @@
 #include <thrust/device_vector.h>
 
 #include "moe/core/parallel.hpp"
+#include "agreement.hpp"
 
 namespace {
 
@@ -136,13 +137,6 @@ struct DeviceState {
     for (std::size_t i = 0; i < grads.size(); ++i) thrust::copy(p.grads[i].begin(), p.grads[i].end(), grads[i].begin());
   }
 };
-
-template <class S>
-std::vector<S> to_host(const thrust::device_vector<S>& v) {
-  std::vector<S> host(v.size());
-  if (!v.empty()) thrust::copy(v.begin(), v.end(), host.begin());  // Thrust's host copy dereferences its output
-  return host;
-}
 
 template <class Kind, class S>
 typename Kind::template Bank<S> make_bank(const Shape& shape) {
@@ -284,11 +278,6 @@ void check_close(const std::string& what, const std::vector<S>& got, const std::
   }
   CAPTURE(worst, scale);
   CHECK(worst <= tolerance * scale);
-}
-
-template <class S>
-bool same_bits(const std::vector<S>& a, const std::vector<S>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(S)) == 0;
 }
 
 template <class S>

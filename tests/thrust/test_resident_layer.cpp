@@ -37,7 +37,7 @@ using moe_test::tolerance;
 /// The host layer, and a resident copy of a twin built from the same seed, run forward and backward twice (the
 /// second time after an aux-loss-free update); the device gradients come back through download().
 template <class Expert, template <class> class Router, int K, template <class> class Balancer>
-void compare(const typename moe::MoELayer<Expert, Router, K, Balancer>::Options& options, Index tokens) {
+void compare_with_host(const typename moe::MoELayer<Expert, Router, K, Balancer>::Options& options, Index tokens) {
   using S = typename Expert::Scalar;
   using Layer = moe::MoELayer<Expert, Router, K, Balancer>;
   moe::Rng host_rng(3), twin_rng(3);
@@ -87,12 +87,12 @@ void compare(const typename moe::MoELayer<Expert, Router, K, Balancer>::Options&
 }  // namespace
 
 TEST_CASE("ResidentMoE: softmax top-1, Switch aux loss, float", "[thrust][resident]") {
-  compare<moe::FeedForward<moe::GELU, float>, moe::SoftmaxTopK, 1, moe::SwitchAuxLoss>(
+  compare_with_host<moe::FeedForward<moe::GELU, float>, moe::SoftmaxTopK, 1, moe::SwitchAuxLoss>(
       {.d_model = 16, .num_experts = 4, .expert = {.hidden = 32}, .balancer = {.alpha = 1e-2}}, 96);
 }
 
 TEST_CASE("ResidentMoE: softmax top-2 renormalised, shared expert, capacity drops, double", "[thrust][resident]") {
-  compare<moe::FeedForward<moe::ReLU, double>, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>(
+  compare_with_host<moe::FeedForward<moe::ReLU, double>, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>(
       {.d_model = 8,
        .num_experts = 6,
        .num_shared_experts = 1,
@@ -106,7 +106,7 @@ TEST_CASE("ResidentMoE: softmax top-2 renormalised, shared expert, capacity drop
 
 TEST_CASE("ResidentMoE: sigmoid top-3, sequence aux loss with the aux-loss-free bias, two shared SwiGLU experts",
           "[thrust][resident]") {
-  compare<moe::SwiGLUFeedForward<float>, moe::SigmoidTopK, 3, SequenceAuxLossFree>(
+  compare_with_host<moe::SwiGLUFeedForward<float>, moe::SigmoidTopK, 3, SequenceAuxLossFree>(
       {.d_model = 16,
        .num_experts = 8,
        .num_shared_experts = 2,
@@ -118,7 +118,7 @@ TEST_CASE("ResidentMoE: sigmoid top-3, sequence aux loss with the aux-loss-free 
 
 TEST_CASE("ResidentMoE: capacity drops first choices first, Switch loss with f_i = c_i / T, double",
           "[thrust][resident]") {
-  compare<moe::FeedForward<moe::ReLU, double>, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>(
+  compare_with_host<moe::FeedForward<moe::ReLU, double>, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>(
       {.d_model = 8,
        .num_experts = 6,
        .capacity_factor = 0.75,
@@ -141,17 +141,17 @@ TEST_CASE("ResidentMoE refuses SigmoidTopK's routed scaling factor and group-lim
 }
 
 TEST_CASE("ResidentMoE: softmax top-4, SiLU experts with capacity, no balancing, double", "[thrust][resident]") {
-  compare<moe::FeedForward<moe::SiLU, double>, moe::SoftmaxTopK, 4, moe::NoBalancing>(
+  compare_with_host<moe::FeedForward<moe::SiLU, double>, moe::SoftmaxTopK, 4, moe::NoBalancing>(
       {.d_model = 6, .num_experts = 8, .capacity_factor = 1.0, .expert = {.hidden = 10, .bias = true}}, 40);
 }
 
 TEST_CASE("ResidentMoE: sigmoid top-5 with the aux-loss-free bias, no expert biases, float", "[thrust][resident]") {
-  compare<moe::FeedForward<moe::GELU, float>, moe::SigmoidTopK, 5, moe::AuxLossFree>(
+  compare_with_host<moe::FeedForward<moe::GELU, float>, moe::SigmoidTopK, 5, moe::AuxLossFree>(
       {.d_model = 12, .num_experts = 10, .expert = {.hidden = 20, .bias = false}, .balancer = {.gamma = 1e-2}}, 70);
 }
 
 TEST_CASE("ResidentMoE: dense K = 6 of 6, sequence aux loss, out_features != d_model, double", "[thrust][resident]") {
-  compare<moe::SwiGLUFeedForward<double>, moe::SoftmaxTopK, moe::Dynamic, moe::SequenceAuxLoss>(
+  compare_with_host<moe::SwiGLUFeedForward<double>, moe::SoftmaxTopK, moe::Dynamic, moe::SequenceAuxLoss>(
       {.d_model = 7,
        .num_experts = 6,
        .k = 6,

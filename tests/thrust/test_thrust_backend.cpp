@@ -35,7 +35,7 @@ using moe_test::tolerance;
 /// Builds the layer on both backends from the same seed, runs forward and backward twice (the second time
 /// after an aux-loss-free update, when the balancer has one) and compares everything.
 template <class Expert, template <class> class Router, int K, template <class> class Balancer>
-void compare(const typename moe::MoELayer<Expert, Router, K, Balancer>::Options& options, Index tokens) {
+void compare_with_cpu(const typename moe::MoELayer<Expert, Router, K, Balancer>::Options& options, Index tokens) {
   using S = typename Expert::Scalar;
   using CpuLayer = moe::MoELayer<Expert, Router, K, Balancer, moe::backends::Cpu>;
   using ThrustLayer = moe::MoELayer<Expert, Router, K, Balancer, moe::backends::Thrust>;
@@ -83,13 +83,13 @@ void compare(const typename moe::MoELayer<Expert, Router, K, Balancer>::Options&
 }  // namespace
 
 TEST_CASE("Thrust backend: softmax top-1, Switch aux loss, float", "[thrust][backend]") {
-  compare<moe::FeedForward<moe::GELU, float>, moe::SoftmaxTopK, 1, moe::SwitchAuxLoss>(
+  compare_with_cpu<moe::FeedForward<moe::GELU, float>, moe::SoftmaxTopK, 1, moe::SwitchAuxLoss>(
       {.d_model = 16, .num_experts = 4, .expert = {.hidden = 32}, .balancer = {.alpha = 1e-2}}, 96);
 }
 
 TEST_CASE("Thrust backend: softmax top-2 renormalised, shared expert, capacity drops, double",
           "[thrust][backend]") {
-  compare<moe::FeedForward<moe::ReLU, double>, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>(
+  compare_with_cpu<moe::FeedForward<moe::ReLU, double>, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>(
       {.d_model = 8, .num_experts = 6, .num_shared_experts = 1, .capacity_factor = 0.75, .expert = {.hidden = 12},
        .shared_expert = {.hidden = 5}, .router = {.renormalize = true}, .balancer = {.alpha = 1e-2}},
       50);
@@ -97,7 +97,7 @@ TEST_CASE("Thrust backend: softmax top-2 renormalised, shared expert, capacity d
 
 TEST_CASE("Thrust backend: sigmoid top-3, sequence aux loss with the aux-loss-free bias, SwiGLU, float",
           "[thrust][backend]") {
-  compare<moe::SwiGLUFeedForward<float>, moe::SigmoidTopK, 3, SequenceAuxLossFree>(
+  compare_with_cpu<moe::SwiGLUFeedForward<float>, moe::SigmoidTopK, 3, SequenceAuxLossFree>(
       {.d_model = 16, .num_experts = 8, .num_shared_experts = 2, .expert = {.hidden = 24},
        .shared_expert = {.hidden = 24}, .balancer = {{1e-2, 16}, {1e-2}}},
       64);
@@ -105,7 +105,7 @@ TEST_CASE("Thrust backend: sigmoid top-3, sequence aux loss with the aux-loss-fr
 
 TEST_CASE("Thrust backend: DeepSeek-V3's group-limited routing and scaling, capacity first choices first, double",
           "[thrust][backend]") {
-  compare<moe::SwiGLUFeedForward<double>, moe::SigmoidTopK, 3, SequenceAuxLossFree>(
+  compare_with_cpu<moe::SwiGLUFeedForward<double>, moe::SigmoidTopK, 3, SequenceAuxLossFree>(
       {.d_model = 8, .num_experts = 12, .num_shared_experts = 1, .capacity_factor = 0.75,
        .drop_policy = moe::DropPolicy::choice_order, .expert = {.hidden = 10}, .shared_expert = {.hidden = 6},
        .router = {.routed_scaling_factor = 2.5, .n_group = 4, .topk_group = 2}, .balancer = {{1e-2, 16}, {1e-2}}},
@@ -113,19 +113,19 @@ TEST_CASE("Thrust backend: DeepSeek-V3's group-limited routing and scaling, capa
 }
 
 TEST_CASE("Thrust backend: softmax top-4, SiLU experts with capacity, no balancing, double", "[thrust][backend]") {
-  compare<moe::FeedForward<moe::SiLU, double>, moe::SoftmaxTopK, 4, moe::NoBalancing>(
+  compare_with_cpu<moe::FeedForward<moe::SiLU, double>, moe::SoftmaxTopK, 4, moe::NoBalancing>(
       {.d_model = 6, .num_experts = 8, .capacity_factor = 1.0, .expert = {.hidden = 10, .bias = true}}, 40);
 }
 
 TEST_CASE("Thrust backend: sigmoid top-5 with the aux-loss-free bias, no expert biases, float", "[thrust][backend]") {
-  compare<moe::FeedForward<moe::GELU, float>, moe::SigmoidTopK, 5, moe::AuxLossFree>(
+  compare_with_cpu<moe::FeedForward<moe::GELU, float>, moe::SigmoidTopK, 5, moe::AuxLossFree>(
       {.d_model = 12, .num_experts = 10, .expert = {.hidden = 20, .bias = false}, .balancer = {.gamma = 1e-2}},
       70);
 }
 
 TEST_CASE("Thrust backend: dense K = 6 of 6, sequence aux loss, out_features != d_model, double",
           "[thrust][backend]") {
-  compare<moe::SwiGLUFeedForward<double>, moe::SoftmaxTopK, moe::Dynamic, moe::SequenceAuxLoss>(
+  compare_with_cpu<moe::SwiGLUFeedForward<double>, moe::SoftmaxTopK, moe::Dynamic, moe::SequenceAuxLoss>(
       {.d_model = 7, .num_experts = 6, .k = 6, .expert = {.hidden = 9, .out_features = 5},
        .shared_expert = {.hidden = 4, .out_features = 5}, .balancer = {1e-2, 8}},
       32);

@@ -125,6 +125,49 @@ TEST_CASE("hf_moe_block_config reads the family's routing from config.json and r
   CHECK_THROWS_WITH(moe::hf_moe_block_config(no_width, 0), Contains("config.json has no \"intermediate_size\""));
 }
 
+TEST_CASE("hf_moe_block_config reads DeepSeek-V2's topk_method, groups and scaling, and Qwen2-MoE's gate",
+          "[hf_checkpoint]") {
+  const nlohmann::json v2 = nlohmann::json::parse(R"({"model_type": "deepseek_v2", "hidden_size": 16,
+      "moe_intermediate_size": 6, "n_routed_experts": 16, "n_shared_experts": 2, "num_experts_per_tok": 4,
+      "n_group": 4, "topk_group": 2, "topk_method": "group_limited_greedy", "routed_scaling_factor": 16.0,
+      "norm_topk_prob": false, "scoring_func": "softmax", "hidden_act": "silu"})");
+  const moe::HfMoeBlockConfig grouped = moe::hf_moe_block_config(v2, 1);
+  CHECK(grouped.family->name == "DeepSeek-V2");
+  CHECK((grouped.num_experts == 16 && grouped.k == 4 && grouped.hidden == 6 && grouped.shared_hidden == 12));
+  CHECK((grouped.n_group == 4 && grouped.topk_group == 2 && grouped.routed_scaling_factor == 16.0));
+  CHECK((!grouped.renormalize && !grouped.shared_gate));
+
+  nlohmann::json lite = v2;
+  lite["topk_method"] = "greedy";  // V2-Lite: plain top-K, whatever n_group says
+  const moe::HfMoeBlockConfig greedy = moe::hf_moe_block_config(lite, 1);
+  CHECK((greedy.n_group == 1 && greedy.topk_group == 1 && greedy.routed_scaling_factor == 16.0));
+
+  const auto refused = [&](const char* key, nlohmann::json value) {
+    nlohmann::json changed = v2;
+    changed[key] = std::move(value);
+    return [changed] { moe::hf_moe_block_config(changed, 1); };
+  };
+  CHECK_THROWS_WITH(refused("norm_topk_prob", true)(),
+                    Contains("norm_topk_prob is true; DeepSeek's modeling_deepseek.py would renormalise"));
+  CHECK_THROWS_WITH(refused("topk_method", "noaux_tc")(),
+                    Contains("\"topk_method\" is \"noaux_tc\"; moe loads DeepSeek-V2 blocks with \"greedy\" or "
+                             "\"group_limited_greedy\" only"));
+  CHECK_THROWS_WITH(refused("scoring_func", "sigmoid")(), Contains("\"scoring_func\" is \"sigmoid\""));
+  CHECK_THROWS_WITH(refused("n_group", 0)(), Contains("\"n_group\" must be a positive integer"));
+
+  const nlohmann::json qwen2 = nlohmann::json::parse(R"({"model_type": "qwen2_moe", "hidden_size": 4,
+      "moe_intermediate_size": 3, "shared_expert_intermediate_size": 5, "num_experts": 2,
+      "num_experts_per_tok": 1, "norm_topk_prob": false})");
+  const moe::HfMoeBlockConfig q = moe::hf_moe_block_config(qwen2, 2);
+  CHECK((q.shared_hidden == 5 && q.shared_gate && !q.renormalize));
+  moe::Rng rng(3);
+  moe::HfMoeBlock<double> block(q, qwen2, rng);
+  const auto dict = block.hf_state_dict();
+  CHECK(dict.size() == 1 + 2 * 3 + 3 + 1);
+  CHECK(dict.at("model.layers.2.mlp.shared_expert_gate.weight").shape == moe::Shape{1, 4});
+  CHECK(dict.at("model.layers.2.mlp.shared_expert.up_proj.weight").shape == moe::Shape{5, 4});
+}
+
 TEST_CASE("HfMoeBlock names its tensors as the family's checkpoints do", "[hf_checkpoint]") {
   const nlohmann::json mixtral = nlohmann::json::parse(R"({"model_type": "mixtral", "hidden_size": 4,
       "intermediate_size": 3, "num_local_experts": 2, "num_experts_per_tok": 2})");

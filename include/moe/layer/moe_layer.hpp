@@ -1,9 +1,9 @@
 #pragma once
 // MoELayer<Expert, Router, K, Balancer, Backend>: routes each row of x to K of N experts and mixes their
 // outputs with the router's gates (Shazeer et al. 2017), with optional always-on shared experts
-// (DeepSeekMoE, Dai et al. 2024), each optionally scaled per token by a sigmoid gate (Qwen1.5/Qwen2-MoE,
-// Yang et al. 2024, "Qwen2 Technical Report"), an optional capacity (Fedus et al. 2021) and an optional
-// padding mask.
+// (DeepSeekMoE, Dai et al. 2024), each optionally scaled per token by a sigmoid gate (Qwen Team 2024,
+// "Qwen1.5-MoE: Matching 7B Model Performance with 1/3 Activated Parameters"; transformers' Qwen2MoeSparseMoeBlock),
+// an optional capacity (Fedus et al. 2021) and an optional padding mask.
 
 #include <algorithm>
 #include <cmath>

@@ -267,9 +267,11 @@ class HfMoeBlock {
   using SigmoidLayer = MoELayer<SwiGLUFeedForward<Scalar>, SigmoidTopK, Dynamic, AuxLossFree>;
   using Layer = std::variant<SoftmaxLayer, SigmoidLayer>;
 
-  /// A block with PyTorch's default initialisation, shaped as `config` says.
-  HfMoeBlock(HfMoeBlockConfig config, nlohmann::json config_json, Rng& rng)
-      : config_(std::move(config)), config_json_(std::move(config_json)), layer_(build(config_, rng)) {}
+  /// A block shaped as `config` says, with PyTorch's default initialisation drawn from `init` (an Rng), or
+  /// all zero (moe::zero_init: what load_hf_moe_block fills).
+  template <ParameterInit Init>
+  HfMoeBlock(HfMoeBlockConfig config, nlohmann::json config_json, Init&& init)
+      : config_(std::move(config)), config_json_(std::move(config_json)), layer_(build(config_, init)) {}
 
   const HfMoeBlockConfig& config() const { return config_; }
   /// The checkpoint's whole config.json, which save_hf_moe_block writes back.
@@ -292,7 +294,8 @@ class HfMoeBlock {
   }
 
  private:
-  static Layer build(const HfMoeBlockConfig& c, Rng& rng) {
+  template <class Init>
+  static Layer build(const HfMoeBlockConfig& c, Init& init) {
     const auto fill = [&](auto& options) {
       options.d_model = c.d_model;
       options.num_experts = c.num_experts;
@@ -307,13 +310,13 @@ class HfMoeBlock {
       fill(options);
       options.router = {.renormalize = c.renormalize, .bias = false, .routed_scaling_factor = c.routed_scaling_factor,
                         .n_group = c.n_group, .topk_group = c.topk_group};
-      return Layer(std::in_place_type<SoftmaxLayer>, options, rng);
+      return Layer(std::in_place_type<SoftmaxLayer>, options, init);
     }
     typename SigmoidLayer::Options options;
     fill(options);
     options.router = {.bias = false, .routed_scaling_factor = c.routed_scaling_factor, .n_group = c.n_group,
                       .topk_group = c.topk_group};
-    return Layer(std::in_place_type<SigmoidLayer>, options, rng);
+    return Layer(std::in_place_type<SigmoidLayer>, options, init);
   }
 
   HfMoeBlockConfig config_;
@@ -348,8 +351,7 @@ HfMoeBlock<Scalar> load_hf_moe_block(ShardedSafetensors& checkpoint, const nlohm
   if (!checkpoint.contains(router))
     detail::fail(context, ": layer ", layer, " has no ", family.name, " MoE block (no tensor ", router,
                  "); it has ", hf_moe_layers(checkpoint, family).size(), " MoE layers");
-  Rng rng(0);  // every value is overwritten below
-  HfMoeBlock<Scalar> block(std::move(config), config_json, rng);
+  HfMoeBlock<Scalar> block(std::move(config), config_json, zero_init);  // every value is read below
   const auto names = block.tensor_names();
   const std::map<std::string, std::string> checkpoint_name(names.begin(), names.end());
   // Tensor by tensor straight into the layer's memory: the block and one tensor at a time, never a second copy.

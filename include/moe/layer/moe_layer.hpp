@@ -124,21 +124,25 @@ class MoELayer {
     Backend backend{};
   };
 
-  MoELayer(const Options& options, Rng& rng)
+  /// Parameters drawn from `init`, an Rng, in PyTorch's way for each module; or, with moe::zero_init, all zero
+  /// and nothing drawn, for a loader that overwrites them (the router, experts and shared experts must take
+  /// ZeroInit: SoftmaxTopK, SigmoidTopK; SwiGLUFeedForward).
+  template <ParameterInit Init>
+  MoELayer(const Options& options, Init&& init)
       : options_(validated(options)),
-        router_(options.d_model, options.num_experts, options.router, rng),
+        router_(options.d_model, options.num_experts, options.router, init),
         balancer_(options.num_experts, options.balancer),
-        experts_(options.num_experts, options.d_model, options.expert, rng, held_experts(options_)),
+        experts_(options.num_experts, options.d_model, options.expert, init, held_experts(options_)),
         runner_(options_.backend) {
     shared_.reserve(static_cast<std::size_t>(options.num_shared_experts));
     for (Index s = 0; s < options.num_shared_experts; ++s)
-      shared_.emplace_back(options.d_model, options.shared_expert, rng);
+      shared_.emplace_back(options.d_model, options.shared_expert, init);
     const Index width = experts_.out_features();
     for (const auto& s : shared_)
       detail::require(s.out_features() == width, "MoELayer: shared experts output ", s.out_features(),
                       " features, routed experts ", width);
     // Drawn after every other parameter, so that the layer without the gate draws exactly what it did before.
-    if (options.shared_expert_gate) shared_gate_.emplace(options.d_model, options.num_shared_experts, rng, false);
+    if (options.shared_expert_gate) shared_gate_.emplace(options.d_model, options.num_shared_experts, init, false);
     step_load_.setZero(options.num_experts);
     load_.reset(options.num_experts);
   }

@@ -26,8 +26,10 @@ class SoftmaxTopK {
     Index topk_group = 1;                // groups each token may choose its experts from
   };
 
-  SoftmaxTopK(Index d_model, Index num_experts, const Options& options, Rng& rng)
-      : linear_(d_model, num_experts, rng, options.bias),
+  /// The weight drawn from `init` (an Rng) as PyTorch's nn.Linear draws it, or zero (ZeroInit).
+  template <ParameterInit Init>
+  SoftmaxTopK(Index d_model, Index num_experts, const Options& options, Init&& init)
+      : linear_(d_model, num_experts, init, options.bias),
         options_(options),
         group_limit_(options, num_experts, "SoftmaxTopK") {}
 

@@ -1,7 +1,11 @@
 #include <catch2/catch.hpp>
 
+#include <bit>
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "moe/io/hf_moe.hpp"
@@ -185,4 +189,66 @@ TEST_CASE("HfMoeBlock names its tensors as the family's checkpoints do", "[hf_ch
   auto reloaded = moe::load_hf_moe_block<double>(dir.path(), 5);
   const auto again = reloaded.hf_state_dict();
   for (const auto& [name, tensor] : dict) CHECK(again.at(name).data == tensor.data.cast<double>());
+}
+
+TEST_CASE("float_to_bfloat16 rounds to nearest, ties to even, as PyTorch does", "[hf_checkpoint][bf16]") {
+  const auto bits = [](std::uint32_t b) { return moe::float_to_bfloat16(std::bit_cast<float>(b)); };
+  CHECK(bits(0x3F800000u) == 0x3F80u);  // 1.0, exact
+  CHECK(bits(0x3F808000u) == 0x3F80u);  // halfway between 0x3F80 and 0x3F81: to the even one
+  CHECK(bits(0x3F818000u) == 0x3F82u);  // halfway between 0x3F81 and 0x3F82: to the even one
+  CHECK(bits(0x3F808001u) == 0x3F81u);  // just past halfway: up
+  CHECK(bits(0x3F807FFFu) == 0x3F80u);  // just below halfway: down
+  CHECK(bits(0xBF818000u) == 0xBF82u);  // the sign is kept
+  CHECK(bits(0x7F7FFFFFu) == 0x7F80u);  // the largest float rounds to infinity
+  CHECK(bits(0xFF800000u) == 0xFF80u);  // -infinity
+  CHECK(bits(0x00000001u) == 0x0000u);  // the smallest subnormal rounds to zero
+  CHECK(std::isnan(moe::bfloat16_to_float(bits(0x7F800001u))));  // a NaN whose payload is in the low half
+  CHECK(std::isnan(moe::bfloat16_to_float(bits(0xFFC00000u))));
+}
+
+TEST_CASE("save_hf_moe_block writes BF16 shards and an index as transformers does, and one file again",
+          "[hf_checkpoint][bf16]") {
+  const nlohmann::json qwen2 = nlohmann::json::parse(R"({"model_type": "qwen2_moe", "hidden_size": 8,
+      "moe_intermediate_size": 4, "shared_expert_intermediate_size": 6, "num_experts": 4,
+      "num_experts_per_tok": 2, "norm_topk_prob": true})");
+  moe::Rng rng(12);
+  moe::HfMoeBlock<float> block(moe::hf_moe_block_config(qwen2, 3), qwen2, rng);
+  moe::test::TempDir dir;
+  write_text(dir / "model-00007-of-00009.safetensors", "stale");  // left by an earlier save: removed
+  constexpr std::uint64_t limit = 200;  // bytes of tensor data per shard: 3 BF16 expert projections of 64 bytes
+  moe::save_hf_moe_block(dir.path(), block, moe::DType::BF16, limit);
+
+  CHECK(!fs::exists(dir / "model.safetensors"));
+  CHECK(!fs::exists(dir / "model-00007-of-00009.safetensors"));
+  const nlohmann::json index = moe::detail::read_json_file(dir / "model.safetensors.index.json", "test");
+  const auto dict = block.hf_state_dict();
+  CHECK(index["metadata"]["total_size"] == 2 * (4 * 8 + 4 * 3 * 32 + 3 * 48 + 8));
+  CHECK(index["weight_map"].size() == dict.size());
+  std::map<std::string, std::uint64_t> shard_bytes;
+  for (const auto& [name, shard] : index["weight_map"].items())
+    shard_bytes[shard.get<std::string>()] += 2 * static_cast<std::uint64_t>(dict.at(name).data.size());
+  // In name order: each expert's three projections (192 bytes), the router with the first shared projection,
+  // the two others, the shared expert's gate.
+  CHECK(shard_bytes.size() == 7);
+  CHECK(shard_bytes.begin()->first == "model-00001-of-00007.safetensors");
+  for (const auto& [shard, bytes] : shard_bytes) {
+    INFO(shard);
+    CHECK(bytes <= limit);
+    CHECK(moe::load_safetensors<float>(dir / shard).metadata == moe::Metadata{{"format", "pt"}});
+  }
+  auto reloaded = moe::load_hf_moe_block<float>(dir.path(), 3);
+  for (const auto& [name, tensor] : reloaded.hf_state_dict()) {
+    INFO(name);
+    for (Index i = 0; i < tensor.data.size(); ++i)
+      CHECK(tensor.data(i) == moe::bfloat16_to_float(moe::float_to_bfloat16(dict.at(name).data(i))));
+  }
+
+  // Saved again unsharded: the index and the shards go, one model.safetensors holds the same values.
+  moe::save_hf_moe_block(dir.path(), reloaded, moe::DType::F32);
+  CHECK(fs::exists(dir / "model.safetensors"));
+  CHECK(!fs::exists(dir / "model.safetensors.index.json"));
+  CHECK(!fs::exists(dir / "model-00001-of-00007.safetensors"));
+  auto single = moe::load_hf_moe_block<float>(dir.path(), 3);
+  const auto bf16_values = reloaded.hf_state_dict();
+  for (const auto& [name, tensor] : single.hf_state_dict()) CHECK(tensor.data == bf16_values.at(name).data);
 }

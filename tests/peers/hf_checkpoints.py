@@ -10,6 +10,10 @@ probe.safetensors: inputs x [T x hidden_size] (F32), the block's output y (F32, 
 BF16 weights), and metadata naming the layer and the shards that loading it needs. hf_crosscheck loads the
 block with moe::load_hf_moe_block and compares.
 
+DIR/bf16_rounding.safetensors holds float32 values ("source": random magnitudes, exact ties between two
+bfloat16 values, infinities, the largest float, subnormals) and PyTorch's bfloat16 of each ("rounded"), which
+hf_crosscheck compares with moe's float_to_bfloat16.
+
 hf_checkpoints.py --many-shards DIR LAYERS SHARDS writes a larger DeepSeek-V3-shaped checkpoint (hidden 512,
 64 experts of width 256, no reference output) of LAYERS MoE layers spread over SHARDS shards, to time loading
 one layer with moe-inspect --probe.
@@ -224,6 +228,19 @@ def write_family(root, name, spec, seed):
                         {"layer": str(layer), "shards": ",".join(needed)})
 
 
+def write_bf16_rounding(path):
+    generator = torch.Generator().manual_seed(99)
+    magnitudes = torch.randn(4096, generator=generator) * torch.pow(10.0, torch.randint(-30, 30, (4096,),
+                                                                                        generator=generator))
+    upper = torch.randint(0, 0x7F7F, (1024,), generator=generator, dtype=torch.int32)
+    sign = torch.randint(0, 2, (1024,), generator=generator, dtype=torch.int32) << 31
+    ties = ((upper << 16) | 0x8000 | sign).view(torch.float32)  # halfway between two bfloat16 values
+    special = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), 3.4028234663852886e38, -3.4028234663852886e38,
+                            1e-45, -1e-45, 1.1754942e-38, 1.0, 1.00390625, 1.01171875])
+    source = torch.cat([magnitudes, ties, special])
+    safetensors_io.save(path, {"source": source, "rounded": source.to(torch.bfloat16)}, {"format": "pt"})
+
+
 def write_many_shards(directory, layers, shards):
     generator = torch.Generator().manual_seed(0)
     hidden, experts, width = 512, 64, 256
@@ -263,6 +280,7 @@ def main():
         sys.exit("usage: hf_checkpoints.py DIR | hf_checkpoints.py --many-shards DIR LAYERS SHARDS")
     for seed, (name, spec) in enumerate(FAMILIES.items()):
         write_family(sys.argv[1], name, spec, seed)
+    write_bf16_rounding(os.path.join(sys.argv[1], "bf16_rounding.safetensors"))
 
 
 if __name__ == "__main__":

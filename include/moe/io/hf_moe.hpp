@@ -385,16 +385,14 @@ HfMoeBlock<Scalar> load_hf_moe_block(const std::filesystem::path& dir, Index lay
 }
 
 /// Writes `block` into directory `dir` as a checkpoint that load_hf_moe_block reads back: its tensors under
-/// their checkpoint names in model.safetensors (F32 or F64) and the checkpoint's config.json.
+/// their checkpoint names in `dtype` (F32, F64, or BF16 as published), in one model.safetensors or, with
+/// max_shard_bytes > 0, in shards of at most that much tensor data with model.safetensors.index.json
+/// (save_sharded_safetensors), and the checkpoint's config.json.
 template <class Scalar>
-void save_hf_moe_block(const std::filesystem::path& dir, HfMoeBlock<Scalar>& block,
-                       DType dtype = dtype_of<Scalar>()) {
-  const std::string context = "save_hf_moe_block: " + dir.string();
-  std::error_code error;
-  std::filesystem::create_directories(dir, error);
-  if (error) detail::fail(context, ": cannot create the directory: ", error.message());
-  save_safetensors(dir / ShardedSafetensors::single_file, block.hf_state_dict(), {}, dtype);
-  detail::write_file_atomically(dir / "config.json", context,
+void save_hf_moe_block(const std::filesystem::path& dir, HfMoeBlock<Scalar>& block, DType dtype = dtype_of<Scalar>(),
+                       std::uint64_t max_shard_bytes = 0) {
+  save_sharded_safetensors(dir, block.hf_state_dict(), dtype, max_shard_bytes);
+  detail::write_file_atomically(dir / "config.json", "save_hf_moe_block: " + dir.string(),
                                 [&](std::ostream& out) { out << block.config_json().dump(2) << '\n'; });
 }
 

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -90,6 +91,32 @@ TEST_CASE("A stacked bank's experts are views into one tensor per parameter", "[
   REQUIRE(names.size() == 12);
   CHECK(names[0].name == "0.fc1.weight");
   CHECK(names[11].name == "2.fc2.bias");
+}
+
+TEST_CASE("A layer built with moe::zero_init is all zero, draws nothing and computes the drawn layer's bits once "
+          "loaded", "[moe][expert_bank][zero_init]") {
+  using Layer = moe::MoELayer<SwiGLUExpert, moe::SigmoidTopK, 2, moe::SwitchAuxLoss>;
+  const Layer::Options options{.d_model = 5, .num_experts = 4, .num_shared_experts = 1, .shared_expert_gate = true,
+                               .expert = {.hidden = 6}, .shared_expert = {.hidden = 3},
+                               .router = {.routed_scaling_factor = 2.0, .n_group = 2, .topk_group = 1}};
+  moe::Rng rng(8);
+  Layer drawn(options, rng);
+  Layer zero(options, moe::zero_init);
+  const auto drawn_parameters = drawn.named_parameters(), zero_parameters = zero.named_parameters();
+  REQUIRE(zero_parameters.size() == drawn_parameters.size());
+  for (std::size_t i = 0; i < zero_parameters.size(); ++i) {
+    INFO(zero_parameters[i].name);
+    CHECK(zero_parameters[i].name == drawn_parameters[i].name);
+    CHECK(zero_parameters[i].parameter->shape == drawn_parameters[i].parameter->shape);
+    CHECK(zero_parameters[i].parameter->value.isZero(0.0));
+    CHECK(zero_parameters[i].parameter->grad.isZero(0.0));
+  }
+  for (const auto& stack : zero.experts().stacks())
+    CHECK(reinterpret_cast<std::uintptr_t>(stack.value.data()) % moe::ExpertBank<SwiGLUExpert>::slice_alignment == 0);
+
+  moe::load_state_dict(zero, moe::state_dict(drawn));
+  const MatrixX<double> x = random_matrix(12, 5, 9), dy = random_matrix(12, 5, 10);
+  CHECK(run(zero, x, dy) == run(drawn, x, dy));
 }
 
 TEST_CASE("Stacking changes no initial weight and no bit of forward or backward", "[moe][expert_bank]") {

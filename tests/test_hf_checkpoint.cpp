@@ -1,6 +1,11 @@
 #include <catch2/catch.hpp>
 
+#include <bit>
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <string>
 
 #include "moe/io/hf_moe.hpp"
@@ -125,6 +130,49 @@ TEST_CASE("hf_moe_block_config reads the family's routing from config.json and r
   CHECK_THROWS_WITH(moe::hf_moe_block_config(no_width, 0), Contains("config.json has no \"intermediate_size\""));
 }
 
+TEST_CASE("hf_moe_block_config reads DeepSeek-V2's topk_method, groups and scaling, and Qwen2-MoE's gate",
+          "[hf_checkpoint]") {
+  const nlohmann::json v2 = nlohmann::json::parse(R"({"model_type": "deepseek_v2", "hidden_size": 16,
+      "moe_intermediate_size": 6, "n_routed_experts": 16, "n_shared_experts": 2, "num_experts_per_tok": 4,
+      "n_group": 4, "topk_group": 2, "topk_method": "group_limited_greedy", "routed_scaling_factor": 16.0,
+      "norm_topk_prob": false, "scoring_func": "softmax", "hidden_act": "silu"})");
+  const moe::HfMoeBlockConfig grouped = moe::hf_moe_block_config(v2, 1);
+  CHECK(grouped.family->name == "DeepSeek-V2");
+  CHECK((grouped.num_experts == 16 && grouped.k == 4 && grouped.hidden == 6 && grouped.shared_hidden == 12));
+  CHECK((grouped.n_group == 4 && grouped.topk_group == 2 && grouped.routed_scaling_factor == 16.0));
+  CHECK((!grouped.renormalize && !grouped.shared_gate));
+
+  nlohmann::json lite = v2;
+  lite["topk_method"] = "greedy";  // V2-Lite: plain top-K, whatever n_group says
+  const moe::HfMoeBlockConfig greedy = moe::hf_moe_block_config(lite, 1);
+  CHECK((greedy.n_group == 1 && greedy.topk_group == 1 && greedy.routed_scaling_factor == 16.0));
+
+  const auto refused = [&](const char* key, nlohmann::json value) {
+    nlohmann::json changed = v2;
+    changed[key] = std::move(value);
+    return [changed] { moe::hf_moe_block_config(changed, 1); };
+  };
+  CHECK_THROWS_WITH(refused("norm_topk_prob", true)(),
+                    Contains("norm_topk_prob is true; DeepSeek's modeling_deepseek.py would renormalise"));
+  CHECK_THROWS_WITH(refused("topk_method", "noaux_tc")(),
+                    Contains("\"topk_method\" is \"noaux_tc\"; moe loads DeepSeek-V2 blocks with \"greedy\" or "
+                             "\"group_limited_greedy\" only"));
+  CHECK_THROWS_WITH(refused("scoring_func", "sigmoid")(), Contains("\"scoring_func\" is \"sigmoid\""));
+  CHECK_THROWS_WITH(refused("n_group", 0)(), Contains("\"n_group\" must be a positive integer"));
+
+  const nlohmann::json qwen2 = nlohmann::json::parse(R"({"model_type": "qwen2_moe", "hidden_size": 4,
+      "moe_intermediate_size": 3, "shared_expert_intermediate_size": 5, "num_experts": 2,
+      "num_experts_per_tok": 1, "norm_topk_prob": false})");
+  const moe::HfMoeBlockConfig q = moe::hf_moe_block_config(qwen2, 2);
+  CHECK((q.shared_hidden == 5 && q.shared_gate && !q.renormalize));
+  moe::Rng rng(3);
+  moe::HfMoeBlock<double> block(q, qwen2, rng);
+  const auto dict = block.hf_state_dict();
+  CHECK(dict.size() == 1 + 2 * 3 + 3 + 1);
+  CHECK(dict.at("model.layers.2.mlp.shared_expert_gate.weight").shape == moe::Shape{1, 4});
+  CHECK(dict.at("model.layers.2.mlp.shared_expert.up_proj.weight").shape == moe::Shape{5, 4});
+}
+
 TEST_CASE("HfMoeBlock names its tensors as the family's checkpoints do", "[hf_checkpoint]") {
   const nlohmann::json mixtral = nlohmann::json::parse(R"({"model_type": "mixtral", "hidden_size": 4,
       "intermediate_size": 3, "num_local_experts": 2, "num_experts_per_tok": 2})");
@@ -142,4 +190,66 @@ TEST_CASE("HfMoeBlock names its tensors as the family's checkpoints do", "[hf_ch
   auto reloaded = moe::load_hf_moe_block<double>(dir.path(), 5);
   const auto again = reloaded.hf_state_dict();
   for (const auto& [name, tensor] : dict) CHECK(again.at(name).data == tensor.data.cast<double>());
+}
+
+TEST_CASE("float_to_bfloat16 rounds to nearest, ties to even, as PyTorch does", "[hf_checkpoint][bf16]") {
+  const auto bits = [](std::uint32_t b) { return moe::float_to_bfloat16(std::bit_cast<float>(b)); };
+  CHECK(bits(0x3F800000u) == 0x3F80u);  // 1.0, exact
+  CHECK(bits(0x3F808000u) == 0x3F80u);  // halfway between 0x3F80 and 0x3F81: to the even one
+  CHECK(bits(0x3F818000u) == 0x3F82u);  // halfway between 0x3F81 and 0x3F82: to the even one
+  CHECK(bits(0x3F808001u) == 0x3F81u);  // just past halfway: up
+  CHECK(bits(0x3F807FFFu) == 0x3F80u);  // just below halfway: down
+  CHECK(bits(0xBF818000u) == 0xBF82u);  // the sign is kept
+  CHECK(bits(0x7F7FFFFFu) == 0x7F80u);  // the largest float rounds to infinity
+  CHECK(bits(0xFF800000u) == 0xFF80u);  // -infinity
+  CHECK(bits(0x00000001u) == 0x0000u);  // the smallest subnormal rounds to zero
+  CHECK(std::isnan(moe::bfloat16_to_float(bits(0x7F800001u))));  // a NaN whose payload is in the low half
+  CHECK(std::isnan(moe::bfloat16_to_float(bits(0xFFC00000u))));
+}
+
+TEST_CASE("save_hf_moe_block writes BF16 shards and an index as transformers does, and one file again",
+          "[hf_checkpoint][bf16]") {
+  const nlohmann::json qwen2 = nlohmann::json::parse(R"({"model_type": "qwen2_moe", "hidden_size": 8,
+      "moe_intermediate_size": 4, "shared_expert_intermediate_size": 6, "num_experts": 4,
+      "num_experts_per_tok": 2, "norm_topk_prob": true})");
+  moe::Rng rng(12);
+  moe::HfMoeBlock<float> block(moe::hf_moe_block_config(qwen2, 3), qwen2, rng);
+  moe::test::TempDir dir;
+  write_text(dir / "model-00007-of-00009.safetensors", "stale");  // left by an earlier save: removed
+  constexpr std::uint64_t limit = 200;  // bytes of tensor data per shard: 3 BF16 expert projections of 64 bytes
+  moe::save_hf_moe_block(dir.path(), block, moe::DType::BF16, limit);
+
+  CHECK(!fs::exists(dir / "model.safetensors"));
+  CHECK(!fs::exists(dir / "model-00007-of-00009.safetensors"));
+  const nlohmann::json index = moe::detail::read_json_file(dir / "model.safetensors.index.json", "test");
+  const auto dict = block.hf_state_dict();
+  CHECK(index["metadata"]["total_size"] == 2 * (4 * 8 + 4 * 3 * 32 + 3 * 48 + 8));
+  CHECK(index["weight_map"].size() == dict.size());
+  std::map<std::string, std::uint64_t> shard_bytes;
+  for (const auto& [name, shard] : index["weight_map"].items())
+    shard_bytes[shard.get<std::string>()] += 2 * static_cast<std::uint64_t>(dict.at(name).data.size());
+  // In name order: each expert's three projections (192 bytes), the router with the first shared projection,
+  // the two others, the shared expert's gate.
+  CHECK(shard_bytes.size() == 7);
+  CHECK(shard_bytes.begin()->first == "model-00001-of-00007.safetensors");
+  for (const auto& [shard, bytes] : shard_bytes) {
+    INFO(shard);
+    CHECK(bytes <= limit);
+    CHECK(moe::load_safetensors<float>(dir / shard).metadata == moe::Metadata{{"format", "pt"}});
+  }
+  auto reloaded = moe::load_hf_moe_block<float>(dir.path(), 3);
+  for (const auto& [name, tensor] : reloaded.hf_state_dict()) {
+    INFO(name);
+    for (Index i = 0; i < tensor.data.size(); ++i)
+      CHECK(tensor.data(i) == moe::bfloat16_to_float(moe::float_to_bfloat16(dict.at(name).data(i))));
+  }
+
+  // Saved again unsharded: the index and the shards go, one model.safetensors holds the same values.
+  moe::save_hf_moe_block(dir.path(), reloaded, moe::DType::F32);
+  CHECK(fs::exists(dir / "model.safetensors"));
+  CHECK(!fs::exists(dir / "model.safetensors.index.json"));
+  CHECK(!fs::exists(dir / "model-00001-of-00007.safetensors"));
+  auto single = moe::load_hf_moe_block<float>(dir.path(), 3);
+  const auto bf16_values = reloaded.hf_state_dict();
+  for (const auto& [name, tensor] : single.hf_state_dict()) CHECK(tensor.data == bf16_values.at(name).data);
 }

@@ -415,6 +415,86 @@ TEST_CASE("Group-limited sigmoid routing with a scaling factor: gradients match 
   moe::test::check_module_gradients<decltype(layer)>(layer, x, 16, [](auto& l) { return double(l.aux_loss()); });
 }
 
+TEST_CASE("Group-limited softmax routing (DeepSeek-V2): groups by their best score, scaled gates, gradients",
+          "[moe][layer][gradient][groups]") {
+  using Expert = moe::SwiGLUFeedForward<double>;
+  moe::Rng rng(17);
+  // DeepSeek-V2's router in small: softmax top-3 of 8 experts within the best 2 of 4 groups, gates not
+  // renormalised and scaled by 16, two shared experts.
+  moe::MoELayer<Expert, moe::SoftmaxTopK, 3, moe::NoBalancing> layer(
+      {.d_model = 5, .num_experts = 8, .num_shared_experts = 2, .expert = {.hidden = 4},
+       .shared_expert = {.hidden = 3},
+       .router = {.renormalize = false, .routed_scaling_factor = 16.0, .n_group = 4, .topk_group = 2}},
+      rng);
+  const MatrixX<double> x = random_input(12, 5, 18);
+  const MatrixX<double> y = layer.forward(x);
+  const auto& routing = layer.routing();
+  const MatrixX<double>& scores = *routing.scores;
+  for (Index t = 0; t < x.rows(); ++t) {
+    INFO("token " << t);
+    // By the definition: a group's score is its best softmax score; the 2 best groups; the 3 best experts in them.
+    std::vector<std::pair<double, Index>> groups;
+    for (Index g = 0; g < 4; ++g) groups.emplace_back(-scores.row(t).segment(2 * g, 2).maxCoeff(), g);
+    std::sort(groups.begin(), groups.end());
+    std::vector<std::pair<double, Index>> candidates;
+    for (Index e = 0; e < 8; ++e)
+      if (e / 2 == groups[0].second || e / 2 == groups[1].second) candidates.emplace_back(-scores(t, e), e);
+    std::sort(candidates.begin(), candidates.end());
+    for (Index j = 0; j < 3; ++j) {
+      const Index expert = candidates[static_cast<std::size_t>(j)].second;
+      CHECK(routing.experts(t, j) == expert);
+      CHECK(routing.gates(t, j) == Approx(16.0 * scores(t, expert)).epsilon(1e-14));
+    }
+  }
+  CHECK(y.isApprox(reference_output(layer, x), 1e-12));
+  moe::test::check_module_gradients(layer, x, 19);
+}
+
+TEST_CASE("Gated shared experts (Qwen2-MoE): sigmoid(x . w_s) scales shared expert s", "[moe][layer][shared_gate]") {
+  using Expert = moe::SwiGLUFeedForward<double>;
+  using Layer = moe::MoELayer<Expert, moe::SoftmaxTopK, 2, moe::NoBalancing>;
+  const Layer::Options plain{.d_model = 5, .num_experts = 4, .num_shared_experts = 2, .expert = {.hidden = 4},
+                             .shared_expert = {.hidden = 6}, .router = {.renormalize = false}};
+  Layer::Options gated_options = plain;
+  gated_options.shared_expert_gate = true;
+  moe::Rng rng(41), same_rng(41);
+  Layer gated(gated_options, rng);
+  Layer ungated(plain, same_rng);
+
+  // The gate is drawn after every other parameter: the rest are the ungated layer's, bit for bit.
+  const auto parameters = gated.named_parameters(), others = ungated.named_parameters();
+  REQUIRE(parameters.size() == others.size() + 1);
+  for (std::size_t i = 0; i < others.size(); ++i) {
+    CHECK(parameters[i].name == others[i].name);
+    CHECK(parameters[i].parameter->value == others[i].parameter->value);
+  }
+  CHECK(parameters.back().name == "shared_expert_gate.weight");
+  CHECK(parameters.back().parameter->shape == moe::Shape{2, 5});
+
+  const MatrixX<double> x = random_input(9, 5, 42);
+  const MatrixX<double> y = gated.forward(x);
+  const MatrixX<double> routed = ungated.forward(x) - ungated.shared_expert(0).forward(x) -
+                                 ungated.shared_expert(1).forward(x);
+  const MatrixX<double>& w = parameters.back().parameter->value;
+  MatrixX<double> expected = routed;
+  for (Index t = 0; t < x.rows(); ++t)
+    for (Index s = 0; s < 2; ++s)
+      expected.row(t) += sigmoid(x.row(t).dot(w.row(s))) * gated.shared_expert(s).forward(x.row(t)).row(0);
+  CHECK(y.isApprox(expected, 1e-12));
+
+  moe::test::check_module_gradients(gated, x, 43);
+  // with_router keeps the gate.
+  moe::Rng other(1);
+  auto swapped = gated.with_router<moe::SoftmaxTopK>({.renormalize = false}, other);
+  const auto swapped_parameters = swapped.named_parameters();
+  CHECK(swapped_parameters.back().name == "shared_expert_gate.weight");
+  CHECK(swapped_parameters.back().parameter->value == w);
+
+  Layer::Options no_shared = gated_options;
+  no_shared.num_shared_experts = 0;
+  CHECK_THROWS_WITH(Layer(no_shared, rng), Catch::Contains("shared_expert_gate needs shared experts to gate"));
+}
+
 TEST_CASE("DeepSeekV3MoE with DeepSeek-V3's router config reproduces hand-computed routing",
           "[moe][layer][deepseek_v3]") {
   // 256 experts in 8 groups of 32, top-4 groups, K = 8, gates renormalised and scaled by 2.5, 1 shared expert.

@@ -172,7 +172,8 @@ TEST_CASE("select_top_k_in_groups masks excluded groups with -infinity, not 0", 
   CHECK(experts(0, 1) == 3);
 }
 
-TEST_CASE("select_top_k_in_groups and SigmoidTopK reject bad group settings", "[routing][groups][errors]") {
+TEST_CASE("select_top_k_in_groups, SigmoidTopK and SoftmaxTopK reject bad group settings",
+          "[routing][groups][errors]") {
   MatrixX<double> scores = MatrixX<double>::Constant(2, 6, 0.5), group_scores;
   IndexMatrix chosen, experts;
   const MatrixX<double>* none = nullptr;
@@ -192,6 +193,12 @@ TEST_CASE("select_top_k_in_groups and SigmoidTopK reject bad group settings", "[
                     Catch::Contains("topk_group must be in [1, n_group = 3], got 4"));
   CHECK_THROWS_WITH(moe::SigmoidTopK<double>(3, 6, {.routed_scaling_factor = 0.0}, rng),
                     Catch::Contains("routed_scaling_factor must be positive"));
+  CHECK_THROWS_WITH(moe::SoftmaxTopK<double>(3, 6, {.n_group = 4}, rng),
+                    Catch::Contains("SoftmaxTopK: n_group must divide num_experts = 6, got 4"));
+  CHECK_THROWS_WITH(moe::SoftmaxTopK<double>(3, 6, {.n_group = 3, .topk_group = 0}, rng),
+                    Catch::Contains("SoftmaxTopK: topk_group must be in [1, n_group = 3], got 0"));
+  CHECK_THROWS_WITH(moe::SoftmaxTopK<double>(3, 6, {.routed_scaling_factor = -1.0}, rng),
+                    Catch::Contains("SoftmaxTopK: routed_scaling_factor must be positive"));
 }
 
 TEST_CASE("select_top_k matches sorting by value then index", "[routing][top_k]") {

@@ -437,7 +437,7 @@ TEST_CASE("save_safetensors refuses what it cannot write", "[io][safetensors][er
   moe::StateDict<float> dict;
   dict["w"] = tensor<float>({2, 2}, {1, 2, 3, 4});
   CHECK_THROWS_WITH(moe::save_safetensors(path, dict, {}, moe::DType::F16),
-                    "save_safetensors: " + path.string() + ": writes F32 or F64, not F16");
+                    "save_safetensors: " + path.string() + ": writes F32, F64 or BF16, not F16");
   CHECK_THROWS_WITH(moe::save_safetensors(dir / "no" / "such" / "dir.safetensors", dict),
                     Contains("dir.safetensors: cannot create the temporary file"));
   moe::StateDict<float> reserved;

@@ -388,10 +388,12 @@ class ResidentMoE<MoELayer<Expert, RouterT, K, BalancerT, Backend>> {
                          "ResidentMoE: the router's routed_scaling_factor is ", routed_scaling_factor(host.router()),
                          "; the device computes gates without it (1): run this router on the host layer (any "
                          "backend)");
-    if constexpr (scores_kind == RouterScores::sigmoid)
-      moe::detail::require(host.router().options().n_group == 1, "ResidentMoE: SigmoidTopK has n_group ",
-                           host.router().options().n_group, "; the device has no group-limited routing: run it on "
-                           "the host layer (any backend)");
+    moe::detail::require(host.router().options().n_group == 1, "ResidentMoE: the router has n_group ",
+                         host.router().options().n_group, "; the device has no group-limited routing: run it on the "
+                         "host layer (any backend)");
+    moe::detail::require(!options_.shared_expert_gate, "ResidentMoE: the layer's shared experts are gated "
+                         "(Options::shared_expert_gate, Qwen2-MoE); the device has no shared-expert gate: run it on "
+                         "the host layer (any backend)");
     for (const auto& p : host.router().named_parameters()) router_.push_back({"router." + p.name, {}, {}});
     for (const auto& stack : host.experts().stacks()) experts_.push_back({"experts." + stack.name, {}, {}});
     if (options_.num_shared_experts > 0) {

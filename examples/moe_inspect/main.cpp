@@ -66,8 +66,7 @@ void list_layers(moe::ShardedSafetensors& checkpoint, const nlohmann::json& conf
       ++dtypes[std::string(moe::dtype_name(info.dtype))];
     }
     std::string shared = c.shared_hidden > 0 ? "of width " + std::to_string(c.shared_hidden) : "none";
-    if (!family.shared_gate.empty() && checkpoint.contains(c.prefix + std::string(family.shared_gate)))
-      shared += " gated by sigmoid(" + std::string(family.shared_gate) + "), which load_hf_moe_block refuses";
+    if (c.shared_gate) shared += " scaled by sigmoid(x . " + std::string(family.shared_gate) + ")";
     std::string dtype_text;
     for (const auto& [dtype, count] : dtypes)
       dtype_text += (dtype_text.empty() ? "" : ", ") + dtype + " x" + std::to_string(count);
@@ -107,8 +106,8 @@ void probe(moe::ShardedSafetensors& checkpoint, const nlohmann::json& config_jso
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"moe-inspect: the MoE layers of a Hugging Face checkpoint directory (Mixtral, OLMoE, Qwen3-MoE, "
-               "DeepSeek-V3): family, experts, K, shared experts, routing, parameters and dtypes per layer",
+  CLI::App app{"moe-inspect: the MoE layers of a Hugging Face checkpoint directory (Mixtral, OLMoE, Qwen1.5/2/3-MoE, "
+               "DeepSeek-V2/V3): family, experts, K, shared experts, routing, parameters and dtypes per layer",
                "moe-inspect"};
   app.formatter(std::make_shared<moe::examples::detail::HelpFormatter>());
   std::filesystem::path dir;

@@ -204,17 +204,29 @@ inline bool retain_freed_memory() {
 // here (not std::*_distribution) so the same seed gives the same numbers with any standard library.
 
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <iterator>
 #include <numbers>
 #include <random>
 #include <ranges>
+#include <type_traits>
 
 // #include "moe/core/types.hpp" (inlined)
 
 namespace moe {
 
 using Rng = std::mt19937_64;
+
+/// Passed where a module takes the Rng its parameters are drawn from: every parameter stays zero and nothing
+/// is drawn, for a loader that overwrites every value (what PyTorch's torch.nn.utils.skip_init is for).
+/// Linear, SwiGLUFeedForward, SoftmaxTopK, SigmoidTopK, and ExpertBank and MoELayer of those take it.
+struct ZeroInit {};
+inline constexpr ZeroInit zero_init{};
+
+/// What builds a module's parameters: an Rng to draw them from, or ZeroInit.
+template <class Init>
+concept ParameterInit = std::same_as<std::remove_cvref_t<Init>, Rng> || std::same_as<std::remove_cvref_t<Init>, ZeroInit>;
 
 /// Uniform in [0, 1) with 53 random bits.
 inline double uniform01(Rng& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
@@ -323,14 +335,16 @@ class Parameter {
   /// value and grad views of them and frees the Parameter's own storage. The memory must outlive the
   /// Parameter's use of it. Align it as Eigen aligns its own storage (ExpertBank starts every slice on 64
   /// bytes): Eigen picks vectorised or scalar code by address, and a reduction (a bias gradient) rounds
-  /// differently in each, so only then are the bits those of the Parameter's own storage.
-  void bind(Scalar* value_data, Scalar* grad_data) {
+  /// differently in each, so only then are the bits those of the Parameter's own storage. With `copy`
+  /// false the memory already holds them, and is not written (ExpertBank: pages never written take no memory).
+  void bind(Scalar* value_data, Scalar* grad_data, bool copy = true) {
     const Index rows = value.rows(), cols = value.cols();
     detail::require(value.size() == 0 || (value_data != nullptr && grad_data != nullptr),
                     "Parameter::bind: null memory for a parameter of shape ", rows, "x", cols);
-    View bound_value(value_data, rows, cols), bound_grad(grad_data, rows, cols);
-    bound_value = value;
-    bound_grad = grad;
+    if (copy) {
+      View(value_data, rows, cols) = value;
+      View(grad_data, rows, cols) = grad;
+    }
     point_at(value_data, grad_data, rows, cols);
     owned_value_ = MatrixX<Scalar>();
     owned_grad_ = MatrixX<Scalar>();
@@ -1058,13 +1072,16 @@ class Linear {
   /// PyTorch's nn.Linear initialisation: weight and bias uniform in +-1/sqrt(in_features)
   /// (kaiming_uniform with a = sqrt(5)).
   Linear(Index in_features, Index out_features, Rng& rng, bool bias = true)
-      : weight_(checked(out_features, "out_features"), checked(in_features, "in_features")), has_bias_(bias) {
+      : Linear(in_features, out_features, zero_init, bias) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
     fill_uniform(weight_.value, rng, -bound, bound);
-    if (has_bias_) {
-      bias_ = Parameter<Scalar>::vector(out_features);
-      fill_uniform(bias_.value, rng, -bound, bound);
-    }
+    if (has_bias_) fill_uniform(bias_.value, rng, -bound, bound);
+  }
+
+  /// Weight and bias zero, nothing drawn.
+  Linear(Index in_features, Index out_features, ZeroInit, bool bias = true)
+      : weight_(checked(out_features, "out_features"), checked(in_features, "in_features")), has_bias_(bias) {
+    if (has_bias_) bias_ = Parameter<Scalar>::vector(out_features);
   }
 
   Linear(Index d_model, const Options& options, Rng& rng)
@@ -2465,10 +2482,12 @@ class SwiGLUFeedForward {
     bool bias = false;
   };
 
-  SwiGLUFeedForward(Index d_model, const Options& options, Rng& rng)
-      : gate_proj_(d_model, detail::require_hidden("SwiGLUFeedForward", options.hidden), rng, options.bias),
-        up_proj_(d_model, options.hidden, rng, options.bias),
-        down_proj_(options.hidden, options.out_features > 0 ? options.out_features : d_model, rng, options.bias) {}
+  /// Parameters drawn from `init` (an Rng) as PyTorch's nn.Linear draws them, or zero (ZeroInit).
+  template <ParameterInit Init>
+  SwiGLUFeedForward(Index d_model, const Options& options, Init&& init)
+      : gate_proj_(d_model, detail::require_hidden("SwiGLUFeedForward", options.hidden), init, options.bias),
+        up_proj_(d_model, options.hidden, init, options.bias),
+        down_proj_(options.hidden, options.out_features > 0 ? options.out_features : d_model, init, options.bias) {}
 
   Index in_features() const { return gate_proj_.in_features(); }
   Index out_features() const { return down_proj_.out_features(); }
@@ -3782,11 +3801,55 @@ class RandomRouter {
 // released: n_group 8, topk_group 4), gates = the chosen scores divided by their sum, times the routed
 // scaling factor (2.5 in DeepSeek-V3).
 
-#include <cmath>
-
 // #include "moe/core/error.hpp" (inlined)
 // #include "moe/core/parameter.hpp" (inlined)
 // #include "moe/nn/linear.hpp" (inlined)
+// #include "moe/routing/group_limit.hpp" (inlined)
+// begin include/moe/routing/group_limit.hpp
+// What SoftmaxTopK (DeepSeek-V2) and SigmoidTopK (DeepSeek-V3) share: the routed scaling factor and
+// group-limited top-K selection, checked and run in one place.
+
+#include <cmath>
+
+// #include "moe/core/error.hpp" (inlined)
+// #include "moe/core/types.hpp" (inlined)
+// #include "moe/routing/routing.hpp" (inlined)
+
+namespace moe::detail {
+
+/// A router's routed_scaling_factor, n_group and topk_group (fields of its Options), checked against the
+/// number of experts, and top-K selection within the topk_group best of n_group groups
+/// (select_top_k_in_groups; plain select_top_k when n_group is 1). Keeps the selection's scratch.
+template <class Scalar>
+class GroupLimit {
+ public:
+  template <class Options>
+  GroupLimit(const Options& o, Index num_experts, const char* router)
+      : n_group_(o.n_group), topk_group_(o.topk_group) {
+    require(o.routed_scaling_factor > 0.0 && std::isfinite(o.routed_scaling_factor), router,
+            ": routed_scaling_factor must be positive and finite, got ", o.routed_scaling_factor);
+    require(o.n_group >= 1 && num_experts % o.n_group == 0, router, ": n_group must divide num_experts = ",
+            num_experts, ", got ", o.n_group);
+    require(o.topk_group >= 1 && o.topk_group <= o.n_group, router, ": topk_group must be in [1, n_group = ",
+            o.n_group, "], got ", o.topk_group);
+  }
+
+  /// Top-K on score + bias (bias may be null), within the topk_group best groups when n_group > 1.
+  void select(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, Index k, IndexMatrix& experts) {
+    if (n_group_ == 1)
+      select_top_k(scores, bias, k, experts);
+    else
+      select_top_k_in_groups(scores, bias, k, n_group_, topk_group_, group_scores_, chosen_groups_, experts);
+  }
+
+ private:
+  Index n_group_, topk_group_;
+  MatrixX<Scalar> group_scores_;
+  IndexMatrix chosen_groups_;
+};
+
+}  // namespace moe::detail
+// end include/moe/routing/group_limit.hpp
 // #include "moe/routing/routing.hpp" (inlined)
 
 namespace moe {
@@ -3803,8 +3866,12 @@ class SigmoidTopK {
     Index topk_group = 1;                // groups each token may choose its experts from
   };
 
-  SigmoidTopK(Index d_model, Index num_experts, const Options& options, Rng& rng)
-      : linear_(d_model, num_experts, rng, options.bias), options_(validated(options, num_experts)) {}
+  /// The weight drawn from `init` (an Rng) as PyTorch's nn.Linear draws it, or zero (ZeroInit).
+  template <ParameterInit Init>
+  SigmoidTopK(Index d_model, Index num_experts, const Options& options, Init&& init)
+      : linear_(d_model, num_experts, init, options.bias),
+        options_(options),
+        group_limit_(options, num_experts, "SigmoidTopK") {}
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     logits_ = linear_.forward(x);
@@ -3828,11 +3895,7 @@ class SigmoidTopK {
 
   /// Top-K on score + bias, within the topk_group best groups when n_group > 1 (select_top_k_in_groups).
   void select(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, Index k, IndexMatrix& experts) {
-    if (options_.n_group == 1)
-      select_top_k(scores, bias, k, experts);
-    else
-      select_top_k_in_groups(scores, bias, k, options_.n_group, options_.topk_group, group_scores_, chosen_groups_,
-                             experts);
+    group_limit_.select(scores, bias, k, experts);
   }
 
   /// Sigmoid scores do not sum to 1, so the K gates are always renormalised.
@@ -3843,20 +3906,10 @@ class SigmoidTopK {
   ParameterList<Scalar> named_parameters() { return linear_.named_parameters(); }
 
  private:
-  static const Options& validated(const Options& o, Index num_experts) {
-    detail::require(o.routed_scaling_factor > 0.0 && std::isfinite(o.routed_scaling_factor),
-                    "SigmoidTopK: routed_scaling_factor must be positive and finite, got ", o.routed_scaling_factor);
-    detail::require(o.n_group >= 1 && num_experts % o.n_group == 0, "SigmoidTopK: n_group must divide num_experts = ",
-                    num_experts, ", got ", o.n_group);
-    detail::require(o.topk_group >= 1 && o.topk_group <= o.n_group, "SigmoidTopK: topk_group must be in [1, n_group = ",
-                    o.n_group, "], got ", o.topk_group);
-    return o;
-  }
-
   Linear<Scalar> linear_;
   Options options_;
-  MatrixX<Scalar> logits_, scores_, d_logits_, group_scores_;
-  IndexMatrix chosen_groups_;
+  detail::GroupLimit<Scalar> group_limit_;
+  MatrixX<Scalar> logits_, scores_, d_logits_;
 };
 
 }  // namespace moe
@@ -3864,11 +3917,15 @@ class SigmoidTopK {
 // #include "moe/routing/softmax_top_k.hpp" (inlined)
 // begin include/moe/routing/softmax_top_k.hpp
 // The usual learned router (Shazeer et al. 2017; Switch, Mixtral): scores = softmax(x W^T), top-K
-// selection, gates = the chosen scores, optionally renormalised over the K.
+// selection, gates = the chosen scores, optionally renormalised over the K. DeepSeek-V2's options (DeepSeek-AI
+// 2024, "DeepSeek-V2: A Strong, Economical, and Efficient Mixture-of-Experts Language Model", sec. 2.2; its
+// config.json): top-K within the topk_group best of n_group groups of consecutive experts, a group scored by its
+// highest softmax score (topk_method "group_limited_greedy"), and the gates times routed_scaling_factor.
 
 // #include "moe/core/parameter.hpp" (inlined)
 // #include "moe/nn/softmax.hpp" (inlined)
 // #include "moe/nn/linear.hpp" (inlined)
+// #include "moe/routing/group_limit.hpp" (inlined)
 // #include "moe/routing/routing.hpp" (inlined)
 
 namespace moe {
@@ -3881,10 +3938,17 @@ class SoftmaxTopK {
   struct Options {
     bool renormalize = false;  // divide the K gates by their sum (Mixtral); off in Switch (K = 1)
     bool bias = false;         // a bias in the router's linear map
+    double routed_scaling_factor = 1.0;  // gates multiplied by it, after renormalisation if any
+    Index n_group = 1;                   // groups of consecutive experts (1: no group limit)
+    Index topk_group = 1;                // groups each token may choose its experts from
   };
 
-  SoftmaxTopK(Index d_model, Index num_experts, const Options& options, Rng& rng)
-      : linear_(d_model, num_experts, rng, options.bias), renormalize_(options.renormalize) {}
+  /// The weight drawn from `init` (an Rng) as PyTorch's nn.Linear draws it, or zero (ZeroInit).
+  template <ParameterInit Init>
+  SoftmaxTopK(Index d_model, Index num_experts, const Options& options, Init&& init)
+      : linear_(d_model, num_experts, init, options.bias),
+        options_(options),
+        group_limit_(options, num_experts, "SoftmaxTopK") {}
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     logits_ = linear_.forward(x);
@@ -3900,13 +3964,21 @@ class SoftmaxTopK {
     return linear_.backward(d_logits_);
   }
 
-  bool renormalize() const { return renormalize_; }
+  /// Top-K on score + bias (bias may be null), within the topk_group best groups when n_group > 1.
+  void select(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, Index k, IndexMatrix& experts) {
+    group_limit_.select(scores, bias, k, experts);
+  }
+
+  bool renormalize() const { return options_.renormalize; }
+  double routed_scaling_factor() const { return options_.routed_scaling_factor; }
+  const Options& options() const { return options_; }
 
   ParameterList<Scalar> named_parameters() { return linear_.named_parameters(); }
 
  private:
   Linear<Scalar> linear_;
-  bool renormalize_;
+  Options options_;
+  detail::GroupLimit<Scalar> group_limit_;
   MatrixX<Scalar> logits_, scores_, d_logits_;
 };
 
@@ -4551,11 +4623,14 @@ constexpr bool check_backend() {
 // begin include/moe/layer/moe_layer.hpp
 // MoELayer<Expert, Router, K, Balancer, Backend>: routes each row of x to K of N experts and mixes their
 // outputs with the router's gates (Shazeer et al. 2017), with optional always-on shared experts
-// (DeepSeekMoE, Dai et al. 2024), an optional capacity (Fedus et al. 2021) and an optional padding mask.
+// (DeepSeekMoE, Dai et al. 2024), each optionally scaled per token by a sigmoid gate (Qwen Team 2024,
+// "Qwen1.5-MoE: Matching 7B Model Performance with 1/3 Activated Parameters"; transformers' Qwen2MoeSparseMoeBlock),
+// an optional capacity (Fedus et al. 2021) and an optional padding mask.
 
 #include <algorithm>
 #include <cmath>
 #include <concepts>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -4579,8 +4654,14 @@ constexpr bool check_backend() {
 // A bank may hold a contiguous part of the layer's experts (expert parallelism: each process holds its
 // block); its experts are then numbered from 0 within the bank and named by their index in the layer.
 
+#include <concepts>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 // #include "moe/core/error.hpp" (inlined)
@@ -4599,6 +4680,47 @@ template <template <class> class Activation, class S>
 struct IsFeedForwardExpert<FeedForward<Activation, S>> : std::true_type {};
 template <class S>
 struct IsFeedForwardExpert<SwiGLUFeedForward<S>> : std::true_type {};
+
+/// A zero [rows x cols] row-major matrix (a Map of memory it owns) from calloc, 64-byte aligned: the C library
+/// hands out fresh pages for large blocks without writing them, and the system gives a page memory only when
+/// it is first written, so the part never written (the gradients of a bank that only runs inference) costs no
+/// memory. Copies are deep; a move keeps the memory where it is.
+template <class Scalar>
+class ZeroedMatrix : public Eigen::Map<MatrixX<Scalar>> {
+  using Base = Eigen::Map<MatrixX<Scalar>>;
+
+ public:
+  static constexpr std::size_t alignment = 64;
+
+  ZeroedMatrix() : Base(nullptr, 0, 0) {}
+  ZeroedMatrix(Index rows, Index cols) : Base(nullptr, 0, 0) {
+    const auto count = static_cast<std::size_t>(rows * cols) + alignment / sizeof(Scalar);
+    memory_.reset(std::calloc(count, sizeof(Scalar)));  // calloc checks count * size for overflow
+    if (!memory_) throw std::bad_alloc();
+    const auto address = reinterpret_cast<std::uintptr_t>(memory_.get());
+    point_at(reinterpret_cast<Scalar*>((address + alignment - 1) / alignment * alignment), rows, cols);
+  }
+  ZeroedMatrix(const ZeroedMatrix& other) : ZeroedMatrix(other.rows(), other.cols()) { Base::operator=(other); }
+  ZeroedMatrix& operator=(const ZeroedMatrix& other) { return *this = ZeroedMatrix(other); }
+  ZeroedMatrix(ZeroedMatrix&& other) noexcept : Base(nullptr, 0, 0) { *this = std::move(other); }
+  ZeroedMatrix& operator=(ZeroedMatrix&& other) noexcept {
+    memory_ = std::move(other.memory_);
+    point_at(other.data(), other.rows(), other.cols());
+    other.point_at(nullptr, 0, 0);
+    return *this;
+  }
+
+ private:
+  struct Free {
+    void operator()(void* memory) const { std::free(memory); }
+  };
+
+  /// Eigen's way to re-point a Map: construct it anew in place.
+  void point_at(Scalar* data, Index rows, Index cols) { new (static_cast<Base*>(this)) Base(data, rows, cols); }
+
+  std::unique_ptr<void, Free> memory_;
+};
+
 }  // namespace detail
 
 /// The experts whose banks are stacked, so that a device backend can run them as grouped GEMMs.
@@ -4625,11 +4747,12 @@ class ExpertBank {
 
   /// One parameter of every expert: row e of value and grad holds expert e's tensor, row-major, in its first
   /// rows * cols elements. The rows are contiguous unless a tensor's size is not a multiple of 64 bytes.
+  /// Zero until written, and memory only once written (detail::ZeroedMatrix).
   struct Stack {
     std::string name;  // the expert's own name for it ("fc1.weight")
     Shape shape;       // one expert's, PyTorch's
     Index rows = 0, cols = 0;  // one expert's matrix
-    MatrixX<Scalar> value, grad;  // [N x stride]
+    detail::ZeroedMatrix<Scalar> value, grad;  // [N x stride]
 
     Index stride() const { return value.cols(); }
     Scalar* value_of(Index e) { return value.data() + e * stride(); }
@@ -4638,32 +4761,32 @@ class ExpertBank {
 
   /// Experts are built one after the other from the same generator, so their initial weights do not
   /// depend on whether the bank is stacked, nor on which part of the layer's experts it holds: every expert
-  /// is drawn, and those outside `held` are let go.
-  ExpertBank(Index num_experts, Index d_model, const typename ExpertT::Options& options, Rng& rng)
-      : ExpertBank(num_experts, d_model, options, rng, {0, num_experts}) {}
-  ExpertBank(Index num_experts, Index d_model, const typename ExpertT::Options& options, Rng& rng,
+  /// is drawn, and those outside `held` are let go. With ZeroInit (experts that take it) every parameter is
+  /// zero and nothing is drawn.
+  template <ParameterInit Init>
+  ExpertBank(Index num_experts, Index d_model, const typename ExpertT::Options& options, Init&& init)
+      : ExpertBank(num_experts, d_model, options, init, {0, num_experts}) {}
+  template <ParameterInit Init>
+  ExpertBank(Index num_experts, Index d_model, const typename ExpertT::Options& options, Init&& init,
              ExpertRange held)
       : d_model_(d_model), options_(options), first_(held.first) {
     detail::require(num_experts > 0, "ExpertBank: num_experts must be positive, got ", num_experts);
     detail::require(held.first >= 0 && held.count > 0 && held.first + held.count <= num_experts,
                     "ExpertBank: held experts [", held.first, ", ", held.first + held.count, ") are not a part of [0, ",
                     num_experts, ")");
-    experts_.reserve(static_cast<std::size_t>(held.count));
+    experts_.reserve(static_cast<std::size_t>(held.count));  // never moved: each expert's views stay bound
     for (Index e = 0; e < num_experts; ++e) {
-      if (e >= held.first && e < held.first + held.count)
-        experts_.emplace_back(d_model, options, rng);
-      else
-        (void)ExpertT(d_model, options, rng);  // drawn, so that the next experts get the same weights
-    }
-    if constexpr (stacked) {
-      constexpr Index per_slice = slice_alignment / static_cast<Index>(sizeof(Scalar));
-      for (const auto& p : experts_.front().named_parameters()) {
-        const Index rows = p.parameter->value.rows(), cols = p.parameter->value.cols();
-        const Index stride = (rows * cols + per_slice - 1) / per_slice * per_slice;
-        stacks_.push_back({p.name, p.parameter->shape, rows, cols, MatrixX<Scalar>::Zero(held.count, stride),
-                           MatrixX<Scalar>::Zero(held.count, stride)});
+      if (e >= held.first && e < held.first + held.count) {
+        experts_.emplace_back(d_model, options, init);
+        // Into the stacks at once, so that all experts' own storage and the stacks never coexist. The stacks
+        // are zero, as a new expert's gradients are, and its values with ZeroInit: only drawn values are
+        // written, so unwritten pages stay free.
+        if constexpr (stacked)
+          bind_expert(static_cast<std::size_t>(e - held.first), held.count,
+                      std::same_as<std::remove_cvref_t<Init>, Rng> ? Carry::values : Carry::nothing);
+      } else if constexpr (std::same_as<std::remove_cvref_t<Init>, Rng>) {
+        (void)ExpertT(d_model, options, init);  // drawn, so that the next experts get the same weights
       }
-      bind();
     }
   }
 
@@ -4729,15 +4852,35 @@ class ExpertBank {
  private:
   std::string prefix(std::size_t e) const { return std::to_string(first_ + static_cast<Index>(e)) + "."; }
 
+  /// What bind_expert copies into the stacks: what they do not hold already.
+  enum class Carry { values_and_grads, values, nothing };
+
   /// Points every expert's parameters into the stacks, carrying their current values and gradients over.
   void bind() {
-    if constexpr (stacked) {
-      for (std::size_t e = 0; e < experts_.size(); ++e) {
-        const auto parameters = experts_[e].named_parameters();
-        for (std::size_t i = 0; i < stacks_.size(); ++i)
-          parameters[i].parameter->bind(stacks_[i].value_of(static_cast<Index>(e)),
-                                        stacks_[i].grad_of(static_cast<Index>(e)));
+    if constexpr (stacked)
+      for (std::size_t e = 0; e < experts_.size(); ++e) bind_expert(e, size(), Carry::values_and_grads);
+  }
+
+  /// Points expert e's parameters into row e of the stacks, carrying over what `carry` says (the rest must
+  /// be there already); makes zero stacks of `count` experts, shaped as expert e's parameters, if there are
+  /// none yet.
+  void bind_expert(std::size_t e, Index count, Carry carry) {
+    const auto parameters = experts_[e].named_parameters();
+    if (stacks_.empty()) {
+      constexpr Index per_slice = slice_alignment / static_cast<Index>(sizeof(Scalar));
+      for (const auto& p : parameters) {
+        const Index rows = p.parameter->value.rows(), cols = p.parameter->value.cols();
+        const Index stride = (rows * cols + per_slice - 1) / per_slice * per_slice;
+        stacks_.push_back({p.name, p.parameter->shape, rows, cols, detail::ZeroedMatrix<Scalar>(count, stride),
+                           detail::ZeroedMatrix<Scalar>(count, stride)});
       }
+    }
+    const auto row = static_cast<Index>(e);
+    for (std::size_t i = 0; i < stacks_.size(); ++i) {
+      Parameter<Scalar>& p = *parameters[i].parameter;
+      if (carry == Carry::values)
+        Eigen::Map<MatrixX<Scalar>>(stacks_[i].value_of(row), p.value.rows(), p.value.cols()) = p.value;
+      p.bind(stacks_[i].value_of(row), stacks_[i].grad_of(row), carry == Carry::values_and_grads);
     }
   }
 
@@ -4750,6 +4893,7 @@ class ExpertBank {
 
 }  // namespace moe
 // end include/moe/layer/expert_bank.hpp
+// #include "moe/nn/linear.hpp" (inlined)
 // #include "moe/routing/routing.hpp" (inlined)
 
 namespace moe {
@@ -4840,6 +4984,9 @@ class MoELayer {
     Index num_experts = 0;
     Index k = K == Dynamic ? 0 : K;  // set it only when K is moe::Dynamic
     Index num_shared_experts = 0;
+    /// Qwen1.5/Qwen2-MoE's gated shared expert: shared expert s's output scaled per token by
+    /// sigmoid(x . w_s), w = shared_expert_gate.weight [num_shared_experts x d_model], no bias.
+    bool shared_expert_gate = false;
     double capacity_factor = 0.0;  // 0: dropless; else each expert takes at most ceil(cf * T K / N) rows
     DropPolicy drop_policy = DropPolicy::token_order;  // which assignments an expert over capacity keeps
     bool check_finite = false;     // throw when the output or the aux loss is not finite
@@ -4850,19 +4997,25 @@ class MoELayer {
     Backend backend{};
   };
 
-  MoELayer(const Options& options, Rng& rng)
+  /// Parameters drawn from `init`, an Rng, in PyTorch's way for each module; or, with moe::zero_init, all zero
+  /// and nothing drawn, for a loader that overwrites them (the router, experts and shared experts must take
+  /// ZeroInit: SoftmaxTopK, SigmoidTopK; SwiGLUFeedForward).
+  template <ParameterInit Init>
+  MoELayer(const Options& options, Init&& init)
       : options_(validated(options)),
-        router_(options.d_model, options.num_experts, options.router, rng),
+        router_(options.d_model, options.num_experts, options.router, init),
         balancer_(options.num_experts, options.balancer),
-        experts_(options.num_experts, options.d_model, options.expert, rng, held_experts(options_)),
+        experts_(options.num_experts, options.d_model, options.expert, init, held_experts(options_)),
         runner_(options_.backend) {
     shared_.reserve(static_cast<std::size_t>(options.num_shared_experts));
     for (Index s = 0; s < options.num_shared_experts; ++s)
-      shared_.emplace_back(options.d_model, options.shared_expert, rng);
+      shared_.emplace_back(options.d_model, options.shared_expert, init);
     const Index width = experts_.out_features();
     for (const auto& s : shared_)
       detail::require(s.out_features() == width, "MoELayer: shared experts output ", s.out_features(),
                       " features, routed experts ", width);
+    // Drawn after every other parameter, so that the layer without the gate draws exactly what it did before.
+    if (options.shared_expert_gate) shared_gate_.emplace(options.d_model, options.num_shared_experts, init, false);
     step_load_.setZero(options.num_experts);
     load_.reset(options.num_experts);
   }
@@ -4874,13 +5027,15 @@ class MoELayer {
                                                                  Rng& rng) const {
     using Result = MoELayer<ExpertT, NewRouter, K, BalancerT, Backend>;
     typename Result::Options options{options_.d_model, options_.num_experts, options_.k,
-                                     options_.num_shared_experts, options_.capacity_factor, options_.drop_policy,
+                                     options_.num_shared_experts, options_.shared_expert_gate,
+                                     options_.capacity_factor, options_.drop_policy,
                                      options_.check_finite,
                                      options_.expert, options_.shared_expert, router, options_.balancer,
                                      options_.backend};
     Result result(options, rng);
     result.experts_ = experts_;
     result.shared_ = shared_;
+    result.shared_gate_ = shared_gate_;
     result.balancer_ = balancer_;
     result.set_training(training_);
     return result;
@@ -4976,6 +5131,7 @@ class MoELayer {
     append_prefixed(list, experts_.named_parameters(), "experts.");
     for (std::size_t s = 0; s < shared_.size(); ++s)
       append_prefixed(list, shared_[s].named_parameters(), "shared_experts." + std::to_string(s) + ".");
+    if (shared_gate_) append_prefixed(list, shared_gate_->named_parameters(), "shared_expert_gate.");
     return list;
   }
 
@@ -5023,6 +5179,8 @@ class MoELayer {
                     "], got ", o.k);
     detail::require(o.num_shared_experts >= 0, "MoELayer: num_shared_experts must be >= 0, got ",
                     o.num_shared_experts);
+    detail::require(!o.shared_expert_gate || o.num_shared_experts > 0,
+                    "MoELayer: shared_expert_gate needs shared experts to gate, num_shared_experts is 0");
     detail::require(o.capacity_factor >= 0.0 && std::isfinite(o.capacity_factor),
                     "MoELayer: capacity_factor must be >= 0 (0: dropless), got ", o.capacity_factor);
     if constexpr (SequenceExpert<ExpertT>) {
@@ -5063,7 +5221,7 @@ class MoELayer {
     MatrixX<Scalar>& output = runner_.forward(experts_, x, routing_, capacity(x.rows()));
     load_.add(runner_.routed(), runner_.dropped(), x.rows());
     if (training_) step_load_ += runner_.routed();
-    for (auto& s : shared_) output += s.forward(x);
+    add_shared_experts(x, output);
 
     if (options_.check_finite) {
       detail::require(std::isfinite(static_cast<double>(aux_loss_)), "MoELayer: aux loss is not finite (",
@@ -5085,8 +5243,41 @@ class MoELayer {
                    runner_.d_gates(), d_scores_);
     balancer_.backward(d_scores_, d_logits_);
     grad_input += router_.backward(d_scores_, d_logits_);
-    for (auto& s : shared_) grad_input += s.backward(dy);
+    shared_experts_backward(dy, grad_input);
     return grad_input;
+  }
+
+  /// output += sum over s of shared_s(x), each row scaled by its gate sigmoid(x . w_s) when gated.
+  void add_shared_experts(ConstRef<Scalar> x, MatrixX<Scalar>& output) {
+    if (!shared_gate_) {
+      for (auto& s : shared_) output += s.forward(x);
+      return;
+    }
+    shared_gates_.resize(x.rows(), static_cast<Index>(shared_.size()));
+    shared_gates_.array() = ((-shared_gate_->forward(x).array()).exp() + Scalar(1)).inverse();
+    shared_outputs_.resize(shared_.size());
+    for (std::size_t s = 0; s < shared_.size(); ++s) {
+      shared_outputs_[s] = shared_[s].forward(x);  // backward's d gate needs it
+      output.array() += shared_outputs_[s].array().colwise() * shared_gates_.col(static_cast<Index>(s)).array();
+    }
+  }
+
+  /// With y_s = g_s shared_s(x), g_s = sigmoid(z_s), z_s = x . w_s: d shared_s = g_s dy,
+  /// d z_s = (dy . shared_s(x)) g_s (1 - g_s); dx gets both paths.
+  void shared_experts_backward(ConstRef<Scalar> dy, MatrixX<Scalar>& grad_input) {
+    if (!shared_gate_) {
+      for (auto& s : shared_) grad_input += s.backward(dy);
+      return;
+    }
+    d_shared_logits_.resize(dy.rows(), shared_gates_.cols());
+    for (std::size_t s = 0; s < shared_.size(); ++s) {
+      const auto gate = shared_gates_.col(static_cast<Index>(s)).array();
+      d_shared_ = (dy.array().colwise() * gate).matrix();
+      grad_input += shared_[s].backward(d_shared_);
+      d_shared_logits_.col(static_cast<Index>(s)).array() =
+          dy.cwiseProduct(shared_outputs_[s]).rowwise().sum().array() * gate * (Scalar(1) - gate);
+    }
+    grad_input += shared_gate_->backward(d_shared_logits_);
   }
 
   Capacity capacity(Index tokens) const {
@@ -5106,6 +5297,7 @@ class MoELayer {
   BankType experts_;
   Runner runner_;
   std::vector<ExpertT> shared_;
+  std::optional<Linear<Scalar>> shared_gate_;  // Options::shared_expert_gate
   bool training_ = true;
 
   Routing<Scalar> routing_;
@@ -5115,6 +5307,8 @@ class MoELayer {
   IndexVector step_load_;
   LoadTracker load_;
   MatrixX<Scalar> d_scores_, d_logits_;
+  MatrixX<Scalar> shared_gates_, d_shared_, d_shared_logits_;  // [T x S] gates, [T x width], [T x S]
+  std::vector<MatrixX<Scalar>> shared_outputs_;
 };
 
 }  // namespace moe

@@ -1,12 +1,18 @@
-"""Small random checkpoints in the published layouts of Mixtral, OLMoE, Qwen3-MoE, Qwen2-MoE and DeepSeek-V3,
-and each family's MoE block output from an independent PyTorch reimplementation of its forward.
+"""Small random checkpoints in the published layouts of Mixtral, OLMoE, Qwen3-MoE, Qwen2-MoE, DeepSeek-V2 (with
+group-limited routing, and as V2-Lite with plain top-K) and DeepSeek-V3, and each family's MoE block output from an
+independent PyTorch reimplementation of its forward.
 
-Usage: hf_checkpoints.py DIR. For each family DIR/<model_type>/ gets what a Hugging Face checkpoint holds
+Usage: hf_checkpoints.py DIR. For each family DIR/<name>/ (the model_type, or deepseek_v2_lite) gets what a
+Hugging Face checkpoint holds
 (config.json with the family's routing fields, model.safetensors.index.json, three BF16 shards: layer 0 in
 the first, layer 1's MoE block split over the other two, DeepSeek-V3's correction bias in F32 as released) and
 probe.safetensors: inputs x [T x hidden_size] (F32), the block's output y (F32, computed in float32 from the
 BF16 weights), and metadata naming the layer and the shards that loading it needs. hf_crosscheck loads the
 block with moe::load_hf_moe_block and compares.
+
+DIR/bf16_rounding.safetensors holds float32 values ("source": random magnitudes, exact ties between two
+bfloat16 values, infinities, the largest float, subnormals) and PyTorch's bfloat16 of each ("rounded"), which
+hf_crosscheck compares with moe's float_to_bfloat16.
 
 hf_checkpoints.py --many-shards DIR LAYERS SHARDS writes a larger DeepSeek-V3-shaped checkpoint (hidden 512,
 64 experts of width 256, no reference output) of LAYERS MoE layers spread over SHARDS shards, to time loading
@@ -50,6 +56,21 @@ def softmax_block(x, router, experts, k, renormalize):
     if renormalize:
         weights = weights / weights.sum(dim=-1, keepdim=True)
     return routed(x, experts, idx, weights)
+
+
+def deepseek_v2_block(x, router, experts, k, topk_method, n_group, topk_group, scaling, shared):
+    """Softmax scores; "greedy": top-K of all; "group_limited_greedy": a group's score is its best score, the
+    other experts than those of the topk_group best groups are set to 0 before top-K. Gates are the chosen
+    scores times the scaling factor (norm_topk_prob false, as released)."""
+    scores = torch.softmax(F.linear(x, router), dim=-1)
+    choice = scores
+    if topk_method == "group_limited_greedy":
+        groups = scores.view(x.shape[0], n_group, -1)
+        best_groups = groups.max(dim=-1).values.topk(topk_group, dim=-1).indices
+        keep = torch.zeros(x.shape[0], n_group, dtype=torch.bool).scatter(1, best_groups, True)
+        choice = scores.masked_fill(~keep[:, :, None].expand_as(groups).reshape(x.shape[0], -1), 0.0)
+    weights, idx = torch.topk(choice, k, dim=-1)
+    return routed(x, experts, idx, weights * scaling) + swiglu(x, *shared)
 
 
 def deepseek_v3_block(x, router, bias, experts, k, n_group, topk_group, scaling, shared):
@@ -96,6 +117,24 @@ FAMILIES = {
                    "mlp_only_layers": [0], "num_hidden_layers": 2, "hidden_act": "silu", "torch_dtype": "bfloat16"},
         "block": "mlp.", "experts": 8, "hidden": 10, "shared": ("shared_expert.", 20), "moe_layers": [1],
     },
+    "deepseek_v2": {
+        "config": {"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "hidden_size": HIDDEN,
+                   "intermediate_size": 24, "moe_intermediate_size": 6, "n_routed_experts": 16,
+                   "n_shared_experts": 2, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2,
+                   "topk_method": "group_limited_greedy", "routed_scaling_factor": 16.0, "norm_topk_prob": False,
+                   "scoring_func": "softmax", "first_k_dense_replace": 1, "moe_layer_freq": 1,
+                   "num_hidden_layers": 2, "hidden_act": "silu", "torch_dtype": "bfloat16"},
+        "block": "mlp.", "experts": 16, "hidden": 6, "shared": ("shared_experts.", 12), "moe_layers": [1],
+    },
+    "deepseek_v2_lite": {
+        "config": {"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "hidden_size": HIDDEN,
+                   "intermediate_size": 24, "moe_intermediate_size": 6, "n_routed_experts": 12,
+                   "n_shared_experts": 2, "num_experts_per_tok": 3, "n_group": 1, "topk_group": 1,
+                   "topk_method": "greedy", "routed_scaling_factor": 1.0, "norm_topk_prob": False,
+                   "scoring_func": "softmax", "first_k_dense_replace": 1, "moe_layer_freq": 1,
+                   "num_hidden_layers": 2, "hidden_act": "silu", "torch_dtype": "bfloat16"},
+        "block": "mlp.", "experts": 12, "hidden": 6, "shared": ("shared_experts.", 12), "moe_layers": [1],
+    },
     "deepseek_v3": {
         "config": {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": HIDDEN,
                    "intermediate_size": 24, "moe_intermediate_size": 8, "n_routed_experts": 16,
@@ -119,9 +158,10 @@ def projections(prefix, names, hidden, generator, model_width=HIDDEN):
             f"{prefix}{down}.weight": bf16((model_width, hidden), generator, hidden ** -0.5)}
 
 
-def write_family(root, model_type, spec, seed):
+def write_family(root, name, spec, seed):
     generator = torch.Generator().manual_seed(seed)
     config = spec["config"]
+    model_type = config["model_type"]
     names = spec.get("names", ("gate_proj", "up_proj", "down_proj"))
     shards = [{}, {}, {}]
     for layer in range(config["num_hidden_layers"]):
@@ -149,7 +189,7 @@ def write_family(root, model_type, spec, seed):
                 shards[2][block + "shared_expert_gate.weight"] = bf16((1, HIDDEN), generator, HIDDEN ** -0.5)
     shards[0]["model.embed_tokens.weight"] = bf16((64, HIDDEN), generator, 1.0)
 
-    directory = os.path.join(root, model_type)
+    directory = os.path.join(root, name)
     os.makedirs(directory, exist_ok=True)
     weight_map = {}
     for file, tensors in zip(SHARDS, shards):
@@ -168,21 +208,37 @@ def write_family(root, model_type, spec, seed):
     router = tensors[block + "gate.weight"]
     x = torch.randn(TOKENS, HIDDEN, generator=generator)
     with torch.no_grad():
-        if model_type == "deepseek_v3":
+        if model_type.startswith("deepseek"):
             shared = tuple(tensors[f"{block}shared_experts.{n}.weight"] for n in ("gate_proj", "up_proj", "down_proj"))
+        if model_type == "deepseek_v3":
             y = deepseek_v3_block(x, router, tensors[block + "gate.e_score_correction_bias"], experts,
                                   config["num_experts_per_tok"], config["n_group"], config["topk_group"],
                                   config["routed_scaling_factor"], shared)
+        elif model_type == "deepseek_v2":
+            y = deepseek_v2_block(x, router, experts, config["num_experts_per_tok"], config["topk_method"],
+                                  config["n_group"], config["topk_group"], config["routed_scaling_factor"], shared)
         else:
             renormalize = model_type == "mixtral" or config["norm_topk_prob"]
             y = softmax_block(x, router, experts, config["num_experts_per_tok"], renormalize)
             if model_type == "qwen2_moe":  # the shared expert, scaled by its sigmoid gate
                 shared = tuple(tensors[f"{block}shared_expert.{n}.weight"] for n in ("gate_proj", "up_proj", "down_proj"))
                 y = y + torch.sigmoid(F.linear(x, tensors[block + "shared_expert_gate.weight"])) * swiglu(x, *shared)
-    needed = sorted({weight_map[name] for name in weight_map if name.startswith(block)
-                     and not name.startswith(block + "shared_expert_gate")})
+    needed = sorted({weight_map[name] for name in weight_map if name.startswith(block)})
     safetensors_io.save(os.path.join(directory, "probe.safetensors"), {"x": x, "y": y},
                         {"layer": str(layer), "shards": ",".join(needed)})
+
+
+def write_bf16_rounding(path):
+    generator = torch.Generator().manual_seed(99)
+    magnitudes = torch.randn(4096, generator=generator) * torch.pow(10.0, torch.randint(-30, 30, (4096,),
+                                                                                        generator=generator))
+    upper = torch.randint(0, 0x7F7F, (1024,), generator=generator, dtype=torch.int32)
+    sign = torch.randint(0, 2, (1024,), generator=generator, dtype=torch.int32) << 31
+    ties = ((upper << 16) | 0x8000 | sign).view(torch.float32)  # halfway between two bfloat16 values
+    special = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), 3.4028234663852886e38, -3.4028234663852886e38,
+                            1e-45, -1e-45, 1.1754942e-38, 1.0, 1.00390625, 1.01171875])
+    source = torch.cat([magnitudes, ties, special])
+    safetensors_io.save(path, {"source": source, "rounded": source.to(torch.bfloat16)}, {"format": "pt"})
 
 
 def write_many_shards(directory, layers, shards):
@@ -222,8 +278,9 @@ def main():
         return
     if len(sys.argv) != 2:
         sys.exit("usage: hf_checkpoints.py DIR | hf_checkpoints.py --many-shards DIR LAYERS SHARDS")
-    for seed, (model_type, spec) in enumerate(FAMILIES.items()):
-        write_family(sys.argv[1], model_type, spec, seed)
+    for seed, (name, spec) in enumerate(FAMILIES.items()):
+        write_family(sys.argv[1], name, spec, seed)
+    write_bf16_rounding(os.path.join(sys.argv[1], "bf16_rounding.safetensors"))
 
 
 if __name__ == "__main__":

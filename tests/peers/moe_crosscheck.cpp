@@ -49,6 +49,7 @@ using SwitchAuxLayer1 = moe::MoELayer<Expert, moe::SoftmaxTopK, 1, moe::SwitchAu
 using SwitchAuxLayer2 = moe::MoELayer<Expert, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss>;
 using SequenceAuxSigmoid2 = moe::MoELayer<Expert, moe::SigmoidTopK, 2, moe::SequenceAuxLoss>;
 using SigmoidLayer3 = moe::MoELayer<Expert, moe::SigmoidTopK, 3, moe::NoBalancing>;
+using SoftmaxLayer3 = moe::MoELayer<Expert, moe::SoftmaxTopK, 3, moe::NoBalancing>;
 using DeepSeekV3Layer = moe::DeepSeekV3MoE<Expert>;
 
 constexpr double tolerance = 1e-5;
@@ -71,7 +72,7 @@ struct Config {
   Index d_model = 16;
   Index hidden = 32;
   Index tokens = 64;
-  // sigmoid only: DeepSeek-V3's routed scaling factor and group-limited routing
+  // DeepSeek-V3's (sigmoid) or DeepSeek-V2's (softmax) routed scaling factor and group-limited routing
   double scaling = 1.0;
   Index n_group = 1;
   Index topk_group = 1;
@@ -92,7 +93,8 @@ bool run_config(Mode mode, const Config& config, const fs::path& dir);
 // aux loss on (c); (h) group-limited sigmoid routing with a routed scaling factor; (i) DeepSeekV3MoE with a
 // non-zero aux-loss-free bias and the aux loss counted over the unbiased top-K (eq. 18); (j) the Switch loss
 // with f_i = c_i / T; (k) capacity drops, first choices first (GShard), and in token order; (l) a left
-// padding mask with the sequence-wise aux loss.
+// padding mask with the sequence-wise aux loss; (m) DeepSeek-V2's group-limited softmax routing, gates scaled
+// and not renormalised, beside two shared experts.
 const std::vector<Config>& configs() {
   static const std::vector<Config> list{
       {"a_switch_top1", 8, 1, false, 0, "none", 0.0, 0, &run_config<SoftmaxLayer1>},
@@ -116,6 +118,8 @@ const std::vector<Config>& configs() {
       {"l_padding_sequence_aux", 6, 2, true, 0, "sequence", 0.01, 16, &run_config<SequenceAuxSigmoid2>, 16, 32, 64,
        1.0, 1, 1, moe::LoadFraction::of_assignments, moe::LoadCount::score_top_k, 0.0,
        moe::DropPolicy::token_order, {0, 5, 16, 3}},
+      {"m_softmax_groups_scaled", 8, 3, false, 2, "none", 0.0, 0, &run_config<SoftmaxLayer3>, 16, 32, 64, 16.0, 4,
+       2},
   };
   return list;
 }
@@ -132,8 +136,11 @@ typename Layer::Options options_for(const Config& c) {
   o.expert.hidden = c.hidden;
   o.shared_expert.hidden = c.hidden;
   if constexpr (requires { o.router.renormalize; }) o.router.renormalize = c.renormalize;
-  if constexpr (requires { o.router.n_group; })
-    o.router = {.bias = false, .routed_scaling_factor = c.scaling, .n_group = c.n_group, .topk_group = c.topk_group};
+  if constexpr (requires { o.router.n_group; }) {
+    o.router.routed_scaling_factor = c.scaling;
+    o.router.n_group = c.n_group;
+    o.router.topk_group = c.topk_group;
+  }
   auto set_aux = [&](auto& b) {
     b.alpha = c.alpha;
     b.count = c.count;

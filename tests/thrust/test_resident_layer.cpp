@@ -129,7 +129,8 @@ TEST_CASE("ResidentMoE: capacity drops first choices first, Switch loss with f_i
       50);
 }
 
-TEST_CASE("ResidentMoE refuses SigmoidTopK's routed scaling factor and group-limited routing", "[thrust][resident]") {
+TEST_CASE("ResidentMoE refuses the routed scaling factor, group-limited routing and gated shared experts",
+          "[thrust][resident]") {
   using Layer = moe::MoELayer<moe::FeedForward<moe::GELU, float>, moe::SigmoidTopK, 2, moe::NoBalancing>;
   moe::Rng rng(1);
   Layer scaled({.d_model = 4, .num_experts = 4, .expert = {.hidden = 4}, .router = {.routed_scaling_factor = 2.5}},
@@ -137,7 +138,15 @@ TEST_CASE("ResidentMoE refuses SigmoidTopK's routed scaling factor and group-lim
   CHECK_THROWS_WITH(device::ResidentMoE<Layer>(scaled), Catch::Contains("routed_scaling_factor is 2.5"));
   Layer grouped({.d_model = 4, .num_experts = 4, .expert = {.hidden = 4}, .router = {.n_group = 2, .topk_group = 1}},
                 rng);
-  CHECK_THROWS_WITH(device::ResidentMoE<Layer>(grouped), Catch::Contains("SigmoidTopK has n_group 2"));
+  CHECK_THROWS_WITH(device::ResidentMoE<Layer>(grouped), Catch::Contains("the router has n_group 2"));
+  using SoftmaxLayer = moe::MoELayer<moe::SwiGLUFeedForward<float>, moe::SoftmaxTopK, 2, moe::NoBalancing>;
+  SoftmaxLayer softmax_grouped(
+      {.d_model = 4, .num_experts = 4, .expert = {.hidden = 4}, .router = {.n_group = 2, .topk_group = 1}}, rng);
+  CHECK_THROWS_WITH(device::ResidentMoE<SoftmaxLayer>(softmax_grouped), Catch::Contains("the router has n_group 2"));
+  SoftmaxLayer gated({.d_model = 4, .num_experts = 4, .num_shared_experts = 1, .shared_expert_gate = true,
+                      .expert = {.hidden = 4}, .shared_expert = {.hidden = 4}},
+                     rng);
+  CHECK_THROWS_WITH(device::ResidentMoE<SoftmaxLayer>(gated), Catch::Contains("no shared-expert gate"));
 }
 
 TEST_CASE("ResidentMoE: softmax top-4, SiLU experts with capacity, no balancing, double", "[thrust][resident]") {

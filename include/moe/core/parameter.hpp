@@ -71,14 +71,16 @@ class Parameter {
   /// value and grad views of them and frees the Parameter's own storage. The memory must outlive the
   /// Parameter's use of it. Align it as Eigen aligns its own storage (ExpertBank starts every slice on 64
   /// bytes): Eigen picks vectorised or scalar code by address, and a reduction (a bias gradient) rounds
-  /// differently in each, so only then are the bits those of the Parameter's own storage.
-  void bind(Scalar* value_data, Scalar* grad_data) {
+  /// differently in each, so only then are the bits those of the Parameter's own storage. With `copy`
+  /// false the memory already holds them, and is not written (ExpertBank: pages never written take no memory).
+  void bind(Scalar* value_data, Scalar* grad_data, bool copy = true) {
     const Index rows = value.rows(), cols = value.cols();
     detail::require(value.size() == 0 || (value_data != nullptr && grad_data != nullptr),
                     "Parameter::bind: null memory for a parameter of shape ", rows, "x", cols);
-    View bound_value(value_data, rows, cols), bound_grad(grad_data, rows, cols);
-    bound_value = value;
-    bound_grad = grad;
+    if (copy) {
+      View(value_data, rows, cols) = value;
+      View(grad_data, rows, cols) = grad;
+    }
     point_at(value_data, grad_data, rows, cols);
     owned_value_ = MatrixX<Scalar>();
     owned_grad_ = MatrixX<Scalar>();

@@ -3,17 +3,29 @@
 // here (not std::*_distribution) so the same seed gives the same numbers with any standard library.
 
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <iterator>
 #include <numbers>
 #include <random>
 #include <ranges>
+#include <type_traits>
 
 #include "moe/core/types.hpp"
 
 namespace moe {
 
 using Rng = std::mt19937_64;
+
+/// Passed where a module takes the Rng its parameters are drawn from: every parameter stays zero and nothing
+/// is drawn, for a loader that overwrites every value (what PyTorch's torch.nn.utils.skip_init is for).
+/// Linear, SwiGLUFeedForward, SoftmaxTopK, SigmoidTopK, and ExpertBank and MoELayer of those take it.
+struct ZeroInit {};
+inline constexpr ZeroInit zero_init{};
+
+/// What builds a module's parameters: an Rng to draw them from, or ZeroInit.
+template <class Init>
+concept ParameterInit = std::same_as<std::remove_cvref_t<Init>, Rng> || std::same_as<std::remove_cvref_t<Init>, ZeroInit>;
 
 /// Uniform in [0, 1) with 53 random bits.
 inline double uniform01(Rng& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }

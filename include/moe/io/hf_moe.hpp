@@ -1,5 +1,5 @@
 #pragma once
-// The MoE blocks of published Hugging Face checkpoints (Mixtral, OLMoE, Qwen-MoE, DeepSeek-V3), loaded by
+// The MoE blocks of published Hugging Face checkpoints (Mixtral, OLMoE, Qwen-MoE, DeepSeek-V2/V3), loaded by
 // name into a moe::MoELayer with SwiGLU experts: one table row per family says where the block's tensors are
 // and which config.json fields set its routing. Needs nlohmann/json, as moe/io/safetensors.hpp.
 //
@@ -8,16 +8,23 @@
 //   Mixtral      num_local_experts, intermediate_size; softmax over all experts, top-K renormalised
 //   OLMoE        num_experts, intermediate_size, norm_topk_prob (default false); softmax top-K
 //   Qwen3-MoE    num_experts, moe_intermediate_size, norm_topk_prob (default false); softmax top-K
-//   Qwen2-MoE    as Qwen3-MoE, plus shared_expert_intermediate_size: its shared expert is scaled by
-//                sigmoid(shared_expert_gate(x)), which MoELayer has no place for, so such a block is refused
+//   Qwen2-MoE    (Qwen1.5-MoE too) as Qwen3-MoE, plus shared_expert_intermediate_size: one shared expert
+//                scaled per token by sigmoid(x . shared_expert_gate.weight) (MoELayer's shared_expert_gate, as
+//                transformers' Qwen2MoeSparseMoeBlock computes it)
+//   DeepSeek-V2  (V2-Lite too) n_routed_experts, moe_intermediate_size, n_shared_experts, scoring_func
+//                ("softmax"), topk_method ("greedy": plain top-K; "group_limited_greedy": top-K within the
+//                topk_group of n_group groups with the highest best score), routed_scaling_factor (multiplies
+//                the gates), norm_topk_prob (must be false, as released; DeepSeek-AI 2024, "DeepSeek-V2",
+//                sec. 2.2)
 //   DeepSeek-V3  n_routed_experts, moe_intermediate_size, n_shared_experts, n_group, topk_group,
 //                routed_scaling_factor, norm_topk_prob (must be true), scoring_func ("sigmoid"), topk_method
 //                ("noaux_tc"); sigmoid scores, selection on score + e_score_correction_bias within the best
 //                groups (DeepSeek-AI 2024, "DeepSeek-V3 Technical Report", sec. 2.1.2)
-// A layer without a router tensor is a dense layer (DeepSeek-V3's first_k_dense_replace, Qwen's
-// mlp_only_layers): asking for it is an error naming the tensor that is missing.
+// A layer without a router tensor is a dense layer (DeepSeek's first_k_dense_replace and moe_layer_freq, Qwen's
+// mlp_only_layers and decoder_sparse_step): asking for it is an error naming the tensor that is missing.
 
 #include <array>
+#include <initializer_list>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -58,29 +65,42 @@ struct HfFamily {
   std::string_view experts;                     // expert e is experts + "{e}."
   std::array<std::string_view, 3> projections;  // an expert's gate, up and down projections
   std::string_view shared;                      // "" or the shared expert (gate_proj, up_proj, down_proj)
-  std::string_view shared_gate;                 // "" or the shared expert's sigmoid gate (not supported)
+  std::string_view shared_gate;                 // "" or the shared expert's sigmoid gate [1 x hidden_size]
   std::string_view num_experts_key;
   std::string_view hidden_key;         // an expert's intermediate width
   std::string_view shared_hidden_key;  // "" or the shared expert's width
   std::string_view shared_count_key;   // "" or how many experts' width the shared expert has
-  HfScoring scoring;
+  HfScoring scoring;                   // config.json's scoring_func must name it, where present
   bool renormalize;            // the top-K gates divided by their sum: Mixtral always, others by default
   bool renormalize_in_config;  // read from norm_topk_prob
+  std::string_view renormalize_fixed;  // "" or why norm_topk_prob must be `renormalize`
+  std::string_view topk_plain;         // "" or the topk_method of plain top-K
+  std::string_view topk_grouped;       // "" or the topk_method of top-K within n_group/topk_group groups
+  bool scaled;                         // the gates times routed_scaling_factor
 };
 
-inline constexpr std::array<HfFamily, 5> hf_families{{
+inline constexpr std::array<HfFamily, 6> hf_families{{
     {"mixtral", "Mixtral", "block_sparse_moe.", "gate.weight", "", "experts.", {"w1", "w3", "w2"}, "", "",
-     "num_local_experts", "intermediate_size", "", "", HfScoring::softmax, true, false},
+     "num_local_experts", "intermediate_size", "", "", HfScoring::softmax, true, false, "", "", "", false},
     {"olmoe", "OLMoE", "mlp.", "gate.weight", "", "experts.", {"gate_proj", "up_proj", "down_proj"}, "", "",
-     "num_experts", "intermediate_size", "", "", HfScoring::softmax, false, true},
+     "num_experts", "intermediate_size", "", "", HfScoring::softmax, false, true, "", "", "", false},
     {"qwen3_moe", "Qwen3-MoE", "mlp.", "gate.weight", "", "experts.", {"gate_proj", "up_proj", "down_proj"}, "", "",
-     "num_experts", "moe_intermediate_size", "", "", HfScoring::softmax, false, true},
+     "num_experts", "moe_intermediate_size", "", "", HfScoring::softmax, false, true, "", "", "", false},
     {"qwen2_moe", "Qwen1.5/Qwen2-MoE", "mlp.", "gate.weight", "", "experts.", {"gate_proj", "up_proj", "down_proj"},
      "shared_expert.", "shared_expert_gate.weight", "num_experts", "moe_intermediate_size",
-     "shared_expert_intermediate_size", "", HfScoring::softmax, false, true},
+     "shared_expert_intermediate_size", "", HfScoring::softmax, false, true, "", "", "", false},
+    // DeepSeek's modeling_deepseek.py renormalises without the scaling factor when norm_topk_prob is true,
+    // transformers' DeepseekV2Moe scales and never renormalises: the two agree only on false, as released.
+    {"deepseek_v2", "DeepSeek-V2", "mlp.", "gate.weight", "", "experts.", {"gate_proj", "up_proj", "down_proj"},
+     "shared_experts.", "", "n_routed_experts", "moe_intermediate_size", "", "n_shared_experts", HfScoring::softmax,
+     false, true,
+     "DeepSeek's modeling_deepseek.py would renormalise without routed_scaling_factor and transformers' "
+     "DeepseekV2Moe scales without renormalising; the released DeepSeek-V2 checkpoints have false",
+     "greedy", "group_limited_greedy", true},
     {"deepseek_v3", "DeepSeek-V3", "mlp.", "gate.weight", "gate.e_score_correction_bias", "experts.",
      {"gate_proj", "up_proj", "down_proj"}, "shared_experts.", "", "n_routed_experts", "moe_intermediate_size", "",
-     "n_shared_experts", HfScoring::sigmoid, true, true},
+     "n_shared_experts", HfScoring::sigmoid, true, true, "moe's sigmoid router always renormalises the top-K gates",
+     "", "noaux_tc", true},
 }};
 
 /// The family of a config.json's model_type, or an error listing the supported ones.
@@ -99,6 +119,7 @@ struct HfMoeBlockConfig {
   std::string prefix;  // "model.layers.{layer}." + block
   Index d_model = 0, num_experts = 0, k = 0, hidden = 0;
   Index shared_hidden = 0;  // 0: no shared expert
+  bool shared_gate = false;  // the shared expert scaled by sigmoid(x . family->shared_gate)
   bool renormalize = false;
   double routed_scaling_factor = 1.0;
   Index n_group = 1, topk_group = 1;
@@ -151,6 +172,19 @@ class HfConfig {
       fail(context_, ": config.json: \"", key, "\" is \"", value, "\"; moe loads ", family, " blocks with \"",
            expected, "\" only");
   }
+  /// The value of `key` if it is one of the non-empty `accepted`, else an error naming them.
+  std::string one_of(std::string_view key, std::string_view fallback, std::initializer_list<std::string_view> accepted,
+                     std::string_view family) const {
+    const std::string value = text(key, fallback);
+    std::string names;
+    for (const std::string_view name : accepted) {
+      if (name.empty()) continue;
+      if (value == name) return value;
+      names += (names.empty() ? "\"" : " or \"") + std::string(name) + "\"";
+    }
+    fail(context_, ": config.json: \"", key, "\" is \"", value, "\"; moe loads ", family, " blocks with ", names,
+         " only");
+  }
 
   const nlohmann::json& json() const { return json_; }
   const std::string& context() const { return context_; }
@@ -178,19 +212,26 @@ inline HfMoeBlockConfig hf_moe_block_config(const nlohmann::json& config_json, I
   block.hidden = config.count(family.hidden_key);
   if (!family.shared_hidden_key.empty()) block.shared_hidden = config.count(family.shared_hidden_key, 0);
   if (!family.shared_count_key.empty()) block.shared_hidden = config.count(family.shared_count_key, 0) * block.hidden;
+  block.shared_gate = block.shared_hidden > 0 && !family.shared_gate.empty();
   block.renormalize =
       family.renormalize_in_config ? config.flag("norm_topk_prob", family.renormalize) : family.renormalize;
   detail::require(block.k <= block.num_experts, context, ": config.json: num_experts_per_tok = ", block.k,
                   " exceeds the ", block.num_experts, " experts");
-  if (family.scoring == HfScoring::sigmoid) {
-    config.require_text("scoring_func", "sigmoid", "sigmoid", family.name);
-    config.require_text("topk_method", "noaux_tc", "noaux_tc", family.name);
-    detail::require(block.renormalize, context, ": config.json: norm_topk_prob is false; moe's sigmoid router "
-                    "always renormalises the top-K gates");
-    block.routed_scaling_factor = config.number("routed_scaling_factor", 1.0);
-    block.n_group = config.count("n_group", 1);
-    block.topk_group = config.count("topk_group", 1);
+  const std::string_view scoring = family.scoring == HfScoring::softmax ? "softmax" : "sigmoid";
+  config.require_text("scoring_func", scoring, scoring, family.name);
+  if (!family.renormalize_fixed.empty() && block.renormalize != family.renormalize)
+    detail::fail(context, ": config.json: norm_topk_prob is ", block.renormalize ? "true" : "false", "; ",
+                 family.renormalize_fixed);
+  if (!family.topk_plain.empty() || !family.topk_grouped.empty()) {
+    const std::string method =
+        config.one_of("topk_method", family.topk_plain.empty() ? family.topk_grouped : family.topk_plain,
+                      {family.topk_plain, family.topk_grouped}, family.name);
+    if (method == family.topk_grouped) {
+      block.n_group = config.count("n_group", 1);
+      block.topk_group = config.count("topk_group", 1);
+    }
   }
+  if (family.scaled) block.routed_scaling_factor = config.number("routed_scaling_factor", 1.0);
   return block;
 }
 
@@ -199,7 +240,7 @@ inline std::vector<std::pair<std::string, std::string>> hf_block_tensor_names(co
   const HfFamily& family = *config.family;
   const std::string& prefix = config.prefix;
   std::vector<std::pair<std::string, std::string>> names{{"router.weight", prefix + std::string(family.router)}};
-  if (family.scoring == HfScoring::sigmoid)
+  if (!family.correction_bias.empty())
     names.emplace_back("balancer.expert_bias", prefix + std::string(family.correction_bias));
   constexpr std::array<const char*, 3> ours{"gate_proj", "up_proj", "down_proj"};
   for (Index e = 0; e < config.num_experts; ++e)
@@ -211,6 +252,7 @@ inline std::vector<std::pair<std::string, std::string>> hf_block_tensor_names(co
     for (const char* projection : ours)
       names.emplace_back(std::string("shared_experts.0.") + projection + ".weight",
                          prefix + std::string(family.shared) + projection + ".weight");
+  if (config.shared_gate) names.emplace_back("shared_expert_gate.weight", prefix + std::string(family.shared_gate));
   return names;
 }
 
@@ -225,9 +267,11 @@ class HfMoeBlock {
   using SigmoidLayer = MoELayer<SwiGLUFeedForward<Scalar>, SigmoidTopK, Dynamic, AuxLossFree>;
   using Layer = std::variant<SoftmaxLayer, SigmoidLayer>;
 
-  /// A block with PyTorch's default initialisation, shaped as `config` says.
-  HfMoeBlock(HfMoeBlockConfig config, nlohmann::json config_json, Rng& rng)
-      : config_(std::move(config)), config_json_(std::move(config_json)), layer_(build(config_, rng)) {}
+  /// A block shaped as `config` says, with PyTorch's default initialisation drawn from `init` (an Rng), or
+  /// all zero (moe::zero_init: what load_hf_moe_block fills).
+  template <ParameterInit Init>
+  HfMoeBlock(HfMoeBlockConfig config, nlohmann::json config_json, Init&& init)
+      : config_(std::move(config)), config_json_(std::move(config_json)), layer_(build(config_, init)) {}
 
   const HfMoeBlockConfig& config() const { return config_; }
   /// The checkpoint's whole config.json, which save_hf_moe_block writes back.
@@ -250,26 +294,29 @@ class HfMoeBlock {
   }
 
  private:
-  static Layer build(const HfMoeBlockConfig& c, Rng& rng) {
+  template <class Init>
+  static Layer build(const HfMoeBlockConfig& c, Init& init) {
     const auto fill = [&](auto& options) {
       options.d_model = c.d_model;
       options.num_experts = c.num_experts;
       options.k = c.k;
       options.num_shared_experts = c.shared_hidden > 0 ? 1 : 0;
+      options.shared_expert_gate = c.shared_gate;
       options.expert.hidden = c.hidden;
       options.shared_expert.hidden = c.shared_hidden > 0 ? c.shared_hidden : c.hidden;
     };
     if (c.family->scoring == HfScoring::softmax) {
       typename SoftmaxLayer::Options options;
       fill(options);
-      options.router = {.renormalize = c.renormalize, .bias = false};
-      return Layer(std::in_place_type<SoftmaxLayer>, options, rng);
+      options.router = {.renormalize = c.renormalize, .bias = false, .routed_scaling_factor = c.routed_scaling_factor,
+                        .n_group = c.n_group, .topk_group = c.topk_group};
+      return Layer(std::in_place_type<SoftmaxLayer>, options, init);
     }
     typename SigmoidLayer::Options options;
     fill(options);
     options.router = {.bias = false, .routed_scaling_factor = c.routed_scaling_factor, .n_group = c.n_group,
                       .topk_group = c.topk_group};
-    return Layer(std::in_place_type<SigmoidLayer>, options, rng);
+    return Layer(std::in_place_type<SigmoidLayer>, options, init);
   }
 
   HfMoeBlockConfig config_;
@@ -304,12 +351,7 @@ HfMoeBlock<Scalar> load_hf_moe_block(ShardedSafetensors& checkpoint, const nlohm
   if (!checkpoint.contains(router))
     detail::fail(context, ": layer ", layer, " has no ", family.name, " MoE block (no tensor ", router,
                  "); it has ", hf_moe_layers(checkpoint, family).size(), " MoE layers");
-  if (!family.shared_gate.empty() && checkpoint.contains(config.prefix + std::string(family.shared_gate)))
-    detail::fail(context, ": layer ", layer, ": ", family.name, " scales its shared expert by sigmoid(",
-                 config.prefix, family.shared_gate, " x), a gated shared expert, which moe's MoELayer does not "
-                 "have yet");
-  Rng rng(0);  // every value is overwritten below
-  HfMoeBlock<Scalar> block(std::move(config), config_json, rng);
+  HfMoeBlock<Scalar> block(std::move(config), config_json, zero_init);  // every value is read below
   const auto names = block.tensor_names();
   const std::map<std::string, std::string> checkpoint_name(names.begin(), names.end());
   // Tensor by tensor straight into the layer's memory: the block and one tensor at a time, never a second copy.
@@ -343,16 +385,14 @@ HfMoeBlock<Scalar> load_hf_moe_block(const std::filesystem::path& dir, Index lay
 }
 
 /// Writes `block` into directory `dir` as a checkpoint that load_hf_moe_block reads back: its tensors under
-/// their checkpoint names in model.safetensors (F32 or F64) and the checkpoint's config.json.
+/// their checkpoint names in `dtype` (F32, F64, or BF16 as published), in one model.safetensors or, with
+/// max_shard_bytes > 0, in shards of at most that much tensor data with model.safetensors.index.json
+/// (save_sharded_safetensors), and the checkpoint's config.json.
 template <class Scalar>
-void save_hf_moe_block(const std::filesystem::path& dir, HfMoeBlock<Scalar>& block,
-                       DType dtype = dtype_of<Scalar>()) {
-  const std::string context = "save_hf_moe_block: " + dir.string();
-  std::error_code error;
-  std::filesystem::create_directories(dir, error);
-  if (error) detail::fail(context, ": cannot create the directory: ", error.message());
-  save_safetensors(dir / ShardedSafetensors::single_file, block.hf_state_dict(), {}, dtype);
-  detail::write_file_atomically(dir / "config.json", context,
+void save_hf_moe_block(const std::filesystem::path& dir, HfMoeBlock<Scalar>& block, DType dtype = dtype_of<Scalar>(),
+                       std::uint64_t max_shard_bytes = 0) {
+  save_sharded_safetensors(dir, block.hf_state_dict(), dtype, max_shard_bytes);
+  detail::write_file_atomically(dir / "config.json", "save_hf_moe_block: " + dir.string(),
                                 [&](std::ostream& out) { out << block.config_json().dump(2) << '\n'; });
 }
 

@@ -60,6 +60,15 @@ inline float bfloat16_to_float(std::uint16_t bits) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(bits) << 16);
 }
 
+/// float to bfloat16, rounded to nearest, ties to even (as PyTorch's Tensor.to(torch.bfloat16)): past the
+/// largest bfloat16 that is infinity; NaN stays a (quiet) NaN of the same sign.
+inline std::uint16_t float_to_bfloat16(float value) {
+  const auto bits = std::bit_cast<std::uint32_t>(value);
+  if (std::isnan(value)) return static_cast<std::uint16_t>((bits >> 16) | 0x0040u);
+  const std::uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<std::uint16_t>((bits + rounding) >> 16);
+}
+
 namespace detail {
 
 template <class UInt>
@@ -102,14 +111,16 @@ VectorX<Scalar> decode(DType dtype, const std::vector<unsigned char>& bytes) {
   });
 }
 
-/// F32 or F64 little-endian bytes of `values`.
+/// BF16 (rounded to nearest even, from float), F32 or F64 little-endian bytes of `values`.
 template <class Scalar>
 std::vector<unsigned char> encode(DType dtype, const VectorX<Scalar>& values) {
   const std::size_t size = dtype_size(dtype);
   std::vector<unsigned char> bytes(static_cast<std::size_t>(values.size()) * size);
   for (Index i = 0; i < values.size(); ++i) {
     unsigned char* at = bytes.data() + static_cast<std::size_t>(i) * size;
-    if (dtype == DType::F32)
+    if (dtype == DType::BF16)
+      write_little_endian(at, float_to_bfloat16(static_cast<float>(values(i))));
+    else if (dtype == DType::F32)
       write_little_endian(at, std::bit_cast<std::uint32_t>(static_cast<float>(values(i))));
     else
       write_little_endian(at, std::bit_cast<std::uint64_t>(static_cast<double>(values(i))));
@@ -205,14 +216,14 @@ inline void check_layout(std::vector<TensorEntry>& entries, std::uint64_t data_b
 
 }  // namespace detail
 
-/// Writes `tensors` (in name order, contiguous) and `metadata` to `path` as F32 or F64, replacing the file
-/// atomically.
+/// Writes `tensors` (in name order, contiguous) and `metadata` to `path` as F32, F64 or BF16 (rounded to
+/// nearest even, as PyTorch rounds), replacing the file atomically.
 template <class Scalar>
 void save_safetensors(const std::filesystem::path& path, const StateDict<Scalar>& tensors,
                       const Metadata& metadata = {}, DType dtype = dtype_of<Scalar>()) {
   const std::string context = "save_safetensors: " + path.string();
-  if (dtype != DType::F32 && dtype != DType::F64)
-    detail::fail(context, ": writes F32 or F64, not ", dtype_name(dtype));
+  if (dtype != DType::F32 && dtype != DType::F64 && dtype != DType::BF16)
+    detail::fail(context, ": writes F32, F64 or BF16, not ", dtype_name(dtype));
   // The header's members in the order safetensors' own writer uses: __metadata__ first, then the tensors in
   // name order, each {"dtype", "shape", "data_offsets"}. ordered_json keeps that order; its operator[]
   // searches the members one by one, so members (unique: a std::map's keys) are appended to its vector.

@@ -2,18 +2,24 @@
 // Hugging Face checkpoint directories: model.safetensors.index.json, {"metadata": {...}, "weight_map": {tensor
 // name: shard file name}}, beside the shards it names (model-00001-of-00002.safetensors, ...), or a single
 // model.safetensors. Read lazily: opening reads the index only, a shard's header is read the first time one of
-// its tensors is asked for, and of the data only the bytes of the tensors asked for are read.
-// Needs nlohmann/json, as moe/io/safetensors.hpp.
+// its tensors is asked for, and of the data only the bytes of the tensors asked for are read. Written by
+// save_sharded_safetensors as transformers' save_pretrained writes them. Needs nlohmann/json, as
+// moe/io/safetensors.hpp.
 
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
 #include "moe/core/error.hpp"
+#include "moe/io/atomic_file.hpp"
 #include "moe/io/input_file.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/io/strict_json.hpp"
@@ -163,5 +169,81 @@ class ShardedSafetensors {
   std::map<std::string, std::string> weight_map_;  // tensor name -> shard file
   std::map<std::string, Shard> shards_;            // the shards opened so far
 };
+
+namespace detail {
+
+/// "model-00002-of-00005.safetensors" for shard 2 of 5, transformers' name.
+inline std::string shard_file_name(std::size_t shard, std::size_t shards) {
+  char name[64];
+  std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", shard, shards);
+  return name;
+}
+
+/// Whether `name` has the form of a shard's name, "model-NNNNN-of-NNNNN.safetensors".
+inline bool is_shard_file_name(const std::string& name) {
+  constexpr std::string_view digits = "0123456789";
+  return name.size() == 32 && name.starts_with("model-") && name.ends_with(".safetensors") &&
+         name.substr(11, 4) == "-of-" && name.substr(6, 5).find_first_not_of(digits) == std::string::npos &&
+         name.substr(15, 5).find_first_not_of(digits) == std::string::npos;
+}
+
+}  // namespace detail
+
+/// Writes `tensors` into directory `dir` (made if missing) as a checkpoint ShardedSafetensors and
+/// transformers read, in `dtype` (F32, F64 or BF16) with metadata {"format": "pt"}, which transformers asks
+/// for: with max_shard_bytes 0 one model.safetensors; else shards model-0000i-of-0000n.safetensors, the
+/// tensors in name order, a shard closed before the tensor that would take its data past max_shard_bytes (a
+/// larger tensor gets a shard of its own), and model.safetensors.index.json {"metadata": {"total_size":
+/// bytes of tensor data}, "weight_map": {tensor: shard}} written last. Files of the other layout or shards
+/// a previous save left are removed, so that the directory holds this checkpoint only.
+template <class Scalar>
+void save_sharded_safetensors(const std::filesystem::path& dir, const StateDict<Scalar>& tensors, DType dtype,
+                              std::uint64_t max_shard_bytes = 0) {
+  namespace fs = std::filesystem;
+  const std::string context = "save_sharded_safetensors: " + dir.string();
+  std::error_code error;
+  fs::create_directories(dir, error);
+  if (error) detail::fail(context, ": cannot create the directory: ", error.message());
+  const Metadata metadata{{"format", "pt"}};
+
+  std::set<std::string> written;
+  if (max_shard_bytes == 0) {
+    save_safetensors(dir / ShardedSafetensors::single_file, tensors, metadata, dtype);
+    written.insert(ShardedSafetensors::single_file);
+  } else {
+    std::vector<StateDict<Scalar>> shards(1);
+    std::uint64_t shard_bytes = 0, total_bytes = 0;
+    for (const auto& [name, tensor] : tensors) {
+      const std::uint64_t bytes = static_cast<std::uint64_t>(tensor.data.size()) * dtype_size(dtype);
+      if (shard_bytes > 0 && shard_bytes + bytes > max_shard_bytes) {
+        shards.emplace_back();
+        shard_bytes = 0;
+      }
+      shards.back().emplace(name, tensor);
+      shard_bytes += bytes;
+      total_bytes += bytes;
+    }
+    nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+    for (std::size_t s = 0; s < shards.size(); ++s) {
+      const std::string file = detail::shard_file_name(s + 1, shards.size());
+      save_safetensors(dir / file, shards[s], metadata, dtype);
+      written.insert(file);
+      for (const auto& entry : shards[s]) weight_map[entry.first] = file;
+    }
+    const nlohmann::ordered_json index{{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
+    detail::write_file_atomically(dir / ShardedSafetensors::index_file, context,
+                                  [&](std::ostream& out) { out << index.dump(2) << '\n'; });
+    written.insert(ShardedSafetensors::index_file);
+  }
+  std::vector<std::string> stale;
+  for (const std::string name : {ShardedSafetensors::single_file, ShardedSafetensors::index_file})
+    if (!written.contains(name) && fs::exists(dir / name)) stale.push_back(name);
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (detail::is_shard_file_name(name) && !written.contains(name)) stale.push_back(name);
+  }
+  for (const std::string& name : stale)
+    if (!fs::remove(dir / name, error)) detail::fail(context, ": cannot remove the stale ", name, ": ", error.message());
+}
 
 }  // namespace moe

@@ -1,11 +1,14 @@
 #pragma once
 // MoELayer<Expert, Router, K, Balancer, Backend>: routes each row of x to K of N experts and mixes their
 // outputs with the router's gates (Shazeer et al. 2017), with optional always-on shared experts
-// (DeepSeekMoE, Dai et al. 2024), an optional capacity (Fedus et al. 2021) and an optional padding mask.
+// (DeepSeekMoE, Dai et al. 2024), each optionally scaled per token by a sigmoid gate (Qwen Team 2024,
+// "Qwen1.5-MoE: Matching 7B Model Performance with 1/3 Activated Parameters"; transformers' Qwen2MoeSparseMoeBlock),
+// an optional capacity (Fedus et al. 2021) and an optional padding mask.
 
 #include <algorithm>
 #include <cmath>
 #include <concepts>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +20,7 @@
 #include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
 #include "moe/layer/expert_bank.hpp"
+#include "moe/nn/linear.hpp"
 #include "moe/routing/routing.hpp"
 
 namespace moe {
@@ -107,6 +111,9 @@ class MoELayer {
     Index num_experts = 0;
     Index k = K == Dynamic ? 0 : K;  // set it only when K is moe::Dynamic
     Index num_shared_experts = 0;
+    /// Qwen1.5/Qwen2-MoE's gated shared expert: shared expert s's output scaled per token by
+    /// sigmoid(x . w_s), w = shared_expert_gate.weight [num_shared_experts x d_model], no bias.
+    bool shared_expert_gate = false;
     double capacity_factor = 0.0;  // 0: dropless; else each expert takes at most ceil(cf * T K / N) rows
     DropPolicy drop_policy = DropPolicy::token_order;  // which assignments an expert over capacity keeps
     bool check_finite = false;     // throw when the output or the aux loss is not finite
@@ -117,19 +124,25 @@ class MoELayer {
     Backend backend{};
   };
 
-  MoELayer(const Options& options, Rng& rng)
+  /// Parameters drawn from `init`, an Rng, in PyTorch's way for each module; or, with moe::zero_init, all zero
+  /// and nothing drawn, for a loader that overwrites them (the router, experts and shared experts must take
+  /// ZeroInit: SoftmaxTopK, SigmoidTopK; SwiGLUFeedForward).
+  template <ParameterInit Init>
+  MoELayer(const Options& options, Init&& init)
       : options_(validated(options)),
-        router_(options.d_model, options.num_experts, options.router, rng),
+        router_(options.d_model, options.num_experts, options.router, init),
         balancer_(options.num_experts, options.balancer),
-        experts_(options.num_experts, options.d_model, options.expert, rng, held_experts(options_)),
+        experts_(options.num_experts, options.d_model, options.expert, init, held_experts(options_)),
         runner_(options_.backend) {
     shared_.reserve(static_cast<std::size_t>(options.num_shared_experts));
     for (Index s = 0; s < options.num_shared_experts; ++s)
-      shared_.emplace_back(options.d_model, options.shared_expert, rng);
+      shared_.emplace_back(options.d_model, options.shared_expert, init);
     const Index width = experts_.out_features();
     for (const auto& s : shared_)
       detail::require(s.out_features() == width, "MoELayer: shared experts output ", s.out_features(),
                       " features, routed experts ", width);
+    // Drawn after every other parameter, so that the layer without the gate draws exactly what it did before.
+    if (options.shared_expert_gate) shared_gate_.emplace(options.d_model, options.num_shared_experts, init, false);
     step_load_.setZero(options.num_experts);
     load_.reset(options.num_experts);
   }
@@ -141,13 +154,15 @@ class MoELayer {
                                                                  Rng& rng) const {
     using Result = MoELayer<ExpertT, NewRouter, K, BalancerT, Backend>;
     typename Result::Options options{options_.d_model, options_.num_experts, options_.k,
-                                     options_.num_shared_experts, options_.capacity_factor, options_.drop_policy,
+                                     options_.num_shared_experts, options_.shared_expert_gate,
+                                     options_.capacity_factor, options_.drop_policy,
                                      options_.check_finite,
                                      options_.expert, options_.shared_expert, router, options_.balancer,
                                      options_.backend};
     Result result(options, rng);
     result.experts_ = experts_;
     result.shared_ = shared_;
+    result.shared_gate_ = shared_gate_;
     result.balancer_ = balancer_;
     result.set_training(training_);
     return result;
@@ -243,6 +258,7 @@ class MoELayer {
     append_prefixed(list, experts_.named_parameters(), "experts.");
     for (std::size_t s = 0; s < shared_.size(); ++s)
       append_prefixed(list, shared_[s].named_parameters(), "shared_experts." + std::to_string(s) + ".");
+    if (shared_gate_) append_prefixed(list, shared_gate_->named_parameters(), "shared_expert_gate.");
     return list;
   }
 
@@ -290,6 +306,8 @@ class MoELayer {
                     "], got ", o.k);
     detail::require(o.num_shared_experts >= 0, "MoELayer: num_shared_experts must be >= 0, got ",
                     o.num_shared_experts);
+    detail::require(!o.shared_expert_gate || o.num_shared_experts > 0,
+                    "MoELayer: shared_expert_gate needs shared experts to gate, num_shared_experts is 0");
     detail::require(o.capacity_factor >= 0.0 && std::isfinite(o.capacity_factor),
                     "MoELayer: capacity_factor must be >= 0 (0: dropless), got ", o.capacity_factor);
     if constexpr (SequenceExpert<ExpertT>) {
@@ -330,7 +348,7 @@ class MoELayer {
     MatrixX<Scalar>& output = runner_.forward(experts_, x, routing_, capacity(x.rows()));
     load_.add(runner_.routed(), runner_.dropped(), x.rows());
     if (training_) step_load_ += runner_.routed();
-    for (auto& s : shared_) output += s.forward(x);
+    add_shared_experts(x, output);
 
     if (options_.check_finite) {
       detail::require(std::isfinite(static_cast<double>(aux_loss_)), "MoELayer: aux loss is not finite (",
@@ -352,8 +370,41 @@ class MoELayer {
                    runner_.d_gates(), d_scores_);
     balancer_.backward(d_scores_, d_logits_);
     grad_input += router_.backward(d_scores_, d_logits_);
-    for (auto& s : shared_) grad_input += s.backward(dy);
+    shared_experts_backward(dy, grad_input);
     return grad_input;
+  }
+
+  /// output += sum over s of shared_s(x), each row scaled by its gate sigmoid(x . w_s) when gated.
+  void add_shared_experts(ConstRef<Scalar> x, MatrixX<Scalar>& output) {
+    if (!shared_gate_) {
+      for (auto& s : shared_) output += s.forward(x);
+      return;
+    }
+    shared_gates_.resize(x.rows(), static_cast<Index>(shared_.size()));
+    shared_gates_.array() = ((-shared_gate_->forward(x).array()).exp() + Scalar(1)).inverse();
+    shared_outputs_.resize(shared_.size());
+    for (std::size_t s = 0; s < shared_.size(); ++s) {
+      shared_outputs_[s] = shared_[s].forward(x);  // backward's d gate needs it
+      output.array() += shared_outputs_[s].array().colwise() * shared_gates_.col(static_cast<Index>(s)).array();
+    }
+  }
+
+  /// With y_s = g_s shared_s(x), g_s = sigmoid(z_s), z_s = x . w_s: d shared_s = g_s dy,
+  /// d z_s = (dy . shared_s(x)) g_s (1 - g_s); dx gets both paths.
+  void shared_experts_backward(ConstRef<Scalar> dy, MatrixX<Scalar>& grad_input) {
+    if (!shared_gate_) {
+      for (auto& s : shared_) grad_input += s.backward(dy);
+      return;
+    }
+    d_shared_logits_.resize(dy.rows(), shared_gates_.cols());
+    for (std::size_t s = 0; s < shared_.size(); ++s) {
+      const auto gate = shared_gates_.col(static_cast<Index>(s)).array();
+      d_shared_ = (dy.array().colwise() * gate).matrix();
+      grad_input += shared_[s].backward(d_shared_);
+      d_shared_logits_.col(static_cast<Index>(s)).array() =
+          dy.cwiseProduct(shared_outputs_[s]).rowwise().sum().array() * gate * (Scalar(1) - gate);
+    }
+    grad_input += shared_gate_->backward(d_shared_logits_);
   }
 
   Capacity capacity(Index tokens) const {
@@ -373,6 +424,7 @@ class MoELayer {
   BankType experts_;
   Runner runner_;
   std::vector<ExpertT> shared_;
+  std::optional<Linear<Scalar>> shared_gate_;  // Options::shared_expert_gate
   bool training_ = true;
 
   Routing<Scalar> routing_;
@@ -382,6 +434,8 @@ class MoELayer {
   IndexVector step_load_;
   LoadTracker load_;
   MatrixX<Scalar> d_scores_, d_logits_;
+  MatrixX<Scalar> shared_gates_, d_shared_, d_shared_logits_;  // [T x S] gates, [T x width], [T x S]
+  std::vector<MatrixX<Scalar>> shared_outputs_;
 };
 
 }  // namespace moe

@@ -163,10 +163,12 @@ class SwiGLUFeedForward {
     bool bias = false;
   };
 
-  SwiGLUFeedForward(Index d_model, const Options& options, Rng& rng)
-      : gate_proj_(d_model, detail::require_hidden("SwiGLUFeedForward", options.hidden), rng, options.bias),
-        up_proj_(d_model, options.hidden, rng, options.bias),
-        down_proj_(options.hidden, options.out_features > 0 ? options.out_features : d_model, rng, options.bias) {}
+  /// Parameters drawn from `init` (an Rng) as PyTorch's nn.Linear draws them, or zero (ZeroInit).
+  template <ParameterInit Init>
+  SwiGLUFeedForward(Index d_model, const Options& options, Init&& init)
+      : gate_proj_(d_model, detail::require_hidden("SwiGLUFeedForward", options.hidden), init, options.bias),
+        up_proj_(d_model, options.hidden, init, options.bias),
+        down_proj_(options.hidden, options.out_features > 0 ? options.out_features : d_model, init, options.bias) {}
 
   Index in_features() const { return gate_proj_.in_features(); }
   Index out_features() const { return down_proj_.out_features(); }

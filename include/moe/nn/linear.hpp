@@ -27,13 +27,16 @@ class Linear {
   /// PyTorch's nn.Linear initialisation: weight and bias uniform in +-1/sqrt(in_features)
   /// (kaiming_uniform with a = sqrt(5)).
   Linear(Index in_features, Index out_features, Rng& rng, bool bias = true)
-      : weight_(checked(out_features, "out_features"), checked(in_features, "in_features")), has_bias_(bias) {
+      : Linear(in_features, out_features, zero_init, bias) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
     fill_uniform(weight_.value, rng, -bound, bound);
-    if (has_bias_) {
-      bias_ = Parameter<Scalar>::vector(out_features);
-      fill_uniform(bias_.value, rng, -bound, bound);
-    }
+    if (has_bias_) fill_uniform(bias_.value, rng, -bound, bound);
+  }
+
+  /// Weight and bias zero, nothing drawn.
+  Linear(Index in_features, Index out_features, ZeroInit, bool bias = true)
+      : weight_(checked(out_features, "out_features"), checked(in_features, "in_features")), has_bias_(bias) {
+    if (has_bias_) bias_ = Parameter<Scalar>::vector(out_features);
   }
 
   Linear(Index d_model, const Options& options, Rng& rng)

@@ -4,11 +4,10 @@
 // released: n_group 8, topk_group 4), gates = the chosen scores divided by their sum, times the routed
 // scaling factor (2.5 in DeepSeek-V3).
 
-#include <cmath>
-
 #include "moe/core/error.hpp"
 #include "moe/core/parameter.hpp"
 #include "moe/nn/linear.hpp"
+#include "moe/routing/group_limit.hpp"
 #include "moe/routing/routing.hpp"
 
 namespace moe {
@@ -25,8 +24,12 @@ class SigmoidTopK {
     Index topk_group = 1;                // groups each token may choose its experts from
   };
 
-  SigmoidTopK(Index d_model, Index num_experts, const Options& options, Rng& rng)
-      : linear_(d_model, num_experts, rng, options.bias), options_(validated(options, num_experts)) {}
+  /// The weight drawn from `init` (an Rng) as PyTorch's nn.Linear draws it, or zero (ZeroInit).
+  template <ParameterInit Init>
+  SigmoidTopK(Index d_model, Index num_experts, const Options& options, Init&& init)
+      : linear_(d_model, num_experts, init, options.bias),
+        options_(options),
+        group_limit_(options, num_experts, "SigmoidTopK") {}
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     logits_ = linear_.forward(x);
@@ -50,11 +53,7 @@ class SigmoidTopK {
 
   /// Top-K on score + bias, within the topk_group best groups when n_group > 1 (select_top_k_in_groups).
   void select(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, Index k, IndexMatrix& experts) {
-    if (options_.n_group == 1)
-      select_top_k(scores, bias, k, experts);
-    else
-      select_top_k_in_groups(scores, bias, k, options_.n_group, options_.topk_group, group_scores_, chosen_groups_,
-                             experts);
+    group_limit_.select(scores, bias, k, experts);
   }
 
   /// Sigmoid scores do not sum to 1, so the K gates are always renormalised.
@@ -65,20 +64,10 @@ class SigmoidTopK {
   ParameterList<Scalar> named_parameters() { return linear_.named_parameters(); }
 
  private:
-  static const Options& validated(const Options& o, Index num_experts) {
-    detail::require(o.routed_scaling_factor > 0.0 && std::isfinite(o.routed_scaling_factor),
-                    "SigmoidTopK: routed_scaling_factor must be positive and finite, got ", o.routed_scaling_factor);
-    detail::require(o.n_group >= 1 && num_experts % o.n_group == 0, "SigmoidTopK: n_group must divide num_experts = ",
-                    num_experts, ", got ", o.n_group);
-    detail::require(o.topk_group >= 1 && o.topk_group <= o.n_group, "SigmoidTopK: topk_group must be in [1, n_group = ",
-                    o.n_group, "], got ", o.topk_group);
-    return o;
-  }
-
   Linear<Scalar> linear_;
   Options options_;
-  MatrixX<Scalar> logits_, scores_, d_logits_, group_scores_;
-  IndexMatrix chosen_groups_;
+  detail::GroupLimit<Scalar> group_limit_;
+  MatrixX<Scalar> logits_, scores_, d_logits_;
 };
 
 }  // namespace moe

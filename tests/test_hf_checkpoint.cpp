@@ -215,7 +215,7 @@ TEST_CASE("save_hf_moe_block writes BF16 shards and an index as transformers doe
   moe::Rng rng(12);
   moe::HfMoeBlock<float> block(moe::hf_moe_block_config(qwen2, 3), qwen2, rng);
   moe::test::TempDir dir;
-  write_text(dir / "model-00007-of-00009.safetensors", "stale");  // left by an earlier save: removed
+  write_bytes(dir / "model-00007-of-00009.safetensors", "stale");  // left by an earlier save: removed
   constexpr std::uint64_t limit = 200;  // bytes of tensor data per shard: 3 BF16 expert projections of 64 bytes
   moe::save_hf_moe_block(dir.path(), block, moe::DType::BF16, limit);
 

@@ -76,7 +76,8 @@ struct Axis {
 };
 
 /// The axis over [least, greatest] (finite, least <= greatest; none: [0, 1]), widened by `pad` of the span
-/// on each side; a single value gets a span of its own. `whole` ticks: at whole numbers only (steps).
+/// on each side, so that lines clear the frame; a single value c gets the span [0, 1] (c = 0) or c +- 10%
+/// first. `whole` ticks: at whole numbers only (steps).
 inline Axis make_axis(double least, double greatest, double pad, bool whole = false) {
   Axis axis;
   if (!(least <= greatest)) {
@@ -84,14 +85,12 @@ inline Axis make_axis(double least, double greatest, double pad, bool whole = fa
     greatest = 1;
   } else if (least == greatest) {
     const double c = least;
-    const double half = c == 0 ? 0.5 : std::abs(c) * 0.1;
-    least = c == 0 ? 0 : c - half;
-    greatest = c == 0 ? 1 : c + half;
-  } else {
-    const double span = greatest - least;
-    least -= pad * span;
-    greatest += pad * span;
+    least = c == 0 ? 0 : c - std::abs(c) * 0.1;
+    greatest = c == 0 ? 1 : c + std::abs(c) * 0.1;
   }
+  const double span = greatest - least;
+  least -= pad * span;
+  greatest += pad * span;
   axis.min = least;
   axis.max = greatest;
   double step = heatmap::nice_step((greatest - least) / 4.0);

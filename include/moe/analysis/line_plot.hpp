@@ -93,7 +93,7 @@ inline Axis make_axis(double least, double greatest, double pad, bool whole = fa
   greatest += pad * span;
   axis.min = least;
   axis.max = greatest;
-  double step = heatmap::nice_step((greatest - least) / 4.0);
+  double step = heatmap::nice_step((greatest - least) / 6.0);  // 2 to 7 ticks
   if (whole) step = std::max(step, 1.0);
   axis.decimals = std::max(0, static_cast<int>(std::ceil(-std::log10(step) - 1e-9)));
   for (double v = std::ceil(least / step - 1e-9) * step; v <= greatest + step * 1e-9; v += step)

@@ -113,16 +113,17 @@ inline void write_load_diagnostics_png(const std::filesystem::path& path, const 
   write_line_plots_png(path, panels, {.title = title, .x_label = "step", .columns = 3});
 }
 
+/// What LoadDiagnosticsLog records, how often it writes, and the plot's title.
 struct LoadDiagnosticsOptions {
   Index every_steps = 1;        // a row per layer every n steps, and after the last step
   Index write_every_steps = 0;  // rewrite the files every n steps; 0: only when fit ends
   std::string title = "MoE load diagnostics";  // above the plot
 };
 
-/// A Trainer callback: after every `every_steps`-th step (and the last) it records the diagnostics of each
-/// layer's last forward in that step; every `write_every_steps` steps (0: never) and when fit ends it
-/// writes them all to `csv` and `png` (write_load_diagnostics_csv / _png), atomically, so that a reader
-/// never sees half a file. It only reads what the layers keep of their last forward (routing(), the
+/// A Trainer callback: after every `every_steps`-th step (and the run's last) it records the diagnostics of
+/// each layer's last forward in that step; every `write_every_steps` steps and when fit ends it writes
+/// them all to `csv` and `png` (write_load_diagnostics_csv / _png), atomically, so that a reader never
+/// sees half a file. It only reads what the layers keep of their last forward (routing(), the
 /// backend's dropped()), plus a copy of each layer's selection bias: results are the same bits with it
 /// or without it.
 ///

@@ -3,7 +3,9 @@
 
 Every PNG decodes; the CSV files have their headers; both models are there with the same layers, three
 domains and 64 experts per (model, layer, domain); each (model, layer, domain)'s relative load averages 1;
-summary.csv agrees with expert_load.csv and its values are in range; report.md and the two models exist.
+summary.csv agrees with expert_load.csv and its values are in range; the load diagnostics of each model
+(diagnostics/MODEL.csv, .png) have a row per training step and MoE layer with values that agree with each
+other; report.md and the two models exist.
 
 Usage: check_smoke.py OUT_DIR   (PYTHONPATH must hold tools/, for check_outputs)
 """
@@ -20,6 +22,36 @@ from check_outputs import CheckError, check_png, read_csv, run_check
 MODELS = ("aux_loss_based", "aux_loss_free")
 DOMAINS = ("prose", "code", "math")
 EXPERTS = 64  # the smoke preset keeps the documents' 64 routed experts
+K = 6
+SMOKE_STEPS, SMOKE_TOKENS = 12, 8 * 32  # steps, and windows x tokens per step, of the smoke preset
+DIAGNOSTICS = ["step", "layer", "tokens", "load_min", "load_median", "load_max", "overload", "max_violation",
+               "score_entropy", "load_entropy", "dropped_fraction", "margin"]
+
+
+def check_diagnostics(out, model, layers):
+    """diagnostics/MODEL.csv (moe::LoadDiagnosticsLog): a row per step and MoE layer, loads that sum as K
+    assignments per token allow, overload = MaxVio + 1, entropies within [0, log N], no drops (no capacity),
+    margins >= 0 (plain top-K); and its PNG decodes."""
+    path = os.path.join(out, "diagnostics", f"{model}.csv")
+    rows = read_csv(path, DIAGNOSTICS)
+    keys = [(int(r["step"]), int(r["layer"])) for r in rows]
+    expected = [(step, layer) for step in range(1, SMOKE_STEPS + 1) for layer in layers]
+    if keys != expected:
+        raise CheckError(f"{path}: rows of (step, layer) {keys[:4]}..., expected {expected[:4]}... ({len(expected)})")
+    for r in rows:
+        v = {c: float(r[c]) for c in DIAGNOSTICS}
+        where = f"{path}: step {r['step']} layer {r['layer']}"
+        mean = v["tokens"] * K / EXPERTS
+        if v["tokens"] != SMOKE_TOKENS or not 0 <= v["load_min"] <= v["load_median"] <= v["load_max"]:
+            raise CheckError(f"{where}: tokens {v['tokens']}, loads {v['load_min']} {v['load_median']} {v['load_max']}")
+        if abs(v["overload"] - v["load_max"] / mean) > 1e-9 or abs(v["max_violation"] - (v["overload"] - 1)) > 1e-9:
+            raise CheckError(f"{where}: overload {v['overload']}, MaxVio {v['max_violation']}, max load {v['load_max']}")
+        for column in ("score_entropy", "load_entropy"):
+            if not 0 <= v[column] <= math.log(EXPERTS) + 1e-9:
+                raise CheckError(f"{where}: {column} {v[column]} outside [0, log {EXPERTS}]")
+        if v["dropped_fraction"] != 0 or not v["margin"] >= 0:
+            raise CheckError(f"{where}: dropped_fraction {v['dropped_fraction']}, margin {v['margin']}")
+    check_png(os.path.join(out, "diagnostics", f"{model}.png"), min_width=900, min_height=600)
 
 
 def check_model(path, moe_layers):
@@ -123,13 +155,14 @@ def check(out):
         raise CheckError(f"{path}: missing or empty")
     for model in MODELS:
         check_model(os.path.join(out, f"{model}.safetensors"), len(layers))
+        check_diagnostics(out, model, layers)
     with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
         report = f.read()
     for needed in ("## Validation loss and balance", "## Specialization per layer", "## Finding"):
         if needed not in report:
             raise CheckError(f"report.md: no section '{needed}'")
     print(f"{out}: {len(pngs)} PNGs decode; {len(layers)} MoE layers x {len(DOMAINS)} domains x {EXPERTS} "
-          f"experts for both models; relative loads average 1; summary in range")
+          f"experts for both models; relative loads average 1; summary and load diagnostics in range")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ Preset preset_config(const std::string& name) {
     p.model = {.d_model = 64, .num_heads = 4, .num_moe_layers = 27, .dense_hidden = 352, .expert_hidden = 44,
                .seq_len = 128, .aux_alpha = 1e-3};
     p.data = {.max_chars_per_domain = 6'000'000, .max_vocabulary = 8192, .max_validation_windows = 192};
-    p.train = {.batch = 16, .steps = 3000, .warmup_steps = 150, .eval_every = 250, .eval_windows_in_training = 96};
+    p.train = {.batch = 16, .steps = 3000, .warmup_steps = 150, .eval_every = 250, .eval_windows_in_training = 96,
+               .diagnostics_every = 10};
   }
   return p;
 }
@@ -222,6 +223,13 @@ std::string report_markdown(const moe::examples::Args& args, const Preset& prese
        "loss, validation loss per domain on "
     << t.eval_windows_in_training / 3 << " validation windows of each domain every " << t.eval_every
     << " steps, the last row on all of them, and MaxVio per training batch).\n"
+    << "- `diagnostics/aux_loss_based.csv`, `diagnostics/aux_loss_free.csv` and the `.png` plots beside them: "
+       "per MoE layer and training step"
+    << (t.diagnostics_every > 1 ? " (every " + std::to_string(t.diagnostics_every) + "th)" : std::string())
+    << ", the tokens per expert (min, median, max), overload (max / mean), MaxVio, the mean entropy of the "
+       "router's normalised scores per token, the entropy of the load, the fraction of assignments dropped "
+       "(0: no capacity here) and the mean margin between the K-th chosen and the best unchosen selection "
+       "score (score + bias) of each training batch (`moe::LoadDiagnosticsLog`).\n"
     << "- `aux_loss_based.safetensors`, `aux_loss_free.safetensors`: the trained models (PyTorch names), with "
        "the configuration and the vocabulary map in the metadata.\n";
   return r.str();
@@ -242,8 +250,8 @@ RunResult run_model(const std::string& label, const std::string& balancing, cons
     return n;
   }());
   std::fflush(stdout);
-  RunResult result =
-      train_and_evaluate(lm, label, data, train_order, validation_order, periodic_order, preset.train, checkpoint);
+  RunResult result = train_and_evaluate(lm, label, data, train_order, validation_order, periodic_order, preset.train,
+                                        args.out / "diagnostics", checkpoint);
   moe::Metadata metadata = config_metadata(preset.model, balancing);
   metadata["vocabulary"] = data.vocabulary.to_string();
   moe::save_module(args.out / (label + ".safetensors"), lm, metadata);
@@ -296,6 +304,7 @@ int run(moe::examples::Args args, Options options) {
                            checkpoint);
     });
   };
+  std::filesystem::create_directories(args.out / "diagnostics");
   const RunResult based = model_unit.operator()<AuxLossBasedLM>("aux_loss_based", "SequenceAuxLoss");
   const RunResult loss_free = model_unit.operator()<AuxLossFreeLM>("aux_loss_free", "AuxLossFree");
   const std::vector<NamedRun> runs{{"aux_loss_based", "Aux-Loss-Based", &based},

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <filesystem>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/check.hpp"
@@ -18,6 +20,7 @@
 #include "moe/nn/loss.hpp"
 #include "moe/optim/optimizer.hpp"
 #include "moe/optim/schedule.hpp"
+#include "moe/train/load_diagnostics.hpp"
 #include "moe/train/progress.hpp"
 #include "moe/train/trainer.hpp"
 
@@ -34,6 +37,7 @@ struct TrainConfig {
   Index eval_every = 100;            // steps between validation rows of metrics.csv
   Index eval_windows_in_training = 48;  // validation windows those rows use, a third from each domain
                                         // (the final evaluation uses all)
+  Index diagnostics_every = 1;  // steps between rows of the load diagnostics (moe::LoadDiagnosticsLog)
 };
 
 /// What one evaluation pass measured.
@@ -166,13 +170,15 @@ inline std::vector<Index> training_order(Index windows, Index steps, Index batch
 /// update after each step (AuxLossFree's bias; nothing for SequenceAuxLoss, whose gradient is in backward).
 /// The batches follow `train_order` (windows, config.batch per step), which both runs share, so the trainer
 /// itself does not shuffle. Evaluates on the validation windows of `periodic_order` every eval_every steps,
-/// and on all of `validation_order` at the end. `checkpoints` (common/checkpoints.hpp) may resume the
-/// training and save it as it goes; the metrics rows are kept with it.
+/// and on all of `validation_order` at the end. Logs the load diagnostics of every MoE layer on the
+/// training batches (moe::LoadDiagnosticsLog) into `diagnostics_dir`/<label>.csv and .png, rewritten at
+/// each evaluation and at the end. `checkpoints` (common/checkpoints.hpp) may resume the training and save
+/// it as it goes; the metrics rows and the diagnostics are kept with it.
 template <class LM, class Checkpoints = NoCheckpoints>
 RunResult train_and_evaluate(LM& lm, const std::string& label, const PreparedData& data,
                              const std::vector<Index>& train_order, const std::vector<Index>& validation_order,
                              const std::vector<Index>& periodic_order, const TrainConfig& config,
-                             Checkpoints&& checkpoints = {}) {
+                             const std::filesystem::path& diagnostics_dir, Checkpoints&& checkpoints = {}) {
   const Index length = data.train.window_length - 1;
   AdamW<float> optimizer(lm.named_parameters(), {.lr = config.lr, .weight_decay = config.weight_decay});
   Rng unused;  // the order is train_order: the trainer draws nothing
@@ -181,8 +187,15 @@ RunResult train_and_evaluate(LM& lm, const std::string& label, const PreparedDat
                   CosineWithWarmup(config.lr, config.warmup_steps, config.steps, config.min_lr));
   CrossEntropyLoss<float> cross_entropy;
   ProgressBar progress(label, {.unit = "tokens", .seconds_between_lines = 5.0});
+  using MoE = std::remove_reference_t<decltype(lm.layer(1).ffn())>;
+  std::vector<MoE*> moe_layers;
+  for (Index layer = 1; layer < lm.num_layers(); ++layer) moe_layers.push_back(&lm.layer(layer).ffn());
+  LoadDiagnosticsLog diagnostics(moe_layers, diagnostics_dir / (label + ".csv"), diagnostics_dir / (label + ".png"),
+                                 {.every_steps = config.diagnostics_every, .write_every_steps = config.eval_every,
+                                  .title = "Load diagnostics of " + label + "'s MoE layers on its training batches"});
   RunResult result;
   checkpoints.keep(result.metrics);
+  checkpoints.keep(diagnostics);
   checkpoints.resume(trainer);
   std::vector<Index> picked, inputs, targets;
   const auto step = [&](std::span<const Index> positions) {
@@ -210,7 +223,8 @@ RunResult train_and_evaluate(LM& lm, const std::string& label, const PreparedDat
     if (t.at_end()) result.evaluation = check;
   };
   try {
-    trainer.fit(config.steps * config.batch, step, OnStepEnd{after_step}, progress, checkpoints);
+    // The diagnostics first: after_step's evaluations run other forwards.
+    trainer.fit(config.steps * config.batch, step, diagnostics, OnStepEnd{after_step}, progress, checkpoints);
   } catch (const Error& e) {
     throw Error(label + ": " + e.what());
   }

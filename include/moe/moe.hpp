@@ -3,7 +3,7 @@
 // the C++ standard library. Outside it, each needing more: moe/io/checkpoint.hpp (cereal),
 // moe/train/checkpoint.hpp (cereal), moe/io/safetensors.hpp and moe/io/strict_json.hpp (nlohmann/json),
 // moe/data/idx.hpp, cifar10.hpp (zlib), moe/data/gpt2_tokenizer.hpp (ICU, nlohmann/json),
-// moe/analysis/heatmap.hpp (cairo).
+// moe/analysis/heatmap.hpp, line_plot.hpp and moe/train/load_diagnostics.hpp (cairo).
 
 #include "moe/core/error.hpp"
 #include "moe/core/image_shape.hpp"
@@ -61,6 +61,7 @@
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/label_table.hpp"
 #include "moe/analysis/load.hpp"
+#include "moe/analysis/load_diagnostics.hpp"
 #include "moe/analysis/sequence_routing.hpp"
 
 #include "moe/io/state_dict.hpp"

@@ -426,7 +426,7 @@ TEST_CASE("Group-limited softmax routing (DeepSeek-V2): groups by their best sco
        .shared_expert = {.hidden = 3},
        .router = {.renormalize = false, .routed_scaling_factor = 16.0, .n_group = 4, .topk_group = 2}},
       rng);
-  const MatrixX<double> x = random_input(12, 5, 18);
+  const MatrixX<double> x = random_matrix(12, 5, 18);
   const MatrixX<double> y = layer.forward(x);
   const auto& routing = layer.routing();
   const MatrixX<double>& scores = *routing.scores;
@@ -471,7 +471,7 @@ TEST_CASE("Gated shared experts (Qwen2-MoE): sigmoid(x . w_s) scales shared expe
   CHECK(parameters.back().name == "shared_expert_gate.weight");
   CHECK(parameters.back().parameter->shape == moe::Shape{2, 5});
 
-  const MatrixX<double> x = random_input(9, 5, 42);
+  const MatrixX<double> x = random_matrix(9, 5, 42);
   const MatrixX<double> y = gated.forward(x);
   const MatrixX<double> routed = ungated.forward(x) - ungated.shared_expert(0).forward(x) -
                                  ungated.shared_expert(1).forward(x);

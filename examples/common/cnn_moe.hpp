@@ -142,8 +142,8 @@ class BasicCnnMoEModel {
   /// Logits [N x classes], through the learned router.
   const Matrix& forward(ConstRef<float> x) { return head_.forward(moe_.forward(features(x))); }
   /// The same model with `layer` (e.g. the RandomRouter copy of moe()) in place of the MoE layer.
-  template <class Layer>
-  const Matrix& forward_through(Layer& layer, ConstRef<float> x) {
+  template <class Other>
+  const Matrix& forward_through(Other& layer, ConstRef<float> x) {
     return head_.forward(layer.forward(features(x)));
   }
 

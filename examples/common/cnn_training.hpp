@@ -327,7 +327,7 @@ TrialResult run_trial_of(const VisionData& data, const TrialOptions& options, st
   if (options.random_router_ablation) {
     // The trained experts, balancer and the rest of the model, with each image sent to an expert drawn
     // uniformly at random (gate 1, as K = 1).
-    auto random = model.moe().with_router<RandomRouter>({.seed = seed * 7919 + 17}, rng);
+    auto random = model.moe().template with_router<RandomRouter>({.seed = seed * 7919 + 17}, rng);
     result.random_router_accuracy = evaluate_through(model, random, data.test, options.training.eval_batch).accuracy;
   }
   result.seconds = checkpoints.elapsed_seconds();

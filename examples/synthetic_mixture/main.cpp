@@ -47,7 +47,7 @@ int run(moe::examples::Args args, const std::string& router_option) {
               "%d threads\n\n",
               static_cast<long long>(options.task.samples), static_cast<long long>(options.task.features),
               static_cast<long long>(options.task.regions), static_cast<long long>(options.experts),
-              moe::examples::router_description(options.router), options.epochs, moe::num_threads());
+              moe::examples::router_description(options).c_str(), options.epochs, moe::num_threads());
   std::printf("%5s %10s %9s %9s %9s %7s  %s\n", "epoch", "train_loss", "aux_loss", "train_acc", "test_acc",
               "MaxVio", "relative load per expert");
 
@@ -98,7 +98,7 @@ int run(moe::examples::Args args, const std::string& router_option) {
          << router_name << "`\n\n"
          << "Points lie in " << options.task.regions << " clusters; inside each, the class is the side of a "
          << "cluster-specific hyperplane, so no single linear map solves the task. The model is one MoE layer of "
-         << options.experts << " linear experts with " << moe::examples::router_description(options.router);
+         << options.experts << " linear experts with " << moe::examples::router_description(options);
   if (options.router == moe::examples::SyntheticRouter::top1) report << " (alpha " << options.aux_alpha << ")";
   report << ", trained " << options.epochs << " epochs with Adam (lr " << options.lr << ").\n\n"
          << "Final test accuracy: " << percent(last.test_accuracy) << " (train loss " << last.train_loss

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <functional>
 #include <span>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,8 +26,8 @@
 
 namespace moe::examples {
 
-/// The layer's router: softmax top-1 with the Switch aux loss, or expert choice (Zhou et al. 2022) with capacity
-/// factor 1 (each expert takes a quarter of the batch with 4 experts; a point gets one expert on average).
+/// The layer's router: softmax top-1 with the Switch aux loss, or expert choice (Zhou et al. 2022; with capacity
+/// factor 1 each of 4 experts takes a quarter of the batch, and a point gets one expert on average).
 enum class SyntheticRouter { top1, expert_choice };
 
 struct SyntheticRunOptions {
@@ -38,6 +39,7 @@ struct SyntheticRunOptions {
   double lr = 3e-2;
   double aux_alpha = 1e-2;  // top1 only: expert choice is balanced by construction
   SyntheticRouter router = SyntheticRouter::top1;
+  double capacity_factor = 1.0;  // expert_choice only: each expert takes capacity_factor T / N points
   std::uint64_t seed = 1;
 };
 
@@ -66,9 +68,11 @@ struct SyntheticRunResult {
 using SyntheticMoE = MoELayer<Linear<float>, SoftmaxTopK, 1, SwitchAuxLoss>;
 using SyntheticExpertChoiceMoE = MoELayer<Linear<float>, ExpertChoice, 1, NoBalancing>;
 
-inline const char* router_description(SyntheticRouter router) {
-  return router == SyntheticRouter::top1 ? "a softmax top-1 router and the Switch aux loss"
-                                         : "expert-choice routing (Zhou et al. 2022, capacity factor 1) and no aux loss";
+inline std::string router_description(const SyntheticRunOptions& options) {
+  if (options.router == SyntheticRouter::top1) return "a softmax top-1 router and the Switch aux loss";
+  std::ostringstream text;
+  text << "expert-choice routing (Zhou et al. 2022, capacity factor " << options.capacity_factor << ") and no aux loss";
+  return text.str();
 }
 
 namespace detail {
@@ -155,7 +159,7 @@ SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& options,
   Rng rng(options.seed + 3);
   if (options.router == SyntheticRouter::expert_choice) {
     SyntheticExpertChoiceMoE layer({.d_model = options.task.features, .num_experts = options.experts,
-                                    .expert = {.out_features = 2}, .router = {.capacity_factor = 1.0}},
+                                    .expert = {.out_features = 2}, .router = {.capacity_factor = options.capacity_factor}},
                                    rng);
     return detail::train_synthetic_layer(layer, rng, options, train, test, on_epoch, on_step,
                                          std::forward<Checkpoints>(checkpoints));

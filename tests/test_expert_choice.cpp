@@ -85,20 +85,21 @@ TEST_CASE("select_by_expert_choice takes each expert's C best tokens, ties to th
   // Scores in eighths: many ties between tokens and between experts.
   std::uniform_int_distribution<int> level(0, 8);
   IndexMatrix order, chosen, experts;
+  moe::IndexVector count;
   for (const Index tokens : {Index(1), Index(5), Index(17), Index(40)})
     for (const Index n : {Index(1), Index(3), Index(8)})
       for (const Index capacity : {Index(0), Index(1), tokens / 2, tokens}) {
         INFO("T = " << tokens << ", N = " << n << ", C = " << capacity);
         MatrixX<double> scores(tokens, n);
         for (Index i = 0; i < scores.size(); ++i) scores.data()[i] = level(rng) / 8.0;
-        moe::select_by_expert_choice(scores, capacity, order, chosen, experts);
+        moe::select_by_expert_choice(scores, capacity, order, count, chosen, experts);
         check_expert_choice(scores, capacity, chosen, experts);
       }
   MatrixX<double> with_nan(3, 1);
   with_nan << std::numeric_limits<double>::quiet_NaN(), 0.1, 0.2;
-  moe::select_by_expert_choice(with_nan, 2, order, chosen, experts);
+  moe::select_by_expert_choice(with_nan, 2, order, count, chosen, experts);
   CHECK(chosen == (IndexMatrix(1, 2) << 1, 2).finished());  // a NaN score ranks below every number
-  CHECK_THROWS_WITH(moe::select_by_expert_choice(with_nan, 4, order, chosen, experts),
+  CHECK_THROWS_WITH(moe::select_by_expert_choice(with_nan, 4, order, count, chosen, experts),
                     "select_by_expert_choice: capacity must be in [0, 3] (the number of tokens), got 4");
 }
 

@@ -3593,10 +3593,11 @@ namespace moe {
 /// Each expert's C best tokens by score, and each token's experts. scores is [T x N]; `chosen` becomes [N x C],
 /// the tokens expert e took in row e, in token order; `experts` becomes [T x W] (W the most experts a token
 /// got, at least 1): token t's experts best score first (ties to the lower expert index), then -1. Ties between
-/// tokens go to the lower token index; a NaN score ranks below every number. `order` is scratch [N x T].
+/// tokens go to the lower token index; a NaN score ranks below every number. `order` [N x T] and `count` [T]
+/// are scratch that keeps its capacity.
 template <class Scalar>
-void select_by_expert_choice(const MatrixX<Scalar>& scores, Index capacity, IndexMatrix& order, IndexMatrix& chosen,
-                             IndexMatrix& experts) {
+void select_by_expert_choice(const MatrixX<Scalar>& scores, Index capacity, IndexMatrix& order, IndexVector& count,
+                             IndexMatrix& chosen, IndexMatrix& experts) {
   const Index tokens = scores.rows(), n = scores.cols();
   detail::require(capacity >= 0 && capacity <= tokens, "select_by_expert_choice: capacity must be in [0, ", tokens,
                   "] (the number of tokens), got ", capacity);
@@ -3615,7 +3616,7 @@ void select_by_expert_choice(const MatrixX<Scalar>& scores, Index capacity, Inde
     for (Index i = 0; i < capacity; ++i) chosen(e, i) = first[i];
   });
 
-  IndexVector count = IndexVector::Zero(tokens);
+  count.setZero(tokens);
   for (Index e = 0; e < n; ++e)
     for (Index i = 0; i < capacity; ++i) ++count(chosen(e, i));
   experts.setConstant(tokens, std::max<Index>(1, tokens > 0 ? count.maxCoeff() : 0), -1);
@@ -3667,7 +3668,7 @@ class ExpertChoice {
   void select(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, Index k, IndexMatrix& experts) {
     detail::require(bias == nullptr, "ExpertChoice: a selection bias was given; expert-choice routing is balanced by "
                     "construction and takes no balancer's bias");
-    select_by_expert_choice(scores, capacity(scores.rows(), k, scores.cols()), order_, chosen_, experts);
+    select_by_expert_choice(scores, capacity(scores.rows(), k, scores.cols()), order_, count_, chosen_, experts);
   }
 
   /// The tokens each expert took in the last select(), [N x C], each row in token order.
@@ -3689,6 +3690,7 @@ class ExpertChoice {
   double capacity_factor_;
   SoftmaxTopK<Scalar> scores_;  // the same scores, backward and parameters
   IndexMatrix order_, chosen_;
+  IndexVector count_;
 };
 
 }  // namespace moe

@@ -363,7 +363,8 @@ TEMPLATE_TEST_CASE("device load statistics count assignments and sum scores per 
       std::vector<Scalar> expected_sums(expected_counts.size(), 0), magnitude(expected_counts.size(), 0);
       for (Index t = 0; t < tokens; ++t) {
         for (Index j = 0; j < k; ++j)
-          ++expected_counts[static_cast<std::size_t>(t / length * n + experts[static_cast<std::size_t>(t * k + j)])];
+          if (const auto e = experts[static_cast<std::size_t>(t * k + j)]; e >= 0)  // not an empty slot
+            ++expected_counts[static_cast<std::size_t>(t / length * n + e)];
         for (Index e = 0; e < n; ++e) {
           expected_sums[static_cast<std::size_t>(t / length * n + e)] += scores[static_cast<std::size_t>(t * n + e)];
           magnitude[static_cast<std::size_t>(t / length * n + e)] += scores[static_cast<std::size_t>(t * n + e)];

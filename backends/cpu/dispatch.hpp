@@ -20,7 +20,7 @@ struct DispatchPlan {
   IndexVector offsets;  // N + 1
   IndexVector slot;     // per gathered row: t * K + j of the assignment it holds; T * K long, so that drops
                         // do not resize it: only the first rows() are used
-  IndexMatrix position; // [T x K]: gathered row of each assignment, -1 if dropped by the capacity
+  IndexMatrix position; // [T x K]: gathered row of each assignment, -1 if dropped by the capacity or empty
   IndexVector routed;   // assignments per expert before any capacity drop
   IndexVector cursor;   // scratch: next free row of each expert while the plan is built
   IndexVector largest_first;  // experts with rows, most rows first (ties by index): the order work is handed out
@@ -34,6 +34,7 @@ struct DispatchPlan {
 /// assignments, chosen by the DropPolicy, and the rest are dropped (Fedus et al. 2021; Lepikhin et al. 2020);
 /// each expert's rows are in the order its assignments were kept: token order, or with
 /// DropPolicy::choice_order every first choice (in token order), then every second choice, and so on.
+/// An empty slot (expert -1, expert-choice routing) is no assignment: not routed, not dropped.
 inline void plan(const IndexMatrix& experts, Index num_experts, Capacity capacity, DispatchPlan& plan) {
   const Index tokens = experts.rows(), k = experts.cols();
   detail::require(capacity.limit >= 0, "plan: capacity limit must be >= 0 (0 keeps every assignment), got ",
@@ -42,9 +43,9 @@ inline void plan(const IndexMatrix& experts, Index num_experts, Capacity capacit
   for (Index t = 0; t < tokens; ++t)
     for (Index j = 0; j < k; ++j) {
       const Index e = experts(t, j);
-      detail::require(e >= 0 && e < num_experts, "plan: expert index ", e, " at token ", t, ", expected [0, ",
-                      num_experts, ")");
-      ++plan.routed(e);
+      detail::require(e >= -1 && e < num_experts, "plan: expert index ", e, " at token ", t, ", expected [0, ",
+                      num_experts, ") or -1 (an empty slot)");
+      if (e >= 0) ++plan.routed(e);
     }
   plan.offsets.resize(num_experts + 1);
   plan.offsets(0) = 0;
@@ -52,12 +53,16 @@ inline void plan(const IndexMatrix& experts, Index num_experts, Capacity capacit
     const Index kept = capacity.limit > 0 ? std::min(plan.routed(e), capacity.limit) : plan.routed(e);
     plan.offsets(e + 1) = plan.offsets(e) + kept;
   }
-  plan.dropped = tokens * k - plan.offsets(num_experts);
+  plan.dropped = plan.routed.sum() - plan.offsets(num_experts);
   plan.slot.resize(tokens * k);
   plan.position.resize(tokens, k);
   plan.cursor = plan.offsets.head(num_experts);
   auto assign = [&](Index t, Index j) {
     const Index e = experts(t, j);
+    if (e < 0) {
+      plan.position(t, j) = -1;
+      return;
+    }
     Index& next = plan.cursor(e);
     if (next == plan.offsets(e + 1)) {
       plan.position(t, j) = -1;

@@ -51,7 +51,7 @@ struct DevicePlan {
   thrust::device_vector<IndexT> routed;    // [N]: assignments per expert before any capacity drop
   thrust::device_vector<IndexT> offsets;   // [N + 1]
   thrust::device_vector<IndexT> slot;      // [rows]: t * K + j of the assignment each gathered row holds
-  thrust::device_vector<IndexT> position;  // [T * K]: gathered row of assignment (t, j), -1 if dropped
+  thrust::device_vector<IndexT> position;  // [T * K]: gathered row of assignment (t, j), -1 if dropped or empty
   std::vector<IndexT> host_offsets;        // offsets, on the host: the row counts of the experts' GEMMs
   Index tokens = 0, k = 0, num_experts = 0, dropped = 0;
 
@@ -91,7 +91,7 @@ struct FindInvalidExpert {
   Index num_experts, assignments;
   MOE_HOST_DEVICE InvalidExpert<ExpertId> operator()(Index i) const {
     const ExpertId e = experts[i];
-    if (e >= 0 && static_cast<Index>(e) < num_experts) return {assignments, ExpertId(0)};
+    if (e >= -1 && static_cast<Index>(e) < num_experts) return {assignments, ExpertId(0)};
     return {i, e};
   }
 };
@@ -104,9 +104,11 @@ struct FirstInvalidExpert {
   }
 };
 
+/// The sort key of an expert id: the id, or num_experts for an empty slot (-1), whose run then comes last.
 template <class ExpertId, class IndexT>
 struct ToIndex {
-  MOE_HOST_DEVICE IndexT operator()(ExpertId e) const { return static_cast<IndexT>(e); }
+  Index num_experts;
+  MOE_HOST_DEVICE IndexT operator()(ExpertId e) const { return static_cast<IndexT>(e < 0 ? num_experts : e); }
 };
 
 /// The assignment t * k + j at position i of the choice-major order (every token's choice j before any
@@ -117,11 +119,14 @@ struct ChoiceMajorAssignment {
   MOE_HOST_DEVICE IndexT operator()(Index i) const { return static_cast<IndexT>(i % tokens * k + i / tokens); }
 };
 
-/// The expert of an assignment, as IndexT.
+/// The sort key (ToIndex) of an assignment's expert.
 template <class ExpertId, class IndexT>
 struct ExpertOf {
   const ExpertId* experts;
-  MOE_HOST_DEVICE IndexT operator()(IndexT assignment) const { return static_cast<IndexT>(experts[assignment]); }
+  Index num_experts;
+  MOE_HOST_DEVICE IndexT operator()(IndexT assignment) const {
+    return ToIndex<ExpertId, IndexT>{num_experts}(experts[assignment]);
+  }
 };
 
 /// routed[e] = first_of[e + 1] - first_of[e]: the length of expert e's run in the sorted assignments.
@@ -140,7 +145,8 @@ struct KeptRows {
   }
 };
 
-/// For the i-th assignment in expert order: its rank in its expert's run decides its row, or its drop.
+/// For the i-th assignment in expert order: its rank in its expert's run decides its row, or its drop; the
+/// empty slots (key num_experts) get no row.
 template <class IndexT>
 struct AssignRow {
   const IndexT* sorted_experts;
@@ -149,8 +155,13 @@ struct AssignRow {
   const IndexT* offsets;
   IndexT* slot;
   IndexT* position;
+  Index num_experts;
   MOE_HOST_DEVICE void operator()(Index i) const {
     const IndexT e = sorted_experts[i], assignment = order[i];
+    if (static_cast<Index>(e) == num_experts) {
+      position[assignment] = -1;
+      return;
+    }
     const IndexT row = offsets[e] + (static_cast<IndexT>(i) - first_of[e]);
     if (row < offsets[e + 1]) {
       slot[row] = assignment;
@@ -297,7 +308,8 @@ inline void require_sequences(const char* where, Index tokens, Index sequence_le
 
 }  // namespace detail
 
-/// Builds `plan` from experts [tokens x k] (row-major, int32 or int64 ids in [0, num_experts)): a stable sort
+/// Builds `plan` from experts [tokens x k] (row-major, int32 or int64 ids in [0, num_experts), or -1 for an empty
+/// slot, which is neither routed nor dropped: expert-choice routing): a stable sort
 /// of the tokens * k assignments by expert, so each expert's rows are in token order (with
 /// DropPolicy::choice_order: first choices in token order, then second choices, ...). With capacity > 0 an
 /// expert keeps its first `capacity` assignments in that order and the rest are dropped (Fedus et al. 2021;
@@ -326,7 +338,8 @@ void plan(const Policy& policy, const ExpertId* experts, Index tokens, Index k, 
       detail::FindInvalidExpert<ExpertId>{experts, num_experts, assignments}, Invalid{assignments, ExpertId(0)},
       detail::FirstInvalidExpert<ExpertId>{});
   moe::detail::require(invalid.at == assignments, "device::plan: expert index ", invalid.id, " at token ",
-                       invalid.at / k, ", slot ", invalid.at % k, ", expected [0, ", num_experts, ")");
+                       invalid.at / k, ", slot ", invalid.at % k, ", expected [0, ", num_experts,
+                       ") or -1 (an empty slot)");
 
   plan.tokens = tokens;
   plan.k = k;
@@ -335,17 +348,17 @@ void plan(const Policy& policy, const ExpertId* experts, Index tokens, Index k, 
   plan.order.resize(static_cast<std::size_t>(assignments));
   if (drop_policy == DropPolicy::token_order) {
     thrust::transform(policy, experts, experts + assignments, plan.sorted_experts.begin(),
-                      detail::ToIndex<ExpertId, IndexT>{});
+                      detail::ToIndex<ExpertId, IndexT>{num_experts});
     thrust::sequence(policy, plan.order.begin(), plan.order.end());
   } else {
     thrust::transform(policy, detail::count_from(0), detail::count_from(assignments), plan.order.begin(),
                       detail::ChoiceMajorAssignment<IndexT>{tokens, k});
     thrust::transform(policy, plan.order.begin(), plan.order.end(), plan.sorted_experts.begin(),
-                      detail::ExpertOf<ExpertId, IndexT>{experts});
+                      detail::ExpertOf<ExpertId, IndexT>{experts, num_experts});
   }
   thrust::stable_sort_by_key(policy, plan.sorted_experts.begin(), plan.sorted_experts.end(), plan.order.begin());
 
-  // first_of[e]: where expert e's run starts in the sorted order (first_of[N] = all assignments).
+  // first_of[e]: where expert e's run starts in the sorted order (first_of[N]: where the empty slots start).
   plan.first_of.resize(static_cast<std::size_t>(num_experts + 1));
   thrust::lower_bound(policy, plan.sorted_experts.begin(), plan.sorted_experts.end(),
                       thrust::counting_iterator<IndexT>(0),
@@ -363,14 +376,14 @@ void plan(const Policy& policy, const ExpertId* experts, Index tokens, Index k, 
   plan.host_offsets.resize(static_cast<std::size_t>(num_experts + 1));
   thrust::copy(plan.offsets.begin(), plan.offsets.end(), plan.host_offsets.begin());
   const Index rows = static_cast<Index>(plan.host_offsets.back());
-  plan.dropped = assignments - rows;
+  plan.dropped = static_cast<Index>(plan.first_of[static_cast<std::size_t>(num_experts)]) - rows;
 
   plan.slot.resize(static_cast<std::size_t>(rows));
   plan.position.resize(static_cast<std::size_t>(assignments));
   thrust::for_each(policy, detail::count_from(0), detail::count_from(assignments),
                    detail::AssignRow<IndexT>{detail::raw(plan.sorted_experts), detail::raw(plan.order),
                                              detail::raw(plan.first_of), detail::raw(plan.offsets),
-                                             detail::raw(plan.slot), detail::raw(plan.position)});
+                                             detail::raw(plan.slot), detail::raw(plan.position), num_experts});
 }
 
 /// rows[r] = x[token of row r], for every row of the plan: x is [tokens x width], rows [plan.rows() x width].

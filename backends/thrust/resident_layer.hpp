@@ -361,7 +361,11 @@ class ResidentMoE<MoELayer<Expert, RouterT, K, BalancerT, Backend>> {
   static_assert(ExpertBank<Expert>::stacked,
                 "moe::backends::device::ResidentMoE runs experts of the feed-forward kinds only "
                 "(FeedForward<ReLU|GELU|SiLU>, SwiGLUFeedForward); run other expert modules on the host layer");
-  static_assert(router_scores<RouterT<Scalar>> != RouterScores::unsupported,
+  static_assert(!ExpertChoiceRouter<RouterT<Scalar>>,
+                "moe::backends::device::ResidentMoE does not run expert-choice routing (moe::ExpertChoice): its "
+                "selection (each expert's top-C tokens) is not on the device; run the host layer with "
+                "moe::backends::Thrust, which takes it");
+  static_assert(ExpertChoiceRouter<RouterT<Scalar>> || router_scores<RouterT<Scalar>> != RouterScores::unsupported,
                 "moe::backends::device::ResidentMoE computes the scores of SoftmaxTopK and SigmoidTopK only; run "
                 "other routers on the host layer");
   static_assert(BalancerOnDevice<BalancerT<Scalar>>::supported,

@@ -6,6 +6,7 @@
 // Writes report.md (Tables 2 and 3 with the document's beside ours), CSV tables and the class-by-class
 // correlation heatmaps (Figures 2-4) into --out.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -86,8 +87,12 @@ std::string document_table(const std::vector<std::vector<double>>& values) {
   return table.str();
 }
 
-int run(moe::examples::Args args) {
-  RunState run(args, "class_routing");
+int run(moe::examples::Args args, const std::string& router_option) {
+  // --router decides the results, so a resumed run takes it from the run's own settings.
+  RunState run(args, "class_routing", {{"router", router_option}});
+  const auto router = run.settings().find("router");
+  const std::string router_name = router != run.settings().end() ? router->second : "top1";
+  const bool expert_choice = router_name == "expert-choice";
   const CnnPreset preset = cnn_preset(args.preset, args.seed);
   const std::vector<Index> expert_counts = {2, 3, 5};
 
@@ -99,14 +104,15 @@ int run(moe::examples::Args args) {
   trial_options.model.aux_weight = preset.aux_weight;
   trial_options.model.input = data.train.shape;
   trial_options.training = preset.training;
+  trial_options.expert_choice = expert_choice;
 
   moe::Rng probe_rng(1);
   CnnMoEModel probe(trial_options.model, probe_rng);
   std::printf("class_routing: %s, %lld train / %lld test images, width %.4g, %d epochs, %d trials x {2, 3, 5} "
-              "experts, %d threads\n\n",
+              "experts, %s, %d threads\n\n",
               data.dataset.c_str(), static_cast<long long>(data.train.size()),
               static_cast<long long>(data.test.size()), preset.width, preset.training.epochs, preset.trials,
-              moe::num_threads());
+              expert_choice ? "expert-choice routing" : "softmax top-1 routing", moe::num_threads());
 
   const Index steps = steps_per_epoch(data.train.size(), preset.training.batch) * preset.training.epochs *
                       preset.trials * static_cast<Index>(expert_counts.size());
@@ -143,6 +149,12 @@ int run(moe::examples::Args args) {
       std::printf("%lld experts, trial %d: accuracy %.2f%%, %lld experts in use, %.0f s\n",
                   static_cast<long long>(experts), trial + 1, 100 * runs.back().learned.accuracy,
                   static_cast<long long>(experts_in_use(runs.back().routing.counts())), runs.back().seconds);
+      if (expert_choice) {
+        const auto& chosen = runs.back().learned.experts;
+        std::printf("  %.1f%% of the test images went to no expert\n",
+                    100.0 * static_cast<double>(std::count(chosen.begin(), chosen.end(), Index{-1})) /
+                        static_cast<double>(chosen.size()));
+      }
       std::fflush(stdout);
     }
     // The reference numbering: the trial that uses the most experts, then splits the classes the most; a
@@ -336,10 +348,18 @@ int run(moe::examples::Args args) {
 
   std::ofstream report(args.out / "report.md");
   report << "# Experiment 2: which classes go to which expert (\"Do Experts Specialize?\")\n\n"
-         << "Command: `class_routing --preset " << args.preset << " --seed " << args.seed << "` (" << moe::num_threads()
-         << " threads, " << fixed(run.elapsed_seconds(), 0) << " s)\n\n"
+         << "Command: `class_routing --preset " << args.preset << " --seed " << args.seed << " --router " << router_name
+         << "` (" << moe::num_threads() << " threads, " << fixed(run.elapsed_seconds(), 0) << " s)\n\n"
          << describe_scaling(preset, data, probe.forward_macs_per_image()) << '\n'
          << describe_model(preset, data, probe.moe_features(), probe.expert_hidden()) << '\n'
+         << (expert_choice
+                 ? "Router: expert choice (Zhou et al. 2022) in place of the document's softmax top-1 router, capacity "
+                   "factor " + fixed(moe::ExpertChoice<float>::Options{}.capacity_factor, 1) +
+                       ": in each batch (and each evaluation batch of " + std::to_string(preset.training.eval_batch) +
+                       " images) every expert takes its batch / N best-scoring images, an image gets 0..N experts, "
+                       "and there is no aux loss. An image counts for the expert of highest score that took it; "
+                       "images no expert took count for none.\n\n"
+                 : std::string())
          << "Class groups (" << group_names << ")"
          << (data.dataset == "CIFAR-10" ? " are the document's vehicles and animals."
                                         : " play the part of CIFAR-10's vehicles and animals: footwear is the small "
@@ -424,5 +444,12 @@ int main(int argc, char** argv) {
   moe::examples::add_common_options(app, args,
                                     {.name = "class_routing", .presets = {"quick", "smoke", "paper"},
                                      .default_out = "out/class_routing", .resumable = true});
-  return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
+  std::string router = "top1";
+  app.add_option("--router", router,
+                 "top1: the document's softmax top-1 router with the Switch aux loss; expert-choice: each expert "
+                 "takes its top batch / N images of each batch (Zhou et al. 2022), no aux loss (not with --resume)")
+      ->check(CLI::IsMember({"top1", "expert-choice"}))
+      ->capture_default_str()
+      ->excludes("--resume");
+  return moe::examples::run_main(app, args, argc, argv, [&] { return run(args, router); });
 }

@@ -48,13 +48,18 @@ inline std::vector<Index> align_experts(const MatrixX<double>& reference, const 
   return best;
 }
 
-/// Each image's expert renumbered by `mapping` (from align_experts).
+/// Each image's expert renumbered by `mapping` (from align_experts); -1 (no expert took the image: expert-choice
+/// routing) stays -1.
 inline std::vector<Index> renumber_experts(const std::vector<Index>& experts, const std::vector<Index>& mapping) {
   std::vector<Index> out;
   out.reserve(experts.size());
   for (Index e : experts) {
-    require(e >= 0 && e < static_cast<Index>(mapping.size()), "renumber_experts: expert ", e,
-            " outside [0, ", mapping.size(), ")");
+    require(e >= -1 && e < static_cast<Index>(mapping.size()), "renumber_experts: expert ", e,
+            " outside [0, ", mapping.size(), ") and not -1");
+    if (e == -1) {
+      out.push_back(-1);
+      continue;
+    }
     out.push_back(mapping[static_cast<std::size_t>(e)]);
   }
   return out;

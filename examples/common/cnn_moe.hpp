@@ -31,6 +31,7 @@
 #include "moe/nn/feed_forward.hpp"
 #include "moe/nn/linear.hpp"
 #include "moe/nn/pool.hpp"
+#include "moe/routing/expert_choice.hpp"
 #include "moe/routing/random_router.hpp"
 #include "moe/routing/softmax_top_k.hpp"
 
@@ -60,6 +61,10 @@ using CnnExpert = FeedForward<ReLU, float>;
 using CnnMoELayer = MoELayer<CnnExpert, SoftmaxTopK, 1, SwitchAuxLoss>;
 /// The same experts behind RandomRouter (Experiment 1's ablation), made by CnnMoELayer::with_router.
 using RandomRoutedCnnMoELayer = MoELayer<CnnExpert, RandomRouter, 1, SwitchAuxLoss>;
+/// The MoE routed by expert choice instead (Zhou et al. 2022, capacity factor 1): each expert takes its
+/// batch / N best images of each batch, an image gets 0..N experts, and there is no aux loss (the load is
+/// balanced by construction).
+using ExpertChoiceCnnMoELayer = MoELayer<CnnExpert, ExpertChoice, 1, NoBalancing>;
 
 /// The document's filter count scaled by the width multiplier, at least 1.
 inline Index scaled_filters(Index filters, double width) {
@@ -98,9 +103,13 @@ class ConvBlock {
   std::optional<MaxPool2d<float>> pool_;
 };
 
-class CnnMoEModel {
+/// The model with MoE layer `Layer`: CnnMoEModel (the document's) or ExpertChoiceCnnMoEModel.
+template <class Layer>
+class BasicCnnMoEModel {
  public:
-  CnnMoEModel(const CnnMoEOptions& options, Rng& rng)
+  using MoELayerType = Layer;
+
+  BasicCnnMoEModel(const CnnMoEOptions& options, Rng& rng)
       : options_(options), final_pool_(build_trunk(rng), final_pool_size(options.depth)),
         moe_(moe_options(final_pool_.output_shape().size(), options), rng),
         head_(final_pool_.output_shape().size(), options.classes, rng) {}
@@ -110,7 +119,7 @@ class CnnMoEModel {
   Index moe_features() const { return final_pool_.output_shape().size(); }
   Index expert_hidden() const { return expert_hidden(moe_features(), options_); }
   const std::vector<ConvBlock>& blocks() const { return blocks_; }
-  CnnMoELayer& moe() { return moe_; }
+  Layer& moe() { return moe_; }
 
   /// Forward multiply-accumulates for one image: the convolutions, the router, one expert (K = 1) and the
   /// head. Training costs about three times this (forward, and two GEMMs per layer backward).
@@ -133,8 +142,8 @@ class CnnMoEModel {
   /// Logits [N x classes], through the learned router.
   const Matrix& forward(ConstRef<float> x) { return head_.forward(moe_.forward(features(x))); }
   /// The same model with `layer` (e.g. the RandomRouter copy of moe()) in place of the MoE layer.
-  template <class Layer>
-  const Matrix& forward_through(Layer& layer, ConstRef<float> x) {
+  template <class Other>
+  const Matrix& forward_through(Other& layer, ConstRef<float> x) {
     return head_.forward(layer.forward(features(x)));
   }
 
@@ -190,23 +199,26 @@ class CnnMoEModel {
     return std::max<Index>(1, static_cast<Index>(std::lround(o.expert_hidden_ratio * static_cast<double>(features))));
   }
 
-  static CnnMoELayer::Options moe_options(Index features, const CnnMoEOptions& o) {
+  static typename Layer::Options moe_options(Index features, const CnnMoEOptions& o) {
     require(o.experts >= 1, "CnnMoEOptions: experts must be at least 1, got ", o.experts);
     require(o.expert_hidden_ratio > 0.0, "CnnMoEOptions: expert_hidden_ratio must be positive, got ",
             o.expert_hidden_ratio);
-    CnnMoELayer::Options m;
+    typename Layer::Options m;
     m.d_model = features;
     m.num_experts = o.experts;
     m.expert = {.hidden = expert_hidden(features, o), .out_features = features};
-    m.balancer = {.alpha = o.aux_weight};
+    if constexpr (requires { m.balancer.alpha; }) m.balancer = {.alpha = o.aux_weight};
     return m;
   }
 
   CnnMoEOptions options_;
   std::vector<ConvBlock> blocks_;
   AdaptiveMaxPool2d<float> final_pool_;
-  CnnMoELayer moe_;
+  Layer moe_;
   Linear<float> head_;
 };
+
+using CnnMoEModel = BasicCnnMoEModel<CnnMoELayer>;
+using ExpertChoiceCnnMoEModel = BasicCnnMoEModel<ExpertChoiceCnnMoELayer>;
 
 }  // namespace moe::examples

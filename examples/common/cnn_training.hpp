@@ -16,6 +16,7 @@
 #include <numeric>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/check.hpp"
@@ -159,7 +160,9 @@ struct EpochSummary {
   }
 };
 
-/// What the model does on a data set: accuracy, the expert each image went to (K = 1) and the mean gate.
+/// What the model does on a data set: accuracy, the expert each image went to (K = 1) and the mean gate. With
+/// expert-choice routing an image may go to 0..N experts: `experts` holds the one of highest score that took
+/// it, -1 where none did (its gate counts as 0).
 struct Evaluation {
   double accuracy = 0;
   std::vector<Index> experts;
@@ -173,8 +176,8 @@ struct Evaluation {
 
 /// Evaluates `model` with `layer` in place of its MoE layer (model.moe() itself, or a copy behind another
 /// router), in eval mode, `batch` images at a time.
-template <class Layer>
-Evaluation evaluate_through(CnnMoEModel& model, Layer& layer, const ImageDataset<float>& data, Index batch) {
+template <class Model, class Layer>
+Evaluation evaluate_through(Model& model, Layer& layer, const ImageDataset<float>& data, Index batch) {
   require(data.size() > 0, "evaluate: the data set is empty");
   model.eval();
   layer.eval();
@@ -198,7 +201,8 @@ Evaluation evaluate_through(CnnMoEModel& model, Layer& layer, const ImageDataset
   return result;
 }
 
-inline Evaluation evaluate(CnnMoEModel& model, const ImageDataset<float>& data, Index batch) {
+template <class Model>
+Evaluation evaluate(Model& model, const ImageDataset<float>& data, Index batch) {
   return evaluate_through(model, model.moe(), data, batch);
 }
 
@@ -206,9 +210,10 @@ inline Index steps_per_epoch(Index train_images, Index batch) { return train_ima
 
 /// What moe::Trainer drives and a checkpoint saves: the model, in training mode for each step, and its MoE
 /// layer's balancing update after each optimizer step.
+template <class Model>
 struct CnnTrainee {
   using Scalar = float;
-  CnnMoEModel& model;
+  Model& model;
   void train(bool on) { model.train(on); }
   void update_balancing() { model.moe().update_balancing(); }
   ParameterList<float> named_parameters() { return model.named_parameters(); }
@@ -221,8 +226,8 @@ struct CnnTrainee {
 /// each epoch (with the validation accuracy when there is a validation split). `checkpoints`
 /// (common/checkpoints.hpp) may resume the training and save it as it goes; what on_epoch gathers is the
 /// caller's to keep().
-template <class Checkpoints = NoCheckpoints>
-std::vector<EpochSummary> train_cnn_moe(CnnMoEModel& model, const VisionData& data, const TrainingOptions& options,
+template <class Model, class Checkpoints = NoCheckpoints>
+std::vector<EpochSummary> train_cnn_moe(Model& model, const VisionData& data, const TrainingOptions& options,
                                         Rng& rng, const std::function<void(Index, double)>& on_step = {},
                                         const std::function<void(const EpochSummary&)>& on_epoch = {},
                                         Checkpoints&& checkpoints = {}) {
@@ -235,7 +240,7 @@ std::vector<EpochSummary> train_cnn_moe(CnnMoEModel& model, const VisionData& da
           " optimizer steps in all, OneCycleLR needs at least 4; use more images or epochs");
   AdamW<float> optimizer(model.named_parameters(), {.lr = options.max_lr, .weight_decay = options.weight_decay});
   CrossEntropyLoss<float> loss;
-  CnnTrainee trainee{model};
+  CnnTrainee<Model> trainee{model};
   Trainer trainer(trainee, optimizer, rng,
                   {.batch_size = options.batch, .epochs = options.epochs, .drop_last = true,
                    .shuffle = Shuffle::Cumulative},
@@ -297,19 +302,22 @@ struct TrialOptions {
   CnnMoEOptions model;
   TrainingOptions training;
   bool random_router_ablation = false;  // also evaluate with RandomRouter swapped in (Experiment 1)
+  bool expert_choice = false;           // ExpertChoiceCnnMoEModel instead of the document's CnnMoEModel
 };
 
-/// Builds a model from `seed`, trains it and evaluates it on data.test; `checkpoints` as train_cnn_moe's.
-template <class Checkpoints = NoCheckpoints>
-TrialResult run_trial(const VisionData& data, const TrialOptions& options, std::uint64_t seed,
-                      const std::function<void(Index, double)>& on_step = {}, Checkpoints&& checkpoints = {}) {
+namespace detail {
+
+/// run_trial with the model type chosen.
+template <class Model, class Checkpoints>
+TrialResult run_trial_of(const VisionData& data, const TrialOptions& options, std::uint64_t seed,
+                         const std::function<void(Index, double)>& on_step, Checkpoints&& checkpoints) {
   TrialResult result;
   result.seed = seed;
   Rng rng(seed);
   CnnMoEOptions model_options = options.model;
   model_options.input = data.train.shape;
   model_options.classes = static_cast<Index>(data.classes.size());
-  CnnMoEModel model(model_options, rng);
+  Model model(model_options, rng);
   result.epochs = train_cnn_moe(model, data, options.training, rng, on_step, {}, checkpoints);
   result.learned = evaluate(model, data.test, options.training.eval_batch);
   result.routing = LabelExpertTable(model_options.classes, model_options.experts);
@@ -319,11 +327,23 @@ TrialResult run_trial(const VisionData& data, const TrialOptions& options, std::
   if (options.random_router_ablation) {
     // The trained experts, balancer and the rest of the model, with each image sent to an expert drawn
     // uniformly at random (gate 1, as K = 1).
-    auto random = model.moe().with_router<RandomRouter>({.seed = seed * 7919 + 17}, rng);
+    auto random = model.moe().template with_router<RandomRouter>({.seed = seed * 7919 + 17}, rng);
     result.random_router_accuracy = evaluate_through(model, random, data.test, options.training.eval_batch).accuracy;
   }
   result.seconds = checkpoints.elapsed_seconds();
   return result;
+}
+
+}  // namespace detail
+
+/// Builds a model from `seed`, trains it and evaluates it on data.test; `checkpoints` as train_cnn_moe's.
+template <class Checkpoints = NoCheckpoints>
+TrialResult run_trial(const VisionData& data, const TrialOptions& options, std::uint64_t seed,
+                      const std::function<void(Index, double)>& on_step = {}, Checkpoints&& checkpoints = {}) {
+  if (options.expert_choice)
+    return detail::run_trial_of<ExpertChoiceCnnMoEModel>(data, options, seed, on_step,
+                                                         std::forward<Checkpoints>(checkpoints));
+  return detail::run_trial_of<CnnMoEModel>(data, options, seed, on_step, std::forward<Checkpoints>(checkpoints));
 }
 
 }  // namespace moe::examples

@@ -18,9 +18,15 @@ namespace {
 
 using moe::examples::percent;
 
-moe::examples::SyntheticRunOptions preset_options(const std::string& preset, std::uint64_t seed) {
+moe::examples::SyntheticRouter router_of(const std::string& name) {
+  return name == "expert-choice" ? moe::examples::SyntheticRouter::expert_choice : moe::examples::SyntheticRouter::top1;
+}
+
+moe::examples::SyntheticRunOptions preset_options(const std::string& preset, std::uint64_t seed,
+                                                  const std::string& router) {
   moe::examples::SyntheticRunOptions options;
   options.seed = seed;
+  options.router = router_of(router);
   if (preset == "smoke") {
     options.task.samples = 1024;
     options.test_samples = 256;
@@ -29,16 +35,19 @@ moe::examples::SyntheticRunOptions preset_options(const std::string& preset, std
   return options;
 }
 
-int run(moe::examples::Args args) {
-  moe::examples::RunState run(args, "synthetic_mixture");
-  const auto options = preset_options(args.preset, args.seed);
+int run(moe::examples::Args args, const std::string& router_option) {
+  // --router decides the results, so a resumed run takes it from the run's own settings.
+  moe::examples::RunState run(args, "synthetic_mixture", {{"router", router_option}});
+  const auto router = run.settings().find("router");
+  const std::string router_name = router != run.settings().end() ? router->second : "top1";
+  const auto options = preset_options(args.preset, args.seed, router_name);
   const moe::Index steps_per_epoch = options.task.samples / options.batch;
 
-  std::printf("synthetic mixture: %lld samples, %lld features, %lld regions; %lld linear experts, top-1, "
-              "Switch aux loss %.0e; %d epochs, %d threads\n\n",
+  std::printf("synthetic mixture: %lld samples, %lld features, %lld regions; %lld linear experts, %s; %d epochs, "
+              "%d threads\n\n",
               static_cast<long long>(options.task.samples), static_cast<long long>(options.task.features),
               static_cast<long long>(options.task.regions), static_cast<long long>(options.experts),
-              options.aux_alpha, options.epochs, moe::num_threads());
+              moe::examples::router_description(options).c_str(), options.epochs, moe::num_threads());
   std::printf("%5s %10s %9s %9s %9s %7s  %s\n", "epoch", "train_loss", "aux_loss", "train_acc", "test_acc",
               "MaxVio", "relative load per expert");
 
@@ -85,11 +94,13 @@ int run(moe::examples::Args args) {
   const auto& last = result.epochs.back();
   std::ofstream report(args.out / "report.md");
   report << "# Synthetic mixture: does each region get its own expert?\n\n"
-         << "Command: `synthetic_mixture --preset " << args.preset << " --seed " << args.seed << "`\n\n"
+         << "Command: `synthetic_mixture --preset " << args.preset << " --seed " << args.seed << " --router "
+         << router_name << "`\n\n"
          << "Points lie in " << options.task.regions << " clusters; inside each, the class is the side of a "
          << "cluster-specific hyperplane, so no single linear map solves the task. The model is one MoE layer of "
-         << options.experts << " linear experts with a softmax top-1 router and the Switch aux loss (alpha "
-         << options.aux_alpha << "), trained " << options.epochs << " epochs with Adam (lr " << options.lr << ").\n\n"
+         << options.experts << " linear experts with " << moe::examples::router_description(options);
+  if (options.router == moe::examples::SyntheticRouter::top1) report << " (alpha " << options.aux_alpha << ")";
+  report << ", trained " << options.epochs << " epochs with Adam (lr " << options.lr << ").\n\n"
          << "Final test accuracy: " << percent(last.test_accuracy) << " (train loss " << last.train_loss
          << ", MaxVio over the last epoch " << last.max_violation << ").\n\n"
          << "Share of each region's test points routed to each expert:\n\n"
@@ -108,10 +119,17 @@ int run(moe::examples::Args args) {
 
 int main(int argc, char** argv) {
   moe::examples::Args args;
+  std::string router = "top1";
   CLI::App app("synthetic_mixture: an MoE learns a task whose input regions need different experts");
   moe::examples::add_common_options(app, args,
                                     {.name = "synthetic_mixture", .presets = {"quick", "smoke"},
                                      .default_out = "out/synthetic_mixture", .reads_data = false,
                                      .resumable = true});
-  return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
+  app.add_option("--router", router,
+                 "top1: softmax top-1 with the Switch aux loss; expert-choice: each expert takes its top-C points "
+                 "of the batch (Zhou et al. 2022), no aux loss (not with --resume)")
+      ->check(CLI::IsMember({"top1", "expert-choice"}))
+      ->capture_default_str()
+      ->excludes("--resume");
+  return moe::examples::run_main(app, args, argc, argv, [&] { return run(args, router); });
 }

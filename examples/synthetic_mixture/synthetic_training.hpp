@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <functional>
 #include <span>
+#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/checkpoints.hpp"
@@ -18,10 +20,15 @@
 #include "moe/nn/linear.hpp"
 #include "moe/nn/loss.hpp"
 #include "moe/optim/optimizer.hpp"
+#include "moe/routing/expert_choice.hpp"
 #include "moe/routing/softmax_top_k.hpp"
 #include "moe/train/trainer.hpp"
 
 namespace moe::examples {
+
+/// The layer's router: softmax top-1 with the Switch aux loss, or expert choice (Zhou et al. 2022; with capacity
+/// factor 1 each of 4 experts takes a quarter of the batch, and a point gets one expert on average).
+enum class SyntheticRouter { top1, expert_choice };
 
 struct SyntheticRunOptions {
   SyntheticMixtureOptions task{.samples = 8192};
@@ -30,7 +37,9 @@ struct SyntheticRunOptions {
   int epochs = 30;
   Index batch = 64;
   double lr = 3e-2;
-  double aux_alpha = 1e-2;
+  double aux_alpha = 1e-2;  // top1 only: expert choice is balanced by construction
+  SyntheticRouter router = SyntheticRouter::top1;
+  double capacity_factor = 1.0;  // expert_choice only: each expert takes capacity_factor T / N points
   std::uint64_t seed = 1;
 };
 
@@ -57,25 +66,24 @@ struct SyntheticRunResult {
 };
 
 using SyntheticMoE = MoELayer<Linear<float>, SoftmaxTopK, 1, SwitchAuxLoss>;
+using SyntheticExpertChoiceMoE = MoELayer<Linear<float>, ExpertChoice, 1, NoBalancing>;
 
-/// Trains with moe::Trainer: each epoch shuffles the last one's order again (from the model's generator)
-/// and drops the last partial batch; the load and the test accuracy are measured at each epoch's end.
-/// `checkpoints` (common/checkpoints.hpp) may resume the training and save it as it goes: the epoch's load
-/// is summed in the trainer's state, not in the layer's load tracker, so that a checkpoint holds it.
-template <class Checkpoints = NoCheckpoints>
-SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& options,
-                                           const std::function<void(const EpochRecord&)>& on_epoch = {},
-                                           const std::function<void(Index, double)>& on_step = {},
-                                           Checkpoints&& checkpoints = {}) {
-  const auto train = make_synthetic_mixture<float>(options.task, options.seed, options.seed + 1);
-  SyntheticMixtureOptions test_task = options.task;
-  test_task.samples = options.test_samples;
-  const auto test = make_synthetic_mixture<float>(test_task, options.seed, options.seed + 2);
+inline std::string router_description(const SyntheticRunOptions& options) {
+  if (options.router == SyntheticRouter::top1) return "a softmax top-1 router and the Switch aux loss";
+  std::ostringstream text;
+  text << "expert-choice routing (Zhou et al. 2022, capacity factor " << options.capacity_factor << ") and no aux loss";
+  return text.str();
+}
 
-  Rng rng(options.seed + 3);
-  SyntheticMoE layer({.d_model = options.task.features, .num_experts = options.experts,
-                      .expert = {.out_features = 2}, .balancer = {.alpha = options.aux_alpha}},
-                     rng);
+namespace detail {
+
+/// train_synthetic_mixture with the layer built.
+template <class Layer, class Checkpoints>
+SyntheticRunResult train_synthetic_layer(Layer& layer, Rng& rng, const SyntheticRunOptions& options,
+                                         const SyntheticMixture<float>& train, const SyntheticMixture<float>& test,
+                                         const std::function<void(const EpochRecord&)>& on_epoch,
+                                         const std::function<void(Index, double)>& on_step,
+                                         Checkpoints&& checkpoints) {
   Adam<float> optimizer(layer.named_parameters(), {.lr = options.lr});
   CrossEntropyLoss<float> loss;
   Trainer trainer(layer, optimizer, rng,
@@ -129,6 +137,38 @@ SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& options,
       }},
       checkpoints);
   return result;
+}
+
+}  // namespace detail
+
+/// Trains with moe::Trainer: each epoch shuffles the last one's order again (from the model's generator)
+/// and drops the last partial batch; the load and the test accuracy are measured at each epoch's end (the
+/// test set as one batch: with expert choice, each expert picks its quarter of it). `checkpoints`
+/// (common/checkpoints.hpp) may resume the training and save it as it goes: the epoch's load is summed in
+/// the trainer's state, not in the layer's load tracker, so that a checkpoint holds it.
+template <class Checkpoints = NoCheckpoints>
+SyntheticRunResult train_synthetic_mixture(const SyntheticRunOptions& options,
+                                           const std::function<void(const EpochRecord&)>& on_epoch = {},
+                                           const std::function<void(Index, double)>& on_step = {},
+                                           Checkpoints&& checkpoints = {}) {
+  const auto train = make_synthetic_mixture<float>(options.task, options.seed, options.seed + 1);
+  SyntheticMixtureOptions test_task = options.task;
+  test_task.samples = options.test_samples;
+  const auto test = make_synthetic_mixture<float>(test_task, options.seed, options.seed + 2);
+
+  Rng rng(options.seed + 3);
+  if (options.router == SyntheticRouter::expert_choice) {
+    SyntheticExpertChoiceMoE layer({.d_model = options.task.features, .num_experts = options.experts,
+                                    .expert = {.out_features = 2}, .router = {.capacity_factor = options.capacity_factor}},
+                                   rng);
+    return detail::train_synthetic_layer(layer, rng, options, train, test, on_epoch, on_step,
+                                         std::forward<Checkpoints>(checkpoints));
+  }
+  SyntheticMoE layer({.d_model = options.task.features, .num_experts = options.experts,
+                      .expert = {.out_features = 2}, .balancer = {.alpha = options.aux_alpha}},
+                     rng);
+  return detail::train_synthetic_layer(layer, rng, options, train, test, on_epoch, on_step,
+                                       std::forward<Checkpoints>(checkpoints));
 }
 
 }  // namespace moe::examples

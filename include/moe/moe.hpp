@@ -31,6 +31,7 @@
 #include "moe/nn/softmax.hpp"
 #include "moe/nn/transformer.hpp"
 
+#include "moe/routing/expert_choice.hpp"
 #include "moe/routing/mlp_router.hpp"
 #include "moe/routing/random_router.hpp"
 #include "moe/routing/routing.hpp"

@@ -51,6 +51,8 @@ using SequenceAuxSigmoid2 = moe::MoELayer<Expert, moe::SigmoidTopK, 2, moe::Sequ
 using SigmoidLayer3 = moe::MoELayer<Expert, moe::SigmoidTopK, 3, moe::NoBalancing>;
 using SoftmaxLayer3 = moe::MoELayer<Expert, moe::SoftmaxTopK, 3, moe::NoBalancing>;
 using DeepSeekV3Layer = moe::DeepSeekV3MoE<Expert>;
+using ExpertChoiceLayer1 = moe::MoELayer<Expert, moe::ExpertChoice, 1, moe::NoBalancing>;
+using ExpertChoiceLayer2 = moe::MoELayer<Expert, moe::ExpertChoice, 2, moe::NoBalancing>;
 
 constexpr double tolerance = 1e-5;
 
@@ -82,6 +84,7 @@ struct Config {
   moe::DropPolicy drop_policy = moe::DropPolicy::token_order;
   // Left padding of each sequence of sequence_length rows, in turn (empty: no padding mask).
   std::vector<Index> left_padding{};
+  double router_capacity_factor = 0.0;  // expert choice only: C = ceil(cf T K / N)
 };
 
 template <class Layer>
@@ -94,7 +97,8 @@ bool run_config(Mode mode, const Config& config, const fs::path& dir);
 // non-zero aux-loss-free bias and the aux loss counted over the unbiased top-K (eq. 18); (j) the Switch loss
 // with f_i = c_i / T; (k) capacity drops, first choices first (GShard), and in token order; (l) a left
 // padding mask with the sequence-wise aux loss; (m) DeepSeek-V2's group-limited softmax routing, gates scaled
-// and not renormalised, beside two shared experts.
+// and not renormalised, beside two shared experts; (n) expert-choice routing (Zhou et al. 2022), each expert's
+// top-C tokens, C = T K / N; (o) expert choice with capacity factor 2 at K = 1, a shared expert and left padding.
 const std::vector<Config>& configs() {
   static const std::vector<Config> list{
       {"a_switch_top1", 8, 1, false, 0, "none", 0.0, 0, &run_config<SoftmaxLayer1>},
@@ -120,6 +124,11 @@ const std::vector<Config>& configs() {
        moe::DropPolicy::token_order, {0, 5, 16, 3}},
       {"m_softmax_groups_scaled", 8, 3, false, 2, "none", 0.0, 0, &run_config<SoftmaxLayer3>, 16, 32, 64, 16.0, 4,
        2},
+      {"n_expert_choice_top2", 8, 2, false, 0, "none", 0.0, 0, &run_config<ExpertChoiceLayer2>, 16, 32, 64, 1.0, 1,
+       1, moe::LoadFraction::of_assignments, moe::LoadCount::dispatched, 0.0, moe::DropPolicy::token_order, {}, 1.0},
+      {"o_expert_choice_cf2_padding", 8, 1, false, 1, "none", 0.0, 16, &run_config<ExpertChoiceLayer1>, 16, 32, 64,
+       1.0, 1, 1, moe::LoadFraction::of_assignments, moe::LoadCount::dispatched, 0.0, moe::DropPolicy::token_order,
+       {0, 5, 16, 3}, 2.0},
   };
   return list;
 }
@@ -136,6 +145,7 @@ typename Layer::Options options_for(const Config& c) {
   o.expert.hidden = c.hidden;
   o.shared_expert.hidden = c.hidden;
   if constexpr (requires { o.router.renormalize; }) o.router.renormalize = c.renormalize;
+  if constexpr (requires { o.router.capacity_factor; }) o.router.capacity_factor = c.router_capacity_factor;
   if constexpr (requires { o.router.n_group; }) {
     o.router.routed_scaling_factor = c.scaling;
     o.router.n_group = c.n_group;
@@ -177,8 +187,10 @@ moe::PaddingMask padding_of(const Config& c) {
 template <class Layer>
 Metadata metadata_of(const Config& c, Layer& layer) {
   const bool softmax = std::is_same_v<typename Layer::RouterType, moe::SoftmaxTopK<float>>;
+  const bool expert_choice = moe::ExpertChoiceRouter<typename Layer::RouterType>;
   return {{"config", c.name},
-          {"router", softmax ? "softmax" : "sigmoid"},
+          {"router", expert_choice ? "expert_choice" : softmax ? "softmax" : "sigmoid"},
+          {"router_capacity_factor", std::to_string(c.router_capacity_factor)},
           {"num_experts", std::to_string(c.num_experts)},
           {"k", std::to_string(layer.k())},
           {"renormalize", layer.router().renormalize() ? "true" : "false"},
@@ -303,7 +315,12 @@ bool run_config(Mode mode, const Config& config, const fs::path& dir) {
   const Matrix dy = matrix(reference, "dy", config.tokens, config.d_model, data_file);
   const Index routed_rows = config.tokens - std::accumulate(config.left_padding.begin(), config.left_padding.end(),
                                                              Index{0});
-  const Matrix torch_selected = matrix(reference, "selected", routed_rows, layer.k(), data_file);
+  // Expert choice gives each token 0..N experts: the selection is as wide as the most any token got.
+  Index selected_width = layer.k();
+  if constexpr (moe::ExpertChoiceRouter<typename Layer::RouterType>)
+    if (const auto it = reference.find("selected"); it != reference.end() && it->second.shape.size() == 2)
+      selected_width = it->second.shape[1];
+  const Matrix torch_selected = matrix(reference, "selected", routed_rows, selected_width, data_file);
   for (const char* name : {"x", "dy", "selected"}) reference.erase(name);
 
   const Dict ours = compute(layer, config, x, dy, has_aux, selected);

@@ -53,7 +53,8 @@ class Config:
 
     def __init__(self, meta):
         self.name = meta["config"]
-        self.router = meta["router"]  # softmax | sigmoid
+        self.router = meta["router"]  # softmax | sigmoid | expert_choice
+        self.router_capacity_factor = float(meta["router_capacity_factor"])  # expert_choice only
         self.num_experts = int(meta["num_experts"])
         self.k = int(meta["k"])
         self.renormalize = meta["renormalize"] == "true"
@@ -72,7 +73,7 @@ class Config:
         self.capacity_factor = float(meta["capacity_factor"])
         self.drop_policy = meta["drop_policy"]  # token_order | choice_order
         self.left_padding = [int(p) for p in meta["left_padding"].split(",")] if meta["left_padding"] else []
-        if (self.router not in ("softmax", "sigmoid")
+        if (self.router not in ("softmax", "sigmoid", "expert_choice")
                 or self.balancer not in ("none", "switch", "sequence", "sequence_bias")
                 or self.fraction not in ("of_assignments", "of_tokens")
                 or self.count not in ("dispatched", "score_top_k")
@@ -106,8 +107,8 @@ class Balancer(nn.Module):
 
 
 class MoE(nn.Module):
-    """Router, (group-limited) top-K, capacity, a loop over experts with index_add_, shared experts, the
-    balance loss, over the rows a padding mask leaves."""
+    """Router, (group-limited) top-K or expert choice, capacity, a loop over experts with index_add_, shared
+    experts, the balance loss, over the rows a padding mask leaves."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -137,6 +138,22 @@ class MoE(nn.Module):
             values = values.masked_fill(~allowed, -math.inf)
         return values.topk(cfg.k, dim=-1).indices, values, group_scores
 
+    def expert_choice(self, scores):
+        """Expert-choice routing (Zhou et al. 2022): expert e takes the C tokens of highest score in column e,
+        C = ceil(capacity_factor T K / N) within [1, T], ties to the lower token (a stable descending sort).
+        Returns each token's experts, best score first (ties to the lower expert), padded with -1 to the most
+        experts any token got, and C."""
+        cfg = self.cfg
+        tokens, n = scores.shape
+        capacity = min(tokens, max(1, math.ceil(cfg.router_capacity_factor * tokens * cfg.k / n)))
+        taken = torch.sort(scores.detach().T, dim=1, descending=True, stable=True).indices[:, :capacity]
+        chosen = torch.zeros(tokens, n, dtype=torch.bool)
+        chosen[taken, torch.arange(n).unsqueeze(1)] = True
+        ranked = torch.sort(scores.detach().masked_fill(~chosen, -math.inf), dim=1, descending=True, stable=True)
+        width = max(1, int(chosen.sum(dim=1).max()))
+        selected = ranked.indices[:, :width].masked_fill(~torch.isfinite(ranked.values[:, :width]), -1)
+        return selected, capacity
+
     def kept_assignments(self, selected):
         """[T x K] booleans: each expert keeps its first `capacity` assignments, in token order or first
         choices first (GShard); all without a capacity factor."""
@@ -160,9 +177,14 @@ class MoE(nn.Module):
         rows = cfg.kept_rows()
         x = x_all[rows]
         logits = self.router(x)
-        scores = logits.softmax(dim=-1) if cfg.router == "softmax" else logits.sigmoid()
-        selected, values, group_scores = self.select(scores)
-        top = scores.gather(1, selected)
+        scores = logits.sigmoid() if cfg.router == "sigmoid" else logits.softmax(dim=-1)
+        if cfg.router == "expert_choice":
+            selected, capacity = self.expert_choice(scores)
+            values, group_scores = scores, None
+        else:
+            selected, values, group_scores = self.select(scores)
+            capacity = None
+        top = scores.gather(1, selected.clamp(min=0)) * (selected >= 0)  # an empty slot (-1) has gate 0
         gates = top / top.sum(dim=-1, keepdim=True) if cfg.renormalize else top
         gates = gates * cfg.scaling
         keep = self.kept_assignments(selected)
@@ -174,7 +196,7 @@ class MoE(nn.Module):
         for shared in self.shared_experts:
             y = y + shared(x)
         y_all = torch.zeros(x_all.shape[0], cfg.d_model, dtype=x.dtype).index_put((rows,), y)
-        margins = {"scores": scores.detach(), "values": values.detach(), "groups": group_scores}
+        margins = {"scores": scores.detach(), "values": values.detach(), "groups": group_scores, "capacity": capacity}
         return y_all, selected, self.balance_loss(scores, selected, rows), margins
 
     def balance_loss(self, scores, selected, rows):
@@ -240,6 +262,9 @@ def gap(values, count):
 def tie_margin(margins, cfg):
     """How far the selection and its order are from a tie: in the scores (the unbiased top-K), in score + bias
     within the chosen groups, and in the group scores."""
+    if cfg.router == "expert_choice":  # each expert's top C + 1 tokens, and each token's order of experts
+        n = margins["scores"].shape[1]
+        return min(gap(margins["scores"].T, margins["capacity"]), gap(margins["scores"], n - 1))
     margin = min(gap(margins["scores"], cfg.k), gap(margins["values"], cfg.k))
     if margins["groups"] is not None:
         margin = min(margin, gap(margins["groups"], cfg.topk_group))

@@ -47,20 +47,22 @@ std::vector<To> convert(const std::vector<From>& values) {
 struct Config {
   Index tokens, k, num_experts, capacity, width;
   bool distinct = true;  // a token's k experts are different, as a top-K router gives them
+  bool empties = false;  // about a third of the slots empty (-1), as expert-choice routing leaves them
 
   std::string name() const {
     std::ostringstream out;
     out << "T=" << tokens << " K=" << k << " N=" << num_experts << " capacity=" << capacity << " width=" << width
-        << (distinct ? "" : " repeats");
+        << (distinct ? "" : " repeats") << (empties ? " empties" : "");
     return out.str();
   }
 };
 
-// K = 1..6, capacities that drop (small ones, against skewed loads) and that do not, no tokens, repeated ids.
+// K = 1..6, capacities that drop (small ones, against skewed loads) and that do not, no tokens, repeated ids,
+// empty slots.
 const std::vector<Config> configs = {
     {1, 1, 1, 0, 1},   {7, 1, 4, 0, 3},   {16, 2, 8, 3, 5},  {12, 2, 3, 2, 1},   {33, 3, 5, 0, 16},
     {40, 4, 6, 5, 8},  {25, 5, 8, 10, 33}, {50, 6, 6, 0, 7}, {64, 6, 16, 20, 4}, {0, 2, 4, 0, 3},
-    {20, 3, 4, 4, 2, false},
+    {20, 3, 4, 4, 2, false}, {30, 4, 5, 0, 6, true, true}, {30, 4, 5, 3, 6, true, true},
 };
 
 /// Expert ids [T x K] with a skewed load (expert e drawn with weight 1 / (e + 1)), so that capacities drop.
@@ -78,6 +80,9 @@ std::vector<std::int64_t> random_experts(const Config& config, std::mt19937& rng
         experts.push_back(e);
     }
   }
+  if (config.empties)
+    for (auto& e : experts)
+      if (rng() % 3 == 0) e = -1;
   return experts;
 }
 
@@ -96,7 +101,7 @@ struct ReferencePlan {
 };
 
 /// Each expert keeps its first `capacity` assignments in token order, or with DropPolicy::choice_order in
-/// the order of (choice, token).
+/// the order of (choice, token); empty slots (-1) are no assignment.
 ReferencePlan reference_plan(const std::vector<std::int64_t>& experts, const Config& config,
                              moe::DropPolicy policy = moe::DropPolicy::token_order) {
   const Index assignments = config.tokens * config.k;
@@ -119,7 +124,7 @@ ReferencePlan reference_plan(const std::vector<std::int64_t>& experts, const Con
     plan.routed.push_back(routed);
     plan.offsets.push_back(static_cast<Index>(plan.slot.size()));
   }
-  plan.dropped = assignments - static_cast<Index>(plan.slot.size());
+  plan.dropped = std::accumulate(plan.routed.begin(), plan.routed.end(), Index{0}) - static_cast<Index>(plan.slot.size());
   return plan;
 }
 
@@ -180,10 +185,10 @@ TEST_CASE("device::plan names an invalid expert id and the number of experts", "
   auto too_large = to_device(std::vector<std::int32_t>{0, 1, 2, 3, 4, 5});
   CHECK_THROWS_AS(device::plan(thrust::device, raw(too_large), 3, 2, 5, 0, moe::DropPolicy::token_order, plan), moe::Error);
   CHECK_THROWS_WITH(device::plan(thrust::device, raw(too_large), 3, 2, 5, 0, moe::DropPolicy::token_order, plan),
-                    "device::plan: expert index 5 at token 2, slot 1, expected [0, 5)");
-  auto negative = to_device(std::vector<std::int64_t>{0, 1, -1, 3, 7, 2});
+                    "device::plan: expert index 5 at token 2, slot 1, expected [0, 5) or -1 (an empty slot)");
+  auto negative = to_device(std::vector<std::int64_t>{0, 1, -2, 3, 7, 2});
   CHECK_THROWS_WITH(device::plan(thrust::device, raw(negative), 3, 2, 5, 0, moe::DropPolicy::token_order, plan),
-                    "device::plan: expert index -1 at token 1, slot 0, expected [0, 5)");
+                    "device::plan: expert index -2 at token 1, slot 0, expected [0, 5) or -1 (an empty slot)");
   CHECK_THROWS_WITH(device::plan(thrust::device, raw(negative), 3, 2, 5, -1, moe::DropPolicy::token_order, plan),
                     Catch::Contains("capacity must be >= 0") && Catch::Contains("got -1"));
 }
@@ -350,7 +355,8 @@ TEMPLATE_TEST_CASE("device load statistics count assignments and sum scores per 
       std::vector<Scalar> expected_sums(expected_counts.size(), 0), magnitude(expected_counts.size(), 0);
       for (Index t = 0; t < tokens; ++t) {
         for (Index j = 0; j < k; ++j)
-          ++expected_counts[static_cast<std::size_t>(t / length * n + experts[static_cast<std::size_t>(t * k + j)])];
+          if (const auto e = experts[static_cast<std::size_t>(t * k + j)]; e >= 0)  // not an empty slot
+            ++expected_counts[static_cast<std::size_t>(t / length * n + e)];
         for (Index e = 0; e < n; ++e) {
           expected_sums[static_cast<std::size_t>(t / length * n + e)] += scores[static_cast<std::size_t>(t * n + e)];
           magnitude[static_cast<std::size_t>(t / length * n + e)] += scores[static_cast<std::size_t>(t * n + e)];

@@ -1,6 +1,7 @@
 // MoE layers on backends::Thrust against the same layers on backends::Cpu: same routing, outputs and every
 // gradient within 1e-6 of the tensor's scale in float (1e-12 in double), on configs that cover K = 1..6,
-// capacity drops, shared experts, the sigmoid router with the aux-loss-free bias, and both aux losses; and
+// capacity drops, shared experts, the sigmoid router with the aux-loss-free bias, both aux losses and
+// expert-choice routing (tokens with 0..N experts: empty slots in the plan); and
 // a 20-step training run whose loss curve matches the CPU's to 1e-4.
 
 #include <catch2/catch.hpp>
@@ -19,6 +20,7 @@
 #include "moe/nn/activation.hpp"
 #include "moe/nn/feed_forward.hpp"
 #include "moe/optim/optimizer.hpp"
+#include "moe/routing/expert_choice.hpp"
 #include "moe/routing/sigmoid_top_k.hpp"
 #include "moe/routing/softmax_top_k.hpp"
 
@@ -129,6 +131,20 @@ TEST_CASE("Thrust backend: dense K = 6 of 6, sequence aux loss, out_features != 
       {.d_model = 7, .num_experts = 6, .k = 6, .expert = {.hidden = 9, .out_features = 5},
        .shared_expert = {.hidden = 4, .out_features = 5}, .balancer = {1e-2, 8}},
       32);
+}
+
+TEST_CASE("Thrust backend: expert-choice routing, K = 2, shared expert, double", "[thrust][backend][expert_choice]") {
+  compare<moe::FeedForward<moe::GELU, double>, moe::ExpertChoice, 2, moe::NoBalancing>(
+      {.d_model = 8, .num_experts = 6, .num_shared_experts = 1, .expert = {.hidden = 12},
+       .shared_expert = {.hidden = 5}, .router = {.capacity_factor = 1.0}},
+      45);
+}
+
+TEST_CASE("Thrust backend: expert-choice routing, K = 1 with capacity factor 2, SwiGLU, float",
+          "[thrust][backend][expert_choice]") {
+  compare<moe::SwiGLUFeedForward<float>, moe::ExpertChoice, 1, moe::NoBalancing>(
+      {.d_model = 16, .num_experts = 8, .expert = {.hidden = 24}, .router = {.capacity_factor = 2.0, .bias = true}},
+      64);
 }
 
 TEST_CASE("Thrust backend: a 20-step training run follows the CPU's loss curve", "[thrust][backend][training]") {

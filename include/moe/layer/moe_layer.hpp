@@ -64,14 +64,6 @@ struct LoadTracker {
   }
 };
 
-/// The most rows an expert takes from a batch of `tokens` rows routed to k of num_experts experts:
-/// ceil(capacity_factor T K / N), at least 1 (Fedus et al. 2021); 0, meaning no limit, for capacity_factor 0.
-inline Index expert_capacity(double capacity_factor, Index tokens, Index k, Index num_experts) {
-  if (capacity_factor == 0.0) return 0;
-  const double balanced = static_cast<double>(tokens * k) / static_cast<double>(num_experts);
-  return std::max<Index>(1, static_cast<Index>(std::ceil(capacity_factor * balanced)));
-}
-
 template <class ExpertT, template <class> class RouterT, int K, template <class> class BalancerT,
           class Backend = backends::Cpu>
 class MoELayer {
@@ -93,6 +85,18 @@ class MoELayer {
                 "moe::MoELayer: the Balancer must satisfy moe::Balancer (see moe/balancing/balancer.hpp)");
   static_assert(K == Dynamic || K >= 1, "moe::MoELayer: K must be at least 1, or moe::Dynamic");
   static_assert(detail::check_backend<Backend, ExpertBank<ExpertT>>());
+  static_assert(!ExpertChoiceRouter<RouterT<typename ExpertT::Scalar>> ||
+                    std::same_as<BalancerT<typename ExpertT::Scalar>, NoBalancing<typename ExpertT::Scalar>>,
+                "moe::MoELayer: expert-choice routing gives every expert exactly C tokens, balanced by construction: "
+                "aux losses have no imbalance to penalise and the aux-loss-free bias none to correct; use "
+                "moe::NoBalancing");
+  static_assert(!ExpertChoiceRouter<RouterT<typename ExpertT::Scalar>> || !SequenceExpert<ExpertT>,
+                "moe::MoELayer: expert-choice routing gives each expert only the tokens it chose, and sequence "
+                "experts need every token of each sequence in order");
+  static_assert(!ExpertChoiceRouter<RouterT<typename ExpertT::Scalar>> ||
+                    !requires(const typename Backend::template Runner<ExpertBank<ExpertT>>& r) { r.replicas(); },
+                "moe::MoELayer: expert-choice routing picks each expert's top-C tokens over the whole batch; a backend "
+                "that spreads the batch over processes routes each process's share alone and would choose otherwise");
 
   template <class, template <class> class, int, template <class> class, class>
   friend class MoELayer;
@@ -115,6 +119,7 @@ class MoELayer {
     /// sigmoid(x . w_s), w = shared_expert_gate.weight [num_shared_experts x d_model], no bias.
     bool shared_expert_gate = false;
     double capacity_factor = 0.0;  // 0: dropless; else each expert takes at most ceil(cf * T K / N) rows
+                                   // (0 with an expert-choice router, which sets the capacity itself)
     DropPolicy drop_policy = DropPolicy::token_order;  // which assignments an expert over capacity keeps
     bool check_finite = false;     // throw when the output or the aux loss is not finite
     typename ExpertT::Options expert{};
@@ -310,6 +315,9 @@ class MoELayer {
                     "MoELayer: shared_expert_gate needs shared experts to gate, num_shared_experts is 0");
     detail::require(o.capacity_factor >= 0.0 && std::isfinite(o.capacity_factor),
                     "MoELayer: capacity_factor must be >= 0 (0: dropless), got ", o.capacity_factor);
+    if constexpr (ExpertChoiceRouter<RouterType>)
+      detail::require(o.capacity_factor == 0.0, "MoELayer: the expert-choice router sets each expert's capacity (its "
+                      "Options::capacity_factor), so the layer's capacity_factor must be 0, got ", o.capacity_factor);
     if constexpr (SequenceExpert<ExpertT>) {
       detail::require(o.k == o.num_experts, "MoELayer: the experts are sequence experts, which need every token of "
                       "each sequence in order, so routing must be dense: k must be num_experts = ", o.num_experts,

@@ -19,6 +19,7 @@
 #include "moe/nn/embedding.hpp"
 #include "moe/nn/linear.hpp"
 #include "moe/nn/rms_norm.hpp"
+#include "moe/routing/routing.hpp"
 
 namespace moe {
 
@@ -35,6 +36,11 @@ class DecoderBlock {
                 "moe::DecoderBlock: the FFN type must be a moe::Module: `using Scalar`, `const MatrixX<Scalar>& "
                 "forward(ConstRef<Scalar> x)`, `const MatrixX<Scalar>& backward(ConstRef<Scalar> dy)` and "
                 "`ParameterList<Scalar> named_parameters()`");
+  static_assert(!ExpertChoiceLayer<FFN>,
+                "moe::DecoderBlock: its attention is causal, and expert-choice routing (moe::ExpertChoice) is not: "
+                "each expert takes its top-C tokens over the whole batch, so whether a token is processed depends on "
+                "the scores of the tokens after it; route a decoder's MoE by token choice (SoftmaxTopK, "
+                "SigmoidTopK)");
 
  public:
   using Scalar = typename FFN::Scalar;

@@ -10,10 +10,13 @@
 //   ParameterList<Scalar> named_parameters();
 // optional:
 //   void select(const MatrixX<Scalar>& scores, const MatrixX<Scalar>* bias, Index k, IndexMatrix& experts);
-//        replaces top-K selection (RandomRouter, SigmoidTopK's group-limited routing)
+//        replaces top-K selection (RandomRouter, SigmoidTopK's group-limited routing, ExpertChoice)
+//   static constexpr bool expert_choice = true;           // the experts choose the tokens (ExpertChoiceRouter)
 //   double routed_scaling_factor() const;                 // gates multiplied by it after renormalisation
 //   void train(bool on);
 
+#include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <limits>
 #include <type_traits>
@@ -36,6 +39,17 @@ concept Router = requires { typename R::Scalar; typename R::Options; } &&
                    { cr.renormalize() } -> std::convertible_to<bool>;
                  };
 
+/// A router whose experts choose their tokens (expert-choice routing, Zhou et al. 2022) instead of each token
+/// choosing K experts: a token gets 0..N experts, so its rows of Routing::experts hold empty slots (-1).
+template <class R>
+concept ExpertChoiceRouter = requires {
+  requires R::expert_choice;
+};
+
+/// A layer (an MoELayer) routed by an ExpertChoiceRouter: what causal models refuse (moe/nn/transformer.hpp).
+template <class L>
+concept ExpertChoiceLayer = requires { typename L::RouterType; } && ExpertChoiceRouter<typename L::RouterType>;
+
 /// The processes one batch is spread over, each routing its own share of the tokens (expert parallelism,
 /// backends/mpi): what balancers sum their statistics over, so that every process sees the global load and
 /// takes the same balancing step. A backend spread over processes provides one; the layer does not know
@@ -55,7 +69,8 @@ struct MaskedRows {
 };
 
 /// Where each token goes: experts [T x K] (best first), gates [T x K], and the router's scores and
-/// logits [T x N] they came from. With a token mask the T rows are the batch's unmasked rows, and `masked`
+/// logits [T x N] they came from. An expert of -1 is an empty slot (gate 0, not dispatched): expert-choice
+/// routing gives a token 0..N experts, so K is the most any token got and the shorter rows end in -1. With a token mask the T rows are the batch's unmasked rows, and `masked`
 /// says which; balancers that group rows into sequences read the batch layout from batch_row();
 /// `replicas`, when not null, the processes whose tokens make up the batch together with these.
 template <class Scalar>
@@ -168,6 +183,15 @@ void select_top_k_in_groups(const MatrixX<Scalar>& scores, const MatrixX<Scalar>
   });
 }
 
+/// The most rows an expert takes from a batch of `tokens` rows routed to k of num_experts experts:
+/// ceil(capacity_factor T K / N), at least 1 (Fedus et al. 2021); 0, meaning no limit, for capacity_factor 0.
+/// Expert-choice routing gives each expert exactly this many (at most T).
+inline Index expert_capacity(double capacity_factor, Index tokens, Index k, Index num_experts) {
+  if (capacity_factor == 0.0) return 0;
+  const double balanced = static_cast<double>(tokens * k) / static_cast<double>(num_experts);
+  return std::max<Index>(1, static_cast<Index>(std::ceil(capacity_factor * balanced)));
+}
+
 /// The router's routed scaling factor (DeepSeek-V3's 2.5), 1 for routers without one.
 template <class R>
 double routed_scaling_factor(const R& router) {
@@ -178,14 +202,14 @@ double routed_scaling_factor(const R& router) {
 }
 
 /// gates[t, j] = c scores[t, experts[t, j]], divided by the row's sum when `renormalize`; c is `scaling`,
-/// DeepSeek-V3's routed scaling factor (1 elsewhere).
+/// DeepSeek-V3's routed scaling factor (1 elsewhere). An empty slot (-1) gets 0.
 template <class Scalar>
 void gather_gates(const MatrixX<Scalar>& scores, const IndexMatrix& experts, bool renormalize, double scaling,
                   MatrixX<Scalar>& gates) {
   gates.resize(experts.rows(), experts.cols());
   const auto c = static_cast<Scalar>(scaling);
   for (Index t = 0; t < experts.rows(); ++t) {
-    for (Index j = 0; j < experts.cols(); ++j) gates(t, j) = scores(t, experts(t, j));
+    for (Index j = 0; j < experts.cols(); ++j) gates(t, j) = experts(t, j) >= 0 ? scores(t, experts(t, j)) : Scalar(0);
     if (renormalize) gates.row(t) /= gates.row(t).sum();
     if (scaling != 1.0) gates.row(t) *= c;
   }
@@ -193,19 +217,23 @@ void gather_gates(const MatrixX<Scalar>& scores, const IndexMatrix& experts, boo
 
 /// Adds the gradient of the gates with respect to the scores: d_scores += (d gates / d scores)^T d_gates.
 /// With renormalisation g_j = c s_j / Z, so d s_j = (c d g_j - sum_i d g_i g_i) / Z; without, d s_j = c d g_j.
+/// Empty slots (-1) have no score.
 template <class Scalar>
 void gates_backward(const MatrixX<Scalar>& scores, const IndexMatrix& experts, const MatrixX<Scalar>& gates,
                     bool renormalize, double scaling, const MatrixX<Scalar>& d_gates, MatrixX<Scalar>& d_scores) {
   const auto c = static_cast<Scalar>(scaling);
   for (Index t = 0; t < experts.rows(); ++t) {
     if (!renormalize) {
-      for (Index j = 0; j < experts.cols(); ++j) d_scores(t, experts(t, j)) += c * d_gates(t, j);
+      for (Index j = 0; j < experts.cols(); ++j)
+        if (experts(t, j) >= 0) d_scores(t, experts(t, j)) += c * d_gates(t, j);
       continue;
     }
     Scalar sum = 0;
-    for (Index j = 0; j < experts.cols(); ++j) sum += scores(t, experts(t, j));
+    for (Index j = 0; j < experts.cols(); ++j)
+      if (experts(t, j) >= 0) sum += scores(t, experts(t, j));
     const Scalar dot = d_gates.row(t).dot(gates.row(t));
-    for (Index j = 0; j < experts.cols(); ++j) d_scores(t, experts(t, j)) += (c * d_gates(t, j) - dot) / sum;
+    for (Index j = 0; j < experts.cols(); ++j)
+      if (experts(t, j) >= 0) d_scores(t, experts(t, j)) += (c * d_gates(t, j) - dot) / sum;
   }
 }
 

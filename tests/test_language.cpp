@@ -581,9 +581,15 @@ TEST_CASE("CausalLM with a dense first block and MoE blocks after it: names, sha
                     Catch::Contains("num_dense_layers must lie in [0, num_layers = 1], got 2"));
 }
 
-TEST_CASE("CausalLM is causal and ignores padded tokens, bit for bit", "[nn][transformer]") {
+TEST_CASE("CausalLM is causal and ignores padded tokens", "[nn][transformer]") {
   constexpr Index vocab = 13, length = 6;
-  auto check = [&](auto& lm) {
+  // Dense blocks give the same bits. In MoE blocks a later token can change how many rows an expert gets, and
+  // oneDNN's GEMM may round a row differently for another row count (it picks its blocking by shape), so there
+  // the earlier rows must agree to float rounding: a leak of a later token would move them by far more.
+  auto check = [&](auto& lm, float tolerance) {
+    auto same = [&](const moe::Matrix& a, const moe::Matrix& b) {
+      return tolerance == 0.0f ? a == b : (a - b).cwiseAbs().maxCoeff() <= tolerance * b.cwiseAbs().maxCoeff();
+    };
     std::vector<Index> ids = random_ids(2 * length, vocab, 43);
     const std::vector<Index> lengths{length, 4};
     const moe::Matrix base = lm.forward(ids, 2, length, lengths);
@@ -592,21 +598,22 @@ TEST_CASE("CausalLM is causal and ignores padded tokens, bit for bit", "[nn][tra
       changed[static_cast<std::size_t>(t + 1)] = (changed[static_cast<std::size_t>(t + 1)] + 1) % vocab;
       const moe::Matrix y = lm.forward(changed, 2, length, lengths);
       INFO("t = " << t);
-      CHECK(y.topRows(t + 1) == base.topRows(t + 1));
-      CHECK(y.bottomRows(length) == base.bottomRows(length));
+      CHECK(same(y.topRows(t + 1), base.topRows(t + 1)));
+      CHECK(same(y.bottomRows(length), base.bottomRows(length)));
+      CHECK_FALSE(same(y.row(t + 1), base.row(t + 1)));
     }
     std::vector<Index> padded = ids;
     padded[2 * length - 1] = (padded[2 * length - 1] + 5) % vocab;
     padded[2 * length - 2] = (padded[2 * length - 2] + 3) % vocab;
     const moe::Matrix y = lm.forward(padded, 2, length, lengths);
-    CHECK(y.topRows(length + 4) == base.topRows(length + 4));
+    CHECK(same(y.topRows(length + 4), base.topRows(length + 4)));
   };
   moe::Rng rng(44);
   SECTION("dense blocks") {
     moe::CausalLM<moe::FeedForward<moe::GELU, float>> lm(
         {.vocab_size = vocab, .d_model = 16, .num_layers = 2, .block = {.attn = {.num_heads = 2}, .ffn = {.hidden = 32}}},
         rng);
-    check(lm);
+    check(lm, 0.0f);
   }
   SECTION("MoE blocks") {
     moe::CausalLM<MoEFFN<float>> lm({.vocab_size = vocab, .d_model = 16, .num_layers = 2,
@@ -614,7 +621,7 @@ TEST_CASE("CausalLM is causal and ignores padded tokens, bit for bit", "[nn][tra
                                                .ffn = {.num_experts = 4, .num_shared_experts = 1, .expert = {.hidden = 8},
                                                        .shared_expert = {.hidden = 8}}}},
                                     rng);
-    check(lm);
+    check(lm, 1e-5f);
   }
 }
 

@@ -43,7 +43,7 @@ void compare_with_cpu(const typename moe::MoELayer<Expert, Router, K, Balancer>:
   using ThrustLayer = moe::MoELayer<Expert, Router, K, Balancer, moe::backends::Thrust>;
   const typename ThrustLayer::Options thrust_options{
       options.d_model,      options.num_experts, options.k,      options.num_shared_experts,
-      options.capacity_factor, options.drop_policy, options.check_finite, options.expert,
+      options.shared_expert_gate, options.capacity_factor, options.drop_policy, options.check_finite, options.expert,
       options.shared_expert, options.router,      options.balancer, moe::backends::Thrust{}};
   moe::Rng cpu_rng(3), thrust_rng(3);
   CpuLayer cpu(options, cpu_rng);
@@ -134,7 +134,7 @@ TEST_CASE("Thrust backend: dense K = 6 of 6, sequence aux loss, out_features != 
 }
 
 TEST_CASE("Thrust backend: expert-choice routing, K = 2, shared expert, double", "[thrust][backend][expert_choice]") {
-  compare<moe::FeedForward<moe::GELU, double>, moe::ExpertChoice, 2, moe::NoBalancing>(
+  compare_with_cpu<moe::FeedForward<moe::GELU, double>, moe::ExpertChoice, 2, moe::NoBalancing>(
       {.d_model = 8, .num_experts = 6, .num_shared_experts = 1, .expert = {.hidden = 12},
        .shared_expert = {.hidden = 5}, .router = {.capacity_factor = 1.0}},
       45);
@@ -142,7 +142,7 @@ TEST_CASE("Thrust backend: expert-choice routing, K = 2, shared expert, double",
 
 TEST_CASE("Thrust backend: expert-choice routing, K = 1 with capacity factor 2, SwiGLU, float",
           "[thrust][backend][expert_choice]") {
-  compare<moe::SwiGLUFeedForward<float>, moe::ExpertChoice, 1, moe::NoBalancing>(
+  compare_with_cpu<moe::SwiGLUFeedForward<float>, moe::ExpertChoice, 1, moe::NoBalancing>(
       {.d_model = 16, .num_experts = 8, .expert = {.hidden = 24}, .router = {.capacity_factor = 2.0, .bias = true}},
       64);
 }

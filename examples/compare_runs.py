@@ -1,6 +1,6 @@
 """What the examples' run checks share (check_resume.py, check_threads.py): running an example and comparing
 the files of two runs byte for byte, but for wall-clock fields (times in report.md, the `seconds` column of a
-CSV file)."""
+CSV file, a report's Timing section) and the thread count a report states."""
 
 import csv
 import io
@@ -9,6 +9,8 @@ import re
 import subprocess
 
 TIMES = re.compile(r"\d+ min \d+ s|\d+(?:\.\d+)? (?:s|min)\b")
+THREADS = re.compile(r"\b\d+ threads?\b|\bthreads: \d+")  # the reports say how many threads ran
+TIMING_SECTION = re.compile(r"^## Timing\n.*?(?=^## |\Z)", re.M | re.S)  # a report's measured speeds
 
 
 class CheckError(Exception):
@@ -29,9 +31,10 @@ def files(root):
 
 
 def without_wall_clock(name, data):
-    """The file's bytes, with wall-clock fields blanked."""
+    """The file's bytes, with wall-clock fields blanked (in a report also its Timing section and the thread count)."""
     if name.endswith(".md"):
-        return TIMES.sub("<time>", data.decode()).encode()
+        text = TIMING_SECTION.sub("## Timing\n<timing>\n", data.decode())
+        return THREADS.sub("<threads>", TIMES.sub("<time>", text)).encode()
     if name.endswith(".csv"):
         rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
         if rows and "seconds" in rows[0]:

@@ -203,19 +203,23 @@ TEST_CASE("A JSON checkpoint nested a million levels deep is refused, not a stac
   CHECK_NOTHROW(moe::detail::check_checkpoint_json(R"({"a": "[[[[\"[[[[", "b": "0.)" + std::string(100, '0') + "\"}"));
 }
 
-TEST_CASE("A JSON checkpoint's numbers longer than the writer's are refused before RapidJSON parses them",
+TEST_CASE("A JSON checkpoint's numbers unlike the writer's are refused before RapidJSON parses them",
           "[bad_input][checkpoint]") {
   TempDir dir;
   CheckpointFixture f;
   const fs::path path = dir / "run.json";
   const std::string saved = f.save(path, f.sgd, moe::CheckpointFormat::JSON);
-  // RapidJSON's full-precision conversion passes zero to clz on a fraction of 23 zeros (found by fuzz_checkpoint).
   const std::size_t key = saved.find("\"lr\": 0.25");
   REQUIRE(key != std::string::npos);
   const std::size_t lr = key + 6;
-  write_bytes(path, saved.substr(0, lr) + "0." + std::string(23, '0') + saved.substr(lr + 4));
-  CHECK_THAT(f.load_error(path, f.sgd), Contains(path.string()) && Contains("a number of 25 characters at byte " +
-                                                                            std::to_string(lr)));
+  // Each passes zero to clz or overflows an int in RapidJSON's full-precision conversion (found by fuzz_checkpoint).
+  for (const std::string& number : {"0." + std::string(23, '0'), std::string("0e-300"), std::string("0.0e5"),
+                                   "1" + std::string(1000, '0')}) {
+    INFO(number.substr(0, 30));
+    write_bytes(path, saved.substr(0, lr) + number + saved.substr(lr + 4));
+    CHECK_THAT(f.load_error(path, f.sgd), Contains(path.string()) && Contains(" at byte " + std::to_string(lr)) &&
+                                              Contains("is not one a checkpoint holds"));
+  }
 }
 
 TEST_CASE("The longest numbers the JSON writer produces load back bit for bit", "[checkpoint]") {
@@ -224,8 +228,8 @@ TEST_CASE("The longest numbers the JSON writer produces load back bit for bit", 
   moe::Linear<double> model(2, 3, rng);
   moe::SGD<double> sgd(model.named_parameters());
   auto& weight = model.named_parameters()[0].parameter->value;
-  weight << -1.2345678901234567e-308, -0.000012345678901234567, -std::numeric_limits<double>::max(),
-      -std::numeric_limits<double>::denorm_min(), -0.1, -1.0 / 3.0;
+  weight << -1.2345678901234567e-308, -0.0000012345678901234567, -std::numeric_limits<double>::max(),
+      -std::numeric_limits<double>::denorm_min(), -0.0, -1.0 / 3.0;
   const moe::MatrixX<double> saved = weight;
   const fs::path path = dir / "extremes.json";
   moe::save_checkpoint(path, {}, model, sgd, rng, moe::CheckpointFormat::JSON);

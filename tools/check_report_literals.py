@@ -25,7 +25,7 @@ EXCLUDED_DIRS = ("examples/common/corpora",)
 # printing the run's own value (a preset field, a document:: constant) to adding an entry here.
 ALLOWED = [
     # Names that hold digits: data sets, models, files, versions, sections of the documents.
-    (r"(?i)\b(?:mnist@1\.1\.0|CIFAR-10|MNIST|GPT-2|DeepSeek-V3|DeepSeekMoE 16B|16B|2T tokens)", "a name"),
+    (r"(?i)\b(?:Qwen1\.5/2/3-MoE|DeepSeek-V2/V3|mnist@1\.1\.0|CIFAR-10|MNIST|GPT-2|DeepSeek-V3|DeepSeekMoE 16B|16B|2T tokens)", "a name"),
     (r"seeds/00\d(?:_\w+\.txt)?|\"MNIST 7 expert\"", "a seed document or its section's title"),
     (r"\bsection 5\b|\bAppendix C\b|Figure 10|Figures? [2-6](?:-4| and 6)?|Tables? [123](?: and 3)?|"
      r"Experiment [123]|[Mm]ethod 2|Findings 1-4|finding 0|[Ff]inding [0-4]|[Pp]hase [12]\b",

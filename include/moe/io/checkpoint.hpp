@@ -284,14 +284,29 @@ struct CheckpointFile {
   }
 };
 
-/// The longest number cereal's JSON writer produces: a sign, 17 significant digits, a point and either up to 5
-/// zeros after it or an exponent ("-1.2345678901234567e-308", "-0.000012345678901234567").
-inline constexpr std::size_t checkpoint_max_json_number = 24;
+/// The most digits before an exponent that cereal's JSON writer produces: 17 significant digits after "0." and up
+/// to 5 zeros ("-0.000012345678901234567"); its exponents have at most 3 digits ("-1.2345678901234567e-308").
+inline constexpr std::size_t checkpoint_max_json_digits = 23;
+inline constexpr std::size_t checkpoint_max_json_exponent_digits = 4;
 
-/// Checks what cereal's JSON parser (RapidJSON) cannot be trusted with before it sees the text: arrays and objects
-/// nested deeper than checkpoint_max_json_depth (it recurses once per level), and numbers longer than any the
-/// writer produces (its full-precision conversion has undefined behaviour on long runs of digits: a fraction of
-/// 23 zeros passes zero to clz, a thousand digits overflow an int exponent).
+/// Refuses a JSON number unlike any the writer produces, on which RapidJSON's full-precision conversion has
+/// undefined behaviour: a zero with an exponent ("0e-300", "0.0e5") or a fraction of 23 zeros passes zero to
+/// clz; a thousand digits overflow an int exponent.
+inline void check_checkpoint_json_number(std::string_view number, std::size_t at) {
+  const std::size_t e = number.find_first_of("eE");
+  const std::string_view mantissa = number.substr(0, e);
+  const auto digits = static_cast<std::size_t>(std::count_if(mantissa.begin(), mantissa.end(), [](char c) {
+    return c >= '0' && c <= '9';
+  }));
+  const bool zero = mantissa.find_first_of("123456789") == std::string_view::npos;
+  const std::size_t exponent_digits = e == std::string_view::npos ? 0 : number.size() - e - 1;
+  require(digits <= checkpoint_max_json_digits && exponent_digits <= checkpoint_max_json_exponent_digits &&
+              !(zero && e != std::string_view::npos),
+          "the number '", number.substr(0, 40), number.size() > 40 ? "...'" : "'", " at byte ", at,
+          " is not one a checkpoint holds (at most ", checkpoint_max_json_digits, " digits and a ",
+          checkpoint_max_json_exponent_digits, "-digit exponent; no exponent on a zero)");
+}
+
 inline void check_checkpoint_json(std::string_view text) {
   std::size_t depth = 0;
   bool in_string = false;
@@ -312,8 +327,7 @@ inline void check_checkpoint_json(std::string_view text) {
     } else if (c == '-' || (c >= '0' && c <= '9')) {
       const std::size_t end = text.find_first_not_of("+-.0123456789eE", i);
       const std::size_t length = (end == std::string_view::npos ? text.size() : end) - i;
-      require(length <= checkpoint_max_json_number, "a number of ", length, " characters at byte ", i,
-              " (a checkpoint's numbers have at most ", checkpoint_max_json_number, ")");
+      check_checkpoint_json_number(text.substr(i, length), i);
       i += length - 1;
     }
   }

@@ -26,6 +26,8 @@
 namespace {
 
 namespace device = moe::backends::device;
+using moe_test::same_bits;
+using moe_test::to_host;
 using moe::Index;
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from compare_runs import CheckError, require_same_files, run
+from compare_runs import CheckError, example_env, require_same_files, run
 
 STEPS = (3, 7, 1, 10)
 MAX_INVOCATIONS = 200
@@ -57,9 +57,8 @@ def run_killed(program, out, fresh_args, kills, duration, rng):
     for i in range(MAX_INVOCATIONS):
         started = os.path.isfile(os.path.join(out, "checkpoints", "run.txt"))
         args = ["--resume", out] if started else fresh_args
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
         process = subprocess.Popen([program, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   env=env)
+                                   env=example_env())
         if i < kills:
             moment = rng.uniform(0.0, duration)
             try:

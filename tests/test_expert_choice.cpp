@@ -290,3 +290,17 @@ TEST_CASE("ExpertChoice refuses a layer capacity and a selection bias with a nam
   CHECK_THROWS_WITH(router.select(scores, &bias, 1, experts),
                     Catch::StartsWith("ExpertChoice: a selection bias was given"));
 }
+
+TEST_CASE("An expert-choice layer built with moe::zero_init is all zero and draws nothing", "[moe][expert_choice]") {
+  const ExpertChoiceGeluMoE<double>::Options options{.d_model = 5, .num_experts = 4, .k = 2, .expert = {.hidden = 6}};
+  ExpertChoiceGeluMoE<double> zero(options, moe::zero_init);
+  for (const auto& p : zero.named_parameters()) {
+    INFO(p.name);
+    CHECK(p.parameter->value.isZero(0.0));
+  }
+  moe::Rng rng(5);
+  ExpertChoiceGeluMoE<double> drawn(options, rng);
+  bool any_nonzero = false;
+  for (const auto& p : drawn.named_parameters()) any_nonzero = any_nonzero || !p.parameter->value.isZero(0.0);
+  CHECK(any_nonzero);
+}

@@ -82,6 +82,25 @@ TEST_CASE("Load diagnostics of a hand-computed routing", "[load_diagnostics]") {
   CHECK(d.margin == Approx((0.1 + 0.2 + 0.0 + 0.0) / 4).epsilon(1e-12));
 }
 
+TEST_CASE("Load diagnostics of an expert-choice routing count what the experts took", "[load_diagnostics]") {
+  // Each of 3 experts took 2 of 4 tokens: token 0 got experts {0, 1, 2}, token 1 {0}, token 2 {1, 2}, token 3
+  // none; -1 marks the empty slots.
+  moe::MatrixX<double> scores(4, 3);
+  scores << 0.5, 0.3, 0.2, 0.6, 0.2, 0.2, 0.2, 0.4, 0.4, 0.4, 0.3, 0.3;
+  moe::IndexMatrix experts(4, 3);
+  experts << 0, 1, 2, 0, -1, -1, 1, 2, -1, -1, -1, -1;
+  const HandRouting hand(scores, experts);
+  const moe::LoadDiagnostics d = moe::routing_diagnostics(hand.routing, 0, nullptr);
+  CHECK(d.load_min == 2.0);
+  CHECK(d.load_max == 2.0);
+  CHECK(d.overload == 1.0);  // 2 / (6 / 3), not 2 / (4 x 3 / 3)
+  CHECK(d.max_violation == 0.0);
+  CHECK(d.load_entropy == Approx(std::log(3.0)).epsilon(1e-14));
+  CHECK(d.dropped_fraction == 0.0);
+  CHECK(std::isnan(d.margin));
+  CHECK_THROWS_WITH(moe::routing_diagnostics(hand.routing, 7, nullptr), Contains("7 dropped of 6 assignments"));
+}
+
 TEST_CASE("Load diagnostics: the margin ranks score + bias, entropies normalise the scores", "[load_diagnostics]") {
   moe::MatrixX<double> scores(2, 4);
   scores << 0.4, 0.3, 0.2, 0.1, 0.1, 0.5, 0.3, 0.1;

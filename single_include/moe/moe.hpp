@@ -2993,7 +2993,8 @@ class Sequential {
 // end include/moe/nn/sequential.hpp
 // #include "moe/nn/softmax.hpp" (inlined)
 // begin include/moe/nn/softmax.hpp
-// Row-wise softmax and its backward, shared by the routers and the z-loss.
+// Row-wise softmax and its backward, shared by the routers and the z-loss; the element-wise sigmoid of the
+// sigmoid router and the gated shared experts.
 
 // #include "moe/core/parallel.hpp" (inlined)
 // #include "moe/core/types.hpp" (inlined)
@@ -3021,6 +3022,13 @@ void softmax_rows_backward(const MatrixX<Scalar>& probabilities, ConstRef<Scalar
     const Scalar dot = d_probabilities.row(t).dot(probabilities.row(t));
     d_logits.row(t) = probabilities.row(t).array() * (d_probabilities.row(t).array() - dot);
   });
+}
+
+/// out = 1 / (1 + exp(-logits)), element by element.
+template <class Scalar>
+void sigmoid(const MatrixX<Scalar>& logits, MatrixX<Scalar>& out) {
+  out.resize(logits.rows(), logits.cols());
+  out.array() = ((-logits.array()).exp() + Scalar(1)).inverse();
 }
 
 }  // namespace detail
@@ -3836,9 +3844,11 @@ class ExpertChoice {
     bool bias = false;             // a bias in the router's linear map
   };
 
-  ExpertChoice(Index d_model, Index num_experts, const Options& options, Rng& rng)
+  /// The weight drawn from `init` (an Rng) as SoftmaxTopK draws it, or zero (ZeroInit).
+  template <ParameterInit Init>
+  ExpertChoice(Index d_model, Index num_experts, const Options& options, Init&& init)
       : capacity_factor_(validated(options).capacity_factor),
-        scores_(d_model, num_experts, {.renormalize = false, .bias = options.bias}, rng) {}
+        scores_(d_model, num_experts, {.renormalize = false, .bias = options.bias}, init) {}
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) { return scores_.forward(x); }
   const MatrixX<Scalar>& logits() const { return scores_.logits(); }
@@ -4096,6 +4106,7 @@ class RandomRouter {
 // #include "moe/core/error.hpp" (inlined)
 // #include "moe/core/parameter.hpp" (inlined)
 // #include "moe/nn/linear.hpp" (inlined)
+// #include "moe/nn/softmax.hpp" (inlined)
 // #include "moe/routing/group_limit.hpp" (inlined)
 // #include "moe/routing/routing.hpp" (inlined)
 
@@ -4122,8 +4133,7 @@ class SigmoidTopK {
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     logits_ = linear_.forward(x);
-    scores_.resize(logits_.rows(), logits_.cols());
-    scores_.array() = ((-logits_.array()).exp() + Scalar(1)).inverse();
+    detail::sigmoid(logits_, scores_);
     return scores_;
   }
 
@@ -5072,6 +5082,7 @@ class ExpertBank {
 }  // namespace moe
 // end include/moe/layer/expert_bank.hpp
 // #include "moe/nn/linear.hpp" (inlined)
+// #include "moe/nn/softmax.hpp" (inlined)
 // #include "moe/routing/routing.hpp" (inlined)
 
 namespace moe {
@@ -5439,8 +5450,7 @@ class MoELayer {
       for (auto& s : shared_) output += s.forward(x);
       return;
     }
-    shared_gates_.resize(x.rows(), static_cast<Index>(shared_.size()));
-    shared_gates_.array() = ((-shared_gate_->forward(x).array()).exp() + Scalar(1)).inverse();
+    detail::sigmoid(shared_gate_->forward(x), shared_gates_);
     shared_outputs_.resize(shared_.size());
     for (std::size_t s = 0; s < shared_.size(); ++s) {
       shared_outputs_[s] = shared_[s].forward(x);  // backward's d gate needs it
@@ -7568,13 +7578,14 @@ struct LoadDiagnostics {
   /// when one expert takes every assignment. Low score entropy with high load entropy is a confident router
   /// that still spreads the tokens.
   double load_entropy = 0;
-  /// Assignments the capacity dropped / T K; 0 without a capacity.
+  /// Assignments the capacity dropped / the assignments (T K with top-K routing); 0 without a capacity.
   double dropped_fraction = 0;
   /// Mean over tokens of v_t(K-th chosen expert) - max of v_t over the experts not chosen, where v = score +
   /// selection bias is what top-K ranks (Wang et al. 2024's biased selection; the score alone without a
   /// bias). With plain top-K this is the gap between the K-th and the (K+1)-th selection value, >= 0; a
   /// small margin means small changes to the router move tokens between experts. With group-limited routing
-  /// or a router that does not rank (RandomRouter) it may be negative. NaN when K = N (no expert is left).
+  /// or a router that does not rank (RandomRouter) it may be negative. NaN when K = N (no expert is left) and
+  /// for expert-choice routing, where tokens get different numbers of experts (no K-th choice to compare).
   double margin = 0;
 };
 
@@ -7603,11 +7614,14 @@ LoadDiagnostics routing_diagnostics(const Routing<Scalar>& routing, Index droppe
                   tokens, " tokens");
   detail::require(n > 0 && k >= 1 && k <= n, "routing_diagnostics: ", k, " experts per token of ", n);
   detail::require_bias_shape(bias, n, "routing_diagnostics");
-  detail::require(dropped >= 0 && dropped <= tokens * k, "routing_diagnostics: ", dropped, " dropped of ", tokens * k,
-                  " assignments");
+  // Expert-choice routing leaves empty slots (-1): the assignments are what the experts took, not T K.
+  const IndexVector counts = count_assignments(routing.experts, n);
+  const Index assignments = counts.sum();
+  const bool empty_slots = assignments < tokens * k;
+  detail::require(dropped >= 0 && dropped <= assignments, "routing_diagnostics: ", dropped, " dropped of ",
+                  assignments, " assignments");
 
   constexpr double nan = std::numeric_limits<double>::quiet_NaN();
-  const IndexVector counts = count_assignments(routing.experts, n);
   LoadDiagnostics d;
   d.tokens = tokens;
   d.load_min = static_cast<double>(counts.minCoeff());
@@ -7617,11 +7631,11 @@ LoadDiagnostics routing_diagnostics(const Routing<Scalar>& routing, Index droppe
     d.overload = d.max_violation = d.score_entropy = d.load_entropy = d.dropped_fraction = d.margin = nan;
     return d;
   }
-  const double mean = static_cast<double>(tokens * k) / static_cast<double>(n);
+  const double mean = static_cast<double>(assignments) / static_cast<double>(n);
   d.overload = d.load_max / mean;
   d.max_violation = max_violation(counts);
   d.load_entropy = load_entropy(counts);
-  d.dropped_fraction = static_cast<double>(dropped) / static_cast<double>(tokens * k);
+  d.dropped_fraction = static_cast<double>(dropped) / static_cast<double>(assignments);
 
   double entropy_sum = 0, margin_sum = 0;
   std::vector<char> chosen(static_cast<std::size_t>(n));
@@ -7631,7 +7645,7 @@ LoadDiagnostics routing_diagnostics(const Routing<Scalar>& routing, Index droppe
       const double p = static_cast<double>(scores(t, e)) / total;
       if (p > 0) entropy_sum -= p * std::log(p);
     }
-    if (k == n) continue;
+    if (k == n || empty_slots) continue;
     // The selection value as top-K computed it: in Scalar, score + bias.
     const auto value = [&](Index e) {
       return static_cast<double>(bias ? Scalar(scores(t, e) + (*bias)(0, e)) : scores(t, e));
@@ -7644,7 +7658,7 @@ LoadDiagnostics routing_diagnostics(const Routing<Scalar>& routing, Index droppe
     margin_sum += value(routing.experts(t, k - 1)) - best_other;
   }
   d.score_entropy = entropy_sum / static_cast<double>(tokens);
-  d.margin = k == n ? nan : margin_sum / static_cast<double>(tokens);
+  d.margin = k == n || empty_slots ? nan : margin_sum / static_cast<double>(tokens);
   return d;
 }
 

@@ -37,13 +37,14 @@ struct LoadDiagnostics {
   /// when one expert takes every assignment. Low score entropy with high load entropy is a confident router
   /// that still spreads the tokens.
   double load_entropy = 0;
-  /// Assignments the capacity dropped / T K; 0 without a capacity.
+  /// Assignments the capacity dropped / the assignments (T K with top-K routing); 0 without a capacity.
   double dropped_fraction = 0;
   /// Mean over tokens of v_t(K-th chosen expert) - max of v_t over the experts not chosen, where v = score +
   /// selection bias is what top-K ranks (Wang et al. 2024's biased selection; the score alone without a
   /// bias). With plain top-K this is the gap between the K-th and the (K+1)-th selection value, >= 0; a
   /// small margin means small changes to the router move tokens between experts. With group-limited routing
-  /// or a router that does not rank (RandomRouter) it may be negative. NaN when K = N (no expert is left).
+  /// or a router that does not rank (RandomRouter) it may be negative. NaN when K = N (no expert is left) and
+  /// for expert-choice routing, where tokens get different numbers of experts (no K-th choice to compare).
   double margin = 0;
 };
 
@@ -72,11 +73,14 @@ LoadDiagnostics routing_diagnostics(const Routing<Scalar>& routing, Index droppe
                   tokens, " tokens");
   detail::require(n > 0 && k >= 1 && k <= n, "routing_diagnostics: ", k, " experts per token of ", n);
   detail::require_bias_shape(bias, n, "routing_diagnostics");
-  detail::require(dropped >= 0 && dropped <= tokens * k, "routing_diagnostics: ", dropped, " dropped of ", tokens * k,
-                  " assignments");
+  // Expert-choice routing leaves empty slots (-1): the assignments are what the experts took, not T K.
+  const IndexVector counts = count_assignments(routing.experts, n);
+  const Index assignments = counts.sum();
+  const bool empty_slots = assignments < tokens * k;
+  detail::require(dropped >= 0 && dropped <= assignments, "routing_diagnostics: ", dropped, " dropped of ",
+                  assignments, " assignments");
 
   constexpr double nan = std::numeric_limits<double>::quiet_NaN();
-  const IndexVector counts = count_assignments(routing.experts, n);
   LoadDiagnostics d;
   d.tokens = tokens;
   d.load_min = static_cast<double>(counts.minCoeff());
@@ -86,11 +90,11 @@ LoadDiagnostics routing_diagnostics(const Routing<Scalar>& routing, Index droppe
     d.overload = d.max_violation = d.score_entropy = d.load_entropy = d.dropped_fraction = d.margin = nan;
     return d;
   }
-  const double mean = static_cast<double>(tokens * k) / static_cast<double>(n);
+  const double mean = static_cast<double>(assignments) / static_cast<double>(n);
   d.overload = d.load_max / mean;
   d.max_violation = max_violation(counts);
   d.load_entropy = load_entropy(counts);
-  d.dropped_fraction = static_cast<double>(dropped) / static_cast<double>(tokens * k);
+  d.dropped_fraction = static_cast<double>(dropped) / static_cast<double>(assignments);
 
   double entropy_sum = 0, margin_sum = 0;
   std::vector<char> chosen(static_cast<std::size_t>(n));
@@ -100,7 +104,7 @@ LoadDiagnostics routing_diagnostics(const Routing<Scalar>& routing, Index droppe
       const double p = static_cast<double>(scores(t, e)) / total;
       if (p > 0) entropy_sum -= p * std::log(p);
     }
-    if (k == n) continue;
+    if (k == n || empty_slots) continue;
     // The selection value as top-K computed it: in Scalar, score + bias.
     const auto value = [&](Index e) {
       return static_cast<double>(bias ? Scalar(scores(t, e) + (*bias)(0, e)) : scores(t, e));
@@ -113,7 +117,7 @@ LoadDiagnostics routing_diagnostics(const Routing<Scalar>& routing, Index droppe
     margin_sum += value(routing.experts(t, k - 1)) - best_other;
   }
   d.score_entropy = entropy_sum / static_cast<double>(tokens);
-  d.margin = k == n ? nan : margin_sum / static_cast<double>(tokens);
+  d.margin = k == n || empty_slots ? nan : margin_sum / static_cast<double>(tokens);
   return d;
 }
 

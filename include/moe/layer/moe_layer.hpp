@@ -21,6 +21,7 @@
 #include "moe/core/types.hpp"
 #include "moe/layer/expert_bank.hpp"
 #include "moe/nn/linear.hpp"
+#include "moe/nn/softmax.hpp"
 #include "moe/routing/routing.hpp"
 
 namespace moe {
@@ -388,8 +389,7 @@ class MoELayer {
       for (auto& s : shared_) output += s.forward(x);
       return;
     }
-    shared_gates_.resize(x.rows(), static_cast<Index>(shared_.size()));
-    shared_gates_.array() = ((-shared_gate_->forward(x).array()).exp() + Scalar(1)).inverse();
+    detail::sigmoid(shared_gate_->forward(x), shared_gates_);
     shared_outputs_.resize(shared_.size());
     for (std::size_t s = 0; s < shared_.size(); ++s) {
       shared_outputs_[s] = shared_[s].forward(x);  // backward's d gate needs it

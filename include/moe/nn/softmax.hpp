@@ -1,5 +1,6 @@
 #pragma once
-// Row-wise softmax and its backward, shared by the routers and the z-loss.
+// Row-wise softmax and its backward, shared by the routers and the z-loss; the element-wise sigmoid of the
+// sigmoid router and the gated shared experts.
 
 #include "moe/core/parallel.hpp"
 #include "moe/core/types.hpp"
@@ -27,6 +28,13 @@ void softmax_rows_backward(const MatrixX<Scalar>& probabilities, ConstRef<Scalar
     const Scalar dot = d_probabilities.row(t).dot(probabilities.row(t));
     d_logits.row(t) = probabilities.row(t).array() * (d_probabilities.row(t).array() - dot);
   });
+}
+
+/// out = 1 / (1 + exp(-logits)), element by element.
+template <class Scalar>
+void sigmoid(const MatrixX<Scalar>& logits, MatrixX<Scalar>& out) {
+  out.resize(logits.rows(), logits.cols());
+  out.array() = ((-logits.array()).exp() + Scalar(1)).inverse();
 }
 
 }  // namespace detail

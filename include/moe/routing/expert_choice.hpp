@@ -94,9 +94,11 @@ class ExpertChoice {
     bool bias = false;             // a bias in the router's linear map
   };
 
-  ExpertChoice(Index d_model, Index num_experts, const Options& options, Rng& rng)
+  /// The weight drawn from `init` (an Rng) as SoftmaxTopK draws it, or zero (ZeroInit).
+  template <ParameterInit Init>
+  ExpertChoice(Index d_model, Index num_experts, const Options& options, Init&& init)
       : capacity_factor_(validated(options).capacity_factor),
-        scores_(d_model, num_experts, {.renormalize = false, .bias = options.bias}, rng) {}
+        scores_(d_model, num_experts, {.renormalize = false, .bias = options.bias}, init) {}
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) { return scores_.forward(x); }
   const MatrixX<Scalar>& logits() const { return scores_.logits(); }

@@ -7,6 +7,7 @@
 #include "moe/core/error.hpp"
 #include "moe/core/parameter.hpp"
 #include "moe/nn/linear.hpp"
+#include "moe/nn/softmax.hpp"
 #include "moe/routing/group_limit.hpp"
 #include "moe/routing/routing.hpp"
 
@@ -33,8 +34,7 @@ class SigmoidTopK {
 
   const MatrixX<Scalar>& forward(ConstRef<Scalar> x) {
     logits_ = linear_.forward(x);
-    scores_.resize(logits_.rows(), logits_.cols());
-    scores_.array() = ((-logits_.array()).exp() + Scalar(1)).inverse();
+    detail::sigmoid(logits_, scores_);
     return scores_;
   }
 

@@ -292,7 +292,8 @@ TEST_CASE("ExpertChoice refuses a layer capacity and a selection bias with a nam
 }
 
 TEST_CASE("An expert-choice layer built with moe::zero_init is all zero and draws nothing", "[moe][expert_choice]") {
-  const ExpertChoiceGeluMoE<double>::Options options{.d_model = 5, .num_experts = 4, .k = 2, .expert = {.hidden = 6}};
+  const ExpertChoiceGeluMoE<double>::Options options{.d_model = 5, .num_experts = 4, .k = 2,
+                                                      .expert = {.hidden = 6, .dropout = 0.1}};
   ExpertChoiceGeluMoE<double> zero(options, moe::zero_init);
   for (const auto& p : zero.named_parameters()) {
     INFO(p.name);

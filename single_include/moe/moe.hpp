@@ -220,7 +220,8 @@ using Rng = std::mt19937_64;
 
 /// Passed where a module takes the Rng its parameters are drawn from: every parameter stays zero and nothing
 /// is drawn, for a loader that overwrites every value (what PyTorch's torch.nn.utils.skip_init is for).
-/// Linear, SwiGLUFeedForward, SoftmaxTopK, SigmoidTopK, and ExpertBank and MoELayer of those take it.
+/// Linear, FeedForward, SwiGLUFeedForward, SoftmaxTopK, SigmoidTopK, ExpertChoice, and ExpertBank and MoELayer
+/// of those take it.
 struct ZeroInit {};
 inline constexpr ZeroInit zero_init{};
 
@@ -2321,7 +2322,9 @@ class TransformerEncoder {
 // The Transformer's position-wise feed-forward block, the usual MoE expert: fc2(dropout(act(fc1(x)))),
 // and its gated variant SwiGLU.
 
+#include <concepts>
 #include <optional>
+#include <type_traits>
 
 // #include "moe/core/buffer.hpp" (inlined)
 // #include "moe/core/error.hpp" (inlined)
@@ -2361,11 +2364,19 @@ class FeedForward {
     bool bias = true;
   };
 
-  /// fc1 and fc2 are initialised first, so their weights do not depend on whether dropout is on.
-  FeedForward(Index d_model, const Options& options, Rng& rng)
-      : fc1_(d_model, detail::require_hidden("FeedForward", options.hidden), rng, options.bias),
-        fc2_(options.hidden, options.out_features > 0 ? options.out_features : d_model, rng, options.bias) {
-    if (options.dropout > 0.0) dropout_.emplace(options.dropout, rng);
+  /// fc1 and fc2 are initialised first, so their weights do not depend on whether dropout is on. With
+  /// ZeroInit the dropout's generator starts from a fixed seed (a loaded checkpoint restores its state).
+  template <ParameterInit Init>
+  FeedForward(Index d_model, const Options& options, Init&& init)
+      : fc1_(d_model, detail::require_hidden("FeedForward", options.hidden), init, options.bias),
+        fc2_(options.hidden, options.out_features > 0 ? options.out_features : d_model, init, options.bias) {
+    if (options.dropout <= 0.0) return;
+    if constexpr (std::same_as<std::remove_cvref_t<Init>, Rng>) {
+      dropout_.emplace(options.dropout, init);
+    } else {
+      Rng fixed;
+      dropout_.emplace(options.dropout, fixed);
+    }
   }
 
   Index in_features() const { return fc1_.in_features(); }

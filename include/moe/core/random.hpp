@@ -19,7 +19,8 @@ using Rng = std::mt19937_64;
 
 /// Passed where a module takes the Rng its parameters are drawn from: every parameter stays zero and nothing
 /// is drawn, for a loader that overwrites every value (what PyTorch's torch.nn.utils.skip_init is for).
-/// Linear, SwiGLUFeedForward, SoftmaxTopK, SigmoidTopK, and ExpertBank and MoELayer of those take it.
+/// Linear, FeedForward, SwiGLUFeedForward, SoftmaxTopK, SigmoidTopK, ExpertChoice, and ExpertBank and MoELayer
+/// of those take it.
 struct ZeroInit {};
 inline constexpr ZeroInit zero_init{};
 

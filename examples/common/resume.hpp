@@ -55,6 +55,7 @@
 #include "moe/analysis/label_table.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/types.hpp"
+#include "moe/io/atomic_file.hpp"
 #include "moe/io/binary_archive.hpp"
 #include "moe/io/input_file.hpp"
 #include "moe/train/checkpoint.hpp"
@@ -112,26 +113,10 @@ namespace detail {
 
 inline constexpr const char* run_state_magic = "moe example run state";
 
-/// Calls write(std::ostream&) on a temporary file beside `path`, then renames it over `path`: a crash
-/// leaves the old file or the new one.
-template <class Write>
-void write_atomically(const std::filesystem::path& path, Write&& write) {
-  std::filesystem::path temporary = path;
-  temporary += ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    require(out.is_open(), "cannot write ", temporary.string());
-    write(out);
-    out.close();
-    require(static_cast<bool>(out), "writing ", temporary.string(), " failed");
-  }
-  std::filesystem::rename(temporary, path);
-}
-
 /// Writes `path` atomically with write(archive) on a cereal portable binary archive.
 template <class Write>
 void write_state_file(const std::filesystem::path& path, Write&& write) {
-  write_atomically(path, [&](std::ostream& out) {
+  moe::detail::write_file_atomically(path, concat("cannot write ", path.string()), [&](std::ostream& out) {
     cereal::PortableBinaryOutputArchive archive(out);
     archive(std::string(run_state_magic));
     write(archive);
@@ -173,7 +158,7 @@ class RunProgress {
             "--resume: ", file_.string(), " is not 'steps N' and 'seconds S'");
   }
   void write() const {
-    write_atomically(file_, [&](std::ostream& out) {
+    moe::detail::write_file_atomically(file_, concat("cannot write ", file_.string()), [&](std::ostream& out) {
       out << "steps " << steps_done() << "\nseconds " << elapsed_seconds() << '\n';
     });
   }

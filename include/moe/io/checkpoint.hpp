@@ -5,8 +5,8 @@
 // state; the training loop's generator; the epoch and the step, which is all a schedule needs, schedules
 // being functions of the step. Gradients are not saved: a loop zeroes them before each step.
 //
-// A save writes "<path>.tmp" in the same directory, syncs it to the disk and renames it over `path`, so a
-// crash leaves the old checkpoint or the new one, never a broken one. A load reads and checks the whole file
+// A save writes a temporary file in the same directory, syncs it to the disk and renames it over `path`
+// (detail::write_file_atomically), so a crash leaves the old checkpoint or the new one, never a broken one. A load reads and checks the whole file
 // (version, scalar type, optimizer kind, every name and shape) before it changes anything. It trusts no
 // length in the file (CheckedBinaryInputArchive), lets RapidJSON parse only JSON it is safe on (nesting and
 // number lengths: check_checkpoint_json), and refuses a name given twice and counts below zero.

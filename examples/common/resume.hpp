@@ -312,8 +312,10 @@ class RunState {
     }
     std::filesystem::create_directories(directory_);
     args.data_dir = std::filesystem::absolute(args.data_dir);  // a resumed run may start in another directory
-    write_run_file(run_file, args);
+    // run.txt last, each file whole or absent: a run killed at any moment either left no run.txt (and
+    // starts afresh) or can be resumed.
     progress_.write();
+    write_run_file(run_file, args);
   }
 
   /// The example's own settings: those given to the constructor, or on --resume the run's.
@@ -357,12 +359,12 @@ class RunState {
 
  private:
   void write_run_file(const std::filesystem::path& path, const Args& args) const {
-    std::ofstream file(path);
-    file << program_ << " run\npreset " << args.preset << "\nseed " << args.seed << "\ndata_dir "
-         << args.data_dir.string() << '\n';
-    for (const auto& [key, value] : settings_) file << key << ' ' << value << '\n';
-    file.close();
-    require(static_cast<bool>(file), program_, ": could not write ", path.string());
+    moe::detail::write_file_atomically(path, concat(program_, ": could not write ", path.string()),
+                                       [&](std::ostream& file) {
+                                         file << program_ << " run\npreset " << args.preset << "\nseed "
+                                              << args.seed << "\ndata_dir " << args.data_dir.string() << '\n';
+                                         for (const auto& [key, value] : settings_) file << key << ' ' << value << '\n';
+                                       });
   }
 
   void read_run_file(const std::filesystem::path& path, Args& args) {

@@ -23,8 +23,7 @@ class CheckError(Exception):
 
 
 def run(program, args, cwd):
-    result = subprocess.run([program, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                            env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
+    result = subprocess.run([program, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
     return result.returncode, result.stdout, result.stderr
 
 

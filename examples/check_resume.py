@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from compare_runs import CheckError, example_env, require_same_files, run
+from compare_runs import CheckError, require_same_files, run
 
 STEPS = (3, 7, 1, 10)
 MAX_INVOCATIONS = 200

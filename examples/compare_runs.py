@@ -17,13 +17,8 @@ class CheckError(Exception):
     pass
 
 
-def example_env():
-    """The environment the examples run in: OpenMP's threads wait passively (ctest runs tests side by side)."""
-    return dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-
-
 def run(program, args, expect=0):
-    result = subprocess.run([program, *args], capture_output=True, text=True, timeout=600, env=example_env())
+    result = subprocess.run([program, *args], capture_output=True, text=True, timeout=600)
     if result.returncode != expect:
         raise CheckError(f"'{' '.join(args)}': exit status {result.returncode}, expected {expect}\n"
                          f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")

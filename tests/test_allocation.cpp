@@ -113,19 +113,15 @@ TEST_CASE("The allocation counter sees Eigen's allocations", "[allocation]") {
         }) > 0);
 }
 
-/// LLVM's libomp allocates a few blocks in every parallel region (libgomp does not); that is the runtime's,
-/// so with such a runtime the checks run on one thread and say so. Returns the thread count to restore.
-int threads_for_counting() {
-  auto empty_region = [] { moe::parallel_for(2, [](moe::Index) {}); };
-  empty_region();  // the first region starts the threads
-  const long runtime_allocations = allocations_during(empty_region);
-  if (runtime_allocations == 0) return moe::num_threads();
-  WARN("the OpenMP runtime allocated " << runtime_allocations << " blocks in an empty parallel region; checking on 1 thread");
-  return moe::set_num_threads(1);
+/// Starts moe's threads (the first loop does) and checks that a loop allocates nothing.
+void start_threads() {
+  auto empty_loop = [] { moe::parallel_for(2, [](moe::Index) {}); };
+  empty_loop();
+  CHECK(allocations_during(empty_loop) == 0);
 }
 
 TEST_CASE("Forward, backward and the optimizer step allocate nothing in steady state", "[moe][allocation]") {
-  const int previous_threads = threads_for_counting();
+  start_threads();
   moe::Rng rng(1);
   moe::MoELayer<moe::FeedForward<moe::GELU>, moe::SoftmaxTopK, 2, moe::SwitchAuxLoss> layer(
       {.d_model = 16, .num_experts = 8, .num_shared_experts = 1, .expert = {.hidden = 32, .dropout = 0.1},
@@ -150,13 +146,12 @@ TEST_CASE("Forward, backward and the optimizer step allocate nothing in steady s
           optimizer.zero_grad();
           layer.update_balancing();
         }) == 0);
-  moe::set_num_threads(previous_threads);
 }
 
 TEST_CASE("The language model's MoE layer allocates nothing in steady state", "[moe][allocation]") {
   // examples/expert_load_heatmaps' MoE block: SwiGLU experts and shared experts, DeepSeek-V3's sigmoid
   // router and sequence-wise balance loss.
-  const int previous_threads = threads_for_counting();
+  start_threads();
   moe::Rng rng(2);
   moe::MoELayer<moe::SwiGLUFeedForward<float>, moe::SigmoidTopK, 6, moe::SequenceAuxLoss> layer(
       {.d_model = 16, .num_experts = 16, .num_shared_experts = 2, .expert = {.hidden = 8},
@@ -171,7 +166,6 @@ TEST_CASE("The language model's MoE layer allocates nothing in steady state", "[
   };
   forward_backward();
   CHECK(allocations_during(forward_backward) == 0);
-  moe::set_num_threads(previous_threads);
 }
 
 namespace {
@@ -194,7 +188,7 @@ struct AllocationBatches {
 /// batches, in turn, allocate nothing outside the GEMM engine, and 20 calls take no minor page fault.
 template <class Layer>
 void check_steady_state(Layer& layer, const AllocationBatches& batches) {
-  const int previous_threads = threads_for_counting();
+  start_threads();
   const std::size_t count = batches.x.size();
   std::size_t next = 0;
   auto call = [&](bool backward) {
@@ -221,7 +215,6 @@ void check_steady_state(Layer& layer, const AllocationBatches& batches) {
   const long faults_before = minor_faults();
   for (int i = 0; i < 20; ++i) call(true);
   CHECK(minor_faults() - faults_before == 0);
-  moe::set_num_threads(previous_threads);
 }
 
 }  // namespace

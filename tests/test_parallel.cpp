@@ -1,5 +1,8 @@
+#include <time.h>
+
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -170,4 +173,85 @@ TEST_CASE("An MoE layer whose expert throws passes the error to the caller", "[p
     Threads scope(threads);
     CHECK_THAT(error_message([&] { layer.forward(x); }), Contains("boom"));
   }
+}
+
+TEST_CASE("A thread held up in one item does not hold up the rest of the loop", "[parallel]") {
+  // As when the system deschedules one of moe's threads for another process: the other thread takes
+  // every block that is left while the first is stuck in item 0.
+  Threads scope(2);
+  constexpr Index items = 64;
+  std::vector<std::thread::id> ran_on(items);
+  moe::parallel_for("held up", items, [&](Index i) {
+    ran_on[static_cast<std::size_t>(i)] = std::this_thread::get_id();
+    if (i == 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  });
+  const Index block = items / 8;  // four blocks per thread
+  for (Index i = 1; i < block; ++i) CHECK(ran_on[static_cast<std::size_t>(i)] == ran_on[0]);
+  for (Index i = block; i < items; ++i) {
+    INFO("item " << i);
+    CHECK(ran_on[static_cast<std::size_t>(i)] != ran_on[0]);
+  }
+}
+
+TEST_CASE("A loop inside a loop's body runs on the thread of that body", "[parallel]") {
+  Threads scope(2);
+  std::vector<int> nested_elsewhere(16, 0);
+  moe::parallel_for(16, [&](Index i) {
+    const std::thread::id outer = std::this_thread::get_id();
+    moe::parallel_for(8, [&](Index) {
+      if (std::this_thread::get_id() != outer) ++nested_elsewhere[static_cast<std::size_t>(i)];
+    });
+  });
+  CHECK(nested_elsewhere == std::vector<int>(16, 0));
+}
+
+TEST_CASE("Loops started from two threads at once both finish with every item run once", "[parallel]") {
+  Threads scope(2);
+  std::vector<std::vector<int>> counts(2, std::vector<int>(256, 0));
+  const auto loops = [&](std::size_t which) {
+    for (int round = 0; round < 200; ++round)
+      moe::parallel_for(256, [&](Index i) { ++counts[which][static_cast<std::size_t>(i)]; });
+  };
+  std::thread other(loops, 1);
+  loops(0);
+  other.join();
+  CHECK(counts[0] == std::vector<int>(256, 200));
+  CHECK(counts[1] == std::vector<int>(256, 200));
+}
+
+TEST_CASE("moe's idle threads sleep instead of spinning", "[parallel]") {
+  // Waiting workers spin for at most a fraction of a millisecond, then block: an idle process beside
+  // other work takes no CPU from it.
+  Threads scope(2);
+  std::vector<float> v(4096, 1.0f);
+  moe::parallel_for(4096, [&](Index i) { v[static_cast<std::size_t>(i)] *= 2.0f; });
+  const auto cpu_seconds = [] {
+    timespec now{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+    return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+  };
+  const double before = cpu_seconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(cpu_seconds() - before < 0.03);
+}
+
+TEST_CASE("The default thread count is the first number of OMP_NUM_THREADS, else the CPUs", "[parallel]") {
+  const char* saved = std::getenv("OMP_NUM_THREADS");
+  const std::string previous = saved != nullptr ? saved : "";
+  setenv("OMP_NUM_THREADS", "3", 1);
+  CHECK(moe::detail::default_thread_count() == 3);
+  setenv("OMP_NUM_THREADS", "5,2", 1);
+  CHECK(moe::detail::default_thread_count() == 5);
+  unsetenv("OMP_NUM_THREADS");
+  const int cpus = moe::detail::default_thread_count();
+  CHECK(cpus >= 1);
+  for (const char* bad : {"0", "-2", "two", ""}) {
+    INFO("OMP_NUM_THREADS='" << bad << "'");
+    setenv("OMP_NUM_THREADS", bad, 1);
+    CHECK(moe::detail::default_thread_count() == cpus);
+  }
+  if (saved != nullptr)
+    setenv("OMP_NUM_THREADS", previous.c_str(), 1);
+  else
+    unsetenv("OMP_NUM_THREADS");
 }

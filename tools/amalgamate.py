@@ -105,7 +105,7 @@ def amalgamate():
         "// the test single_include.up_to_date fails while this file differs from a fresh generation.",
         "//",
         "// Needs Eigen 3.4 and C++20; define EIGEN_DONT_PARALLELIZE (moe splits work itself, so results",
-        "// do not depend on the number of threads) and build with OpenMP for multi-threading.",
+        "// do not depend on the number of threads) and link the system's threads (-pthread).",
         "#pragma once",
         "",
     ]

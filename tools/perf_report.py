@@ -105,7 +105,9 @@ def bucket(function, library=""):
     """Coarse kind of a profiled function."""
     f, lib = function.lower(), library.lower()
     if "libgomp" in lib or "gomp" in f:
-        return "OpenMP runtime (barrier wait, idle threads)"
+        return "OpenMP runtime (oneDNN's calls)"
+    if "threadpool" in f or "spin_then_wait" in f or "cpu_relax" in f:
+        return "moe's threads (waits, idle threads)"
     if any(k in f for k in ("gebp", "gemm_pack", "general_matrix_matrix", "gemv")):
         return "Eigen GEMM"
     if "erf" in f or "exp" in f or "gelu" in f or "elementwise" in f:
@@ -304,7 +306,7 @@ def main():
     add("| --- | --- |")
     add(f"| CPU | {machine.get('cpu', 'unknown')} ({machine.get('logical_cpus', ctx.get('num_cpus'))} logical CPUs, "
         f"{ctx.get('mhz_per_cpu', '?')} MHz reported) |")
-    add(f"| threads | {machine.get('threads', ctx.get('moe_threads'))} (moe: OpenMP `parallel_for`; PyTorch: "
+    add(f"| threads | {machine.get('threads', ctx.get('moe_threads'))} (moe: `parallel_for` on its own threads; PyTorch: "
         f"`torch.set_num_threads({peer_ctx.get('threads', '?')})`, OpenBLAS threads as many) |")
     add(f"| date | {machine.get('date', ctx.get('date'))} |")
     add(f"| compiler | {machine.get('compiler', ctx.get('compiler'))}, Release `{machine.get('release_flags', '-O3')}` |")

@@ -7,7 +7,7 @@
 // the test single_include.up_to_date fails while this file differs from a fresh generation.
 //
 // Needs Eigen 3.4 and C++20; define EIGEN_DONT_PARALLELIZE (moe splits work itself, so results
-// do not depend on the number of threads) and build with OpenMP for multi-threading.
+// do not depend on the number of threads) and link the system's threads (-pthread).
 #pragma once
 
 // begin include/moe/moe.hpp
@@ -473,26 +473,34 @@ GeneratorList generators_of(M& module) {
 // end include/moe/core/module.hpp
 // #include "moe/core/parallel.hpp" (inlined)
 // begin include/moe/core/parallel.hpp
-// Loops over independent items on OpenMP threads when moe is built with OpenMP. Callers split work into
+// Loops over independent items on moe's threads (std::thread: detail::ThreadPool). Callers split work into
 // items whose results do not depend on how items are assigned to threads, so any thread count gives
 // the same bits.
 //
-// Nothing escapes an OpenMP region (a throw out of one ends the process): each item's exception is
-// caught in the region, and the one of the lowest item index is rethrown on the calling thread after
-// the region, so the error, like the result, is the same for any thread count. A moe::Error passes
-// unchanged; any other exception becomes a moe::Error "<where>: <what()>", at one thread too.
+// Each item's exception is caught on the thread that ran it, and the one of the lowest item index is
+// rethrown on the calling thread after the loop, so the error, like the result, is the same for any
+// thread count. A moe::Error passes unchanged; any other exception becomes a moe::Error
+// "<where>: <what()>", at one thread too.
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
 #include <exception>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
 #include <utility>
+#include <vector>
+
+#if __has_include(<sched.h>)
+#include <sched.h>
+#endif
 
 // #include "moe/core/error.hpp" (inlined)
 // #include "moe/core/types.hpp" (inlined)
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace moe {
 namespace detail {
@@ -510,10 +518,9 @@ namespace detail {
   }
 }
 
-#ifdef _OPENMP
-/// The exception of the lowest item index that threw in a parallel region. A thread stops at the first
-/// item of its own that throws; items below the lowest failed index must still run, since one of them
-/// may throw too and must win, as it would on one thread.
+/// The exception of the lowest item index that threw in a parallel loop. A thread stops at the first item
+/// of its own that throws; items below the lowest failed index must still run, since one of them may throw
+/// too and must win, as it would on one thread.
 class RegionError {
  public:
   explicit RegionError(Index count) : first_(count) {}
@@ -522,60 +529,193 @@ class RegionError {
 
   /// Called from the catch block of item i.
   void record(Index i) noexcept {
-#pragma omp critical(moe_parallel_region_error)
+    const std::lock_guard lock(mutex_);
     if (i < first_.load(std::memory_order_relaxed)) {
       first_.store(i, std::memory_order_relaxed);
       error_ = std::current_exception();
     }
   }
 
-  /// After the region, whose end makes the threads' records visible.
+  /// After the loop, whose end makes the threads' records visible.
   void rethrow_if_any(const char* where) const {
     if (error_) rethrow_from(where, error_);
   }
 
  private:
   std::atomic<Index> first_;
+  std::mutex mutex_;
   std::exception_ptr error_;
 };
+
+/// Tells the CPU that the thread is waiting in a loop (lets the other hyperthread of the core run).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("pause");  // not _mm_pause: nvcc compiles this header too
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#else
+  std::this_thread::yield();
 #endif
+}
+
+/// Spins until done() for at most `spin`, then blocks in value.wait(old) until done(): a wait that
+/// answers fast when the other side is quick, and gives up the CPU when it is not (another process, or a
+/// thread of this one, may need it).
+template <class T, class Done>
+void spin_then_wait(const std::atomic<T>& value, Done&& done, std::chrono::microseconds spin) {
+  const auto until = std::chrono::steady_clock::now() + spin;
+  for (unsigned round = 1; !done(); ++round) {
+    cpu_relax();
+    if (round % 64 == 0 && std::chrono::steady_clock::now() > until) {
+      for (T old = value.load(); !done(); old = value.load()) value.wait(old);
+      return;
+    }
+  }
+}
+
+/// moe's thread count when the program sets none: the first number of OMP_NUM_THREADS, the convention
+/// of OpenMP programs, else the CPUs this process may run on.
+inline int default_thread_count() {
+  if (const char* variable = std::getenv("OMP_NUM_THREADS")) {
+    char* end = nullptr;
+    const long threads = std::strtol(variable, &end, 10);
+    if (end != variable && threads > 0 && (*end == '\0' || *end == ',')) return static_cast<int>(std::min(threads, 1024L));
+  }
+#if defined(__linux__) && __has_include(<sched.h>)
+  cpu_set_t cpus;
+  if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 0) return CPU_COUNT(&cpus);
+#endif
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+/// True on moe's worker threads and on a thread inside parallel_for: a loop there runs on that thread.
+inline thread_local bool in_parallel_loop = false;
+
+/// The threads of moe's parallel loops: the calling thread and (thread count - 1) workers, started on
+/// first use and kept. Items are handed out from one counter in blocks, so a thread that the system
+/// deschedules (another process on its core) holds up at most the block it is running, and the others
+/// take the rest; the bits do not depend on who ran what, since callers make items independent. Idle
+/// workers spin for a short while, for the next loop of a layer, and then sleep: waiting never
+/// takes a CPU from other work for long (OpenMP's default spin takes it for milliseconds).
+class ThreadPool {
+ public:
+  /// The one pool of the process. Never destroyed: a loop run from a static object's destructor still
+  /// finds it, and the workers, asleep, end with the process.
+  static ThreadPool& instance() {
+    static ThreadPool& pool = *new ThreadPool(default_thread_count());
+    return pool;
+  }
+
+  int threads() const { return threads_.load(std::memory_order_relaxed); }
+  int set_threads(int threads) { return threads_.exchange(std::max(1, threads)); }
+
+  /// Runs items(first, end) over blocks of `grain` consecutive items that cover [0, count), on the
+  /// calling thread and the workers; false, having run nothing, when another thread's loop holds the pool
+  /// (the caller then runs the loop itself).
+  template <class Items>
+  bool run(Index count, Index grain, Items& items) {
+    const std::unique_lock lock(busy_, std::try_to_lock);
+    if (!lock.owns_lock()) return false;
+    const int workers = start_workers(threads() - 1);
+    job_.items = [](void* context, Index first, Index end) { (*static_cast<Items*>(context))(first, end); };
+    job_.context = &items;
+    job_.count = count;
+    job_.grain = grain;
+    job_.workers = workers;
+    job_.next.store(0, std::memory_order_relaxed);
+    open_.store(true);  // publishes the job (seq_cst, as every access to open_ and active_)
+    generation_.fetch_add(1);
+    generation_.notify_all();
+    take_blocks();
+    // No block is left to take; close the job, then wait for the workers that joined it to finish theirs.
+    // A worker counts itself in active_ before it looks at open_, so either it sees the job closed or this
+    // thread sees it counted.
+    open_.store(false);
+    spin_then_wait(active_, [&] { return active_.load() == 0; }, std::chrono::microseconds(50));
+    return true;
+  }
+
+ private:
+  struct Job {
+    void (*items)(void*, Index, Index) = nullptr;
+    void* context = nullptr;
+    Index count = 0, grain = 1;
+    int workers = 0;  // workers [0, workers) may join
+    std::atomic<Index> next{0};
+  };
+
+  explicit ThreadPool(int threads) : threads_(std::max(1, threads)) {}
+
+  void take_blocks() {
+    for (Index first = job_.next.fetch_add(job_.grain); first < job_.count; first = job_.next.fetch_add(job_.grain))
+      job_.items(job_.context, first, std::min(first + job_.grain, job_.count));
+  }
+
+  /// Starts workers up to `count`; returns how many there are, fewer where the system refuses a thread.
+  int start_workers(int count) {
+    try {
+      while (static_cast<int>(workers_.size()) < count) {
+        const int index = static_cast<int>(workers_.size());
+        workers_.emplace_back([this, index] { work(index); });
+      }
+    } catch (const std::system_error&) {  // the loop runs on the workers there are
+    }
+    return std::min(count, static_cast<int>(workers_.size()));
+  }
+
+  [[noreturn]] void work(int index) {
+    in_parallel_loop = true;
+    std::uint32_t seen = generation_.load();
+    for (;;) {
+      spin_then_wait(generation_, [&] { return generation_.load() != seen; }, std::chrono::microseconds(100));
+      seen = generation_.load();
+      active_.fetch_add(1);
+      // The job's fields are read only while it is open: they are written while it is closed and no
+      // worker is counted in active_.
+      if (open_.load() && index < job_.workers) take_blocks();
+      if (active_.fetch_sub(1) == 1) active_.notify_all();
+    }
+  }
+
+  std::mutex busy_;  // one loop at a time
+  std::atomic<int> threads_;
+  std::atomic<std::uint32_t> generation_{0};  // counts the jobs; workers wait for it to change
+  std::atomic<bool> open_{false};
+  std::atomic<int> active_{0};  // workers inside the current job
+  Job job_;
+  std::vector<std::thread> workers_;
+};
 
 }  // namespace detail
 
-/// Calls body(i) for i in [0, count), items possibly on different threads; `dynamic` suits uneven items.
-/// `where` names the loop in the message of an error that is not already a moe::Error.
+/// Calls body(i) for i in [0, count), items possibly on different threads; `dynamic` hands them out one
+/// at a time (uneven items, such as experts), else in a few blocks of consecutive items per thread.
+/// `where` names the loop in the message of an error that is not already a moe::Error. A loop inside a
+/// loop's body runs on the thread of that body.
 template <class Body>
 void parallel_for(const char* where, Index count, Body&& body, bool dynamic = false) {
-#ifdef _OPENMP
-  if (count > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+  detail::ThreadPool& pool = detail::ThreadPool::instance();
+  const int threads = pool.threads();
+  if (count > 1 && threads > 1 && !detail::in_parallel_loop) {
     detail::RegionError error(count);
-    std::atomic<Index> next{0};  // the dynamic schedule's
-#pragma omp parallel
-    {
-      Index i = 0;
+    auto items = [&](Index first, Index end) {
+      const bool was_in_loop = std::exchange(detail::in_parallel_loop, true);
+      Index i = first;
       try {
-        if (dynamic) {
-          // Self-scheduled through one counter: LLVM's libomp allocates for every chunk of schedule(dynamic).
-          // The counter only grows, so once an item has failed, a thread past it has nothing left to do.
-          for (i = next++; i < count && !error.skips(i); i = next++) body(i);
-        } else {
-          // One block of consecutive items per thread, as schedule(static) makes, in a plain loop: the flag
-          // is not checked here, so a body that cannot throw compiles as it would without this guard.
-          const Index threads = omp_get_num_threads(), thread = omp_get_thread_num();
-          const Index size = count / threads, extra = count % threads;
-          i = thread * size + std::min(thread, extra);
-          const Index end = i + size + (thread < extra ? 1 : 0);
-          for (; i < end; ++i) body(i);
-        }
+        // The counter only grows, so once an item has failed, a block past it has nothing to do.
+        for (; i < end && !error.skips(i); ++i) body(i);
       } catch (...) {
         error.record(i);
       }
+      detail::in_parallel_loop = was_in_loop;
+    };
+    // Four blocks per thread: a descheduled thread leaves the others most of the loop.
+    const Index grain = dynamic ? 1 : std::max<Index>(1, count / (4 * threads));
+    if (pool.run(count, grain, items)) {
+      error.rethrow_if_any(where);
+      return;
     }
-    error.rethrow_if_any(where);
-    return;
   }
-#endif
-  static_cast<void>(dynamic);
   try {
     for (Index i = 0; i < count; ++i) body(i);
   } catch (...) {
@@ -603,25 +743,11 @@ void parallel_for_chunks(Index total, Index chunk, Body&& body) {
   parallel_for_chunks("moe::parallel_for_chunks", total, chunk, std::forward<Body>(body));
 }
 
-/// Sets the number of threads moe uses (OpenMP); returns the previous number. 1 without OpenMP.
-inline int set_num_threads(int threads) {
-#ifdef _OPENMP
-  const int previous = omp_get_max_threads();
-  omp_set_num_threads(threads);
-  return previous;
-#else
-  static_cast<void>(threads);
-  return 1;
-#endif
-}
+/// Sets the number of threads moe's loops use (at least 1); returns the previous number. Without a call,
+/// the first number of OMP_NUM_THREADS, else the CPUs the process may run on.
+inline int set_num_threads(int threads) { return detail::ThreadPool::instance().set_threads(threads); }
 
-inline int num_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
+inline int num_threads() { return detail::ThreadPool::instance().threads(); }
 
 }  // namespace moe
 // end include/moe/core/parallel.hpp
@@ -951,7 +1077,7 @@ class SiLU : public detail::Elementwise<ScalarT, detail::SiLUFunction<ScalarT>> 
 //
 // Every product runs on the calling thread alone. moe splits work over threads itself, in pieces fixed by
 // the shapes, so that results have the same bits for any thread count; oneDNN (built for OpenMP) would
-// otherwise spread a call made outside a parallel region over all OpenMP threads and split by their number.
+// otherwise spread each call over an OpenMP team of its own and split by the team's size.
 
 #include <type_traits>
 
@@ -997,8 +1123,8 @@ void eigen_gemm(const ConstRef<Scalar>& a, const ConstRef<Scalar>& b, Eigen::Ref
 }
 
 #if defined(MOE_WITH_ONEDNN) && defined(_OPENMP)
-/// One OpenMP thread for the nested regions of the calling thread while it lives (inside a parallel region,
-/// only that thread's setting changes).
+/// One OpenMP thread for the regions the calling thread opens while this lives (the setting is the calling
+/// thread's own, so moe's other threads keep theirs).
 class OneOpenMpThread {
  public:
   OneOpenMpThread() : previous_(omp_get_max_threads()) {

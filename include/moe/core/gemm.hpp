@@ -6,7 +6,7 @@
 //
 // Every product runs on the calling thread alone. moe splits work over threads itself, in pieces fixed by
 // the shapes, so that results have the same bits for any thread count; oneDNN (built for OpenMP) would
-// otherwise spread a call made outside a parallel region over all OpenMP threads and split by their number.
+// otherwise spread each call over an OpenMP team of its own and split by the team's size.
 
 #include <type_traits>
 
@@ -52,8 +52,8 @@ void eigen_gemm(const ConstRef<Scalar>& a, const ConstRef<Scalar>& b, Eigen::Ref
 }
 
 #if defined(MOE_WITH_ONEDNN) && defined(_OPENMP)
-/// One OpenMP thread for the nested regions of the calling thread while it lives (inside a parallel region,
-/// only that thread's setting changes).
+/// One OpenMP thread for the regions the calling thread opens while this lives (the setting is the calling
+/// thread's own, so moe's other threads keep theirs).
 class OneOpenMpThread {
  public:
   OneOpenMpThread() : previous_(omp_get_max_threads()) {

@@ -57,8 +57,7 @@ def run_killed(program, out, fresh_args, kills, duration, rng):
     for i in range(MAX_INVOCATIONS):
         started = os.path.isfile(os.path.join(out, "checkpoints", "run.txt"))
         args = ["--resume", out] if started else fresh_args
-        process = subprocess.Popen([program, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   env=example_env())
+        process = subprocess.Popen([program, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if i < kills:
             moment = rng.uniform(0.0, duration)
             try:

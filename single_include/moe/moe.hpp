@@ -499,6 +499,10 @@ GeneratorList generators_of(M& module) {
 #include <sched.h>
 #endif
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 // #include "moe/core/error.hpp" (inlined)
 // #include "moe/core/types.hpp" (inlined)
 
@@ -651,21 +655,31 @@ class ThreadPool {
       job_.items(job_.context, first, std::min(first + job_.grain, job_.count));
   }
 
-  /// Starts workers up to `count`; returns how many there are, fewer where the system refuses a thread.
+  /// Starts workers up to `count` and waits until they are ready; returns how many there are, fewer where
+  /// the system refuses a thread.
   int start_workers(int count) {
     try {
       while (static_cast<int>(workers_.size()) < count) {
         const int index = static_cast<int>(workers_.size());
-        workers_.emplace_back([this, index] { work(index); });
+        // The job about to be published is the first a new worker waits for.
+        workers_.emplace_back([this, index, seen = generation_.load()] { work(index, seen); });
       }
     } catch (const std::system_error&) {  // the loop runs on the workers there are
     }
-    return std::min(count, static_cast<int>(workers_.size()));
+    const int started = static_cast<int>(workers_.size());
+    spin_then_wait(ready_, [&] { return ready_.load() >= started; }, std::chrono::microseconds(50));
+    return std::min(count, started);
   }
 
-  [[noreturn]] void work(int index) {
+  [[noreturn]] void work(int index, std::uint32_t seen) {
     in_parallel_loop = true;
-    std::uint32_t seen = generation_.load();
+#ifdef _OPENMP
+    // A library built on OpenMP (oneDNN: moe/core/gemm.hpp) called from this thread runs on it alone; and
+    // the runtime's per-thread state is made now, not during a loop.
+    omp_set_num_threads(1);
+#endif
+    ready_.fetch_add(1);
+    ready_.notify_all();
     for (;;) {
       spin_then_wait(generation_, [&] { return generation_.load() != seen; }, std::chrono::microseconds(100));
       seen = generation_.load();
@@ -682,6 +696,7 @@ class ThreadPool {
   std::atomic<std::uint32_t> generation_{0};  // counts the jobs; workers wait for it to change
   std::atomic<bool> open_{false};
   std::atomic<int> active_{0};  // workers inside the current job
+  std::atomic<int> ready_{0};   // workers that have started
   Job job_;
   std::vector<std::thread> workers_;
 };

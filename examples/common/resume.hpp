@@ -34,10 +34,8 @@
 #include <fstream>
 #include <functional>
 #include <ios>
-#include <locale>
 #include <map>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -61,6 +59,7 @@
 #include "moe/core/types.hpp"
 #include "moe/io/atomic_file.hpp"
 #include "moe/io/binary_archive.hpp"
+#include "moe/io/checkpoint.hpp"
 #include "moe/io/input_file.hpp"
 #include "moe/train/checkpoint.hpp"
 
@@ -105,23 +104,17 @@ void load(Archive& archive, moe::LabelExpertTable& table) {
     }
 }
 
-/// A generator (std::mt19937_64): its state in the standard's text form, which reads back exactly.
+/// A generator as a checkpoint holds it: its state in the standard's text form, which reads back exactly.
 template <class Archive>
 void save(Archive& archive, const moe::Rng& rng) {
-  std::ostringstream state;
-  state.imbue(std::locale::classic());
-  state << rng;
-  archive(state.str());
+  archive(moe::detail::generator_text(rng));
 }
 
 template <class Archive>
 void load(Archive& archive, moe::Rng& rng) {
   std::string text;
   archive(text);
-  std::istringstream state(text);
-  state.imbue(std::locale::classic());
-  state >> rng;
-  moe::examples::require(!state.fail(), "a generator's state that does not read back");
+  rng = moe::detail::parse_generator(text, "of a unit's result");
 }
 
 }  // namespace cereal

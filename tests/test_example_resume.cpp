@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/resume.hpp"
+#include "moe/core/random.hpp"
 #include "synthetic_mixture/synthetic_training.hpp"
 
 using moe::Index;
@@ -148,6 +149,61 @@ TEST_CASE("RunState: a finished unit is read back, not run again, and keeps what
   const std::vector<SyntheticRunResult> expected = two_units(straight, straight_computed);
   check_same(expected[0], results[0]);
   check_same(expected[1], results[1]);
+}
+
+/// A unit's result that holds a generator, as one that a later unit goes on with.
+struct GeneratorResult {
+  moe::Rng rng;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(rng);
+  }
+};
+
+/// A unit's result of the same bytes as GeneratorResult's, but a text that is no generator's state.
+struct TextResult {
+  std::string text;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(text);
+  }
+};
+
+TEST_CASE("RunState: a generator in a finished unit's result comes back in the state the unit left it",
+          "[examples][resume]") {
+  const TempDirectory directory("generator");
+  const std::filesystem::path& out = directory.path;
+  moe::Rng left(7);
+  left.discard(1000);
+  Args args = invocation(out);
+  {
+    RunState run(args, "test_program");
+    run.unit("draws", 5, [&](UnitCheckpoint&) { return GeneratorResult{left}; });
+  }  // not finished: the result stays for --resume
+  Args resumed = invocation(out, 0, true);
+  SECTION("read back") {
+    RunState run(resumed, "test_program");
+    bool computed = false;
+    const GeneratorResult read = run.unit("draws", 5, [&](UnitCheckpoint&) {
+      computed = true;
+      return GeneratorResult{};
+    });
+    CHECK(!computed);
+    CHECK(read.rng == left);
+    CHECK(moe::Rng(read.rng)() == moe::Rng(left)());
+  }
+  SECTION("a text that is no generator's state is an error naming the file") {
+    {
+      Args fresh = invocation(out);
+      RunState run(fresh, "test_program");
+      run.unit("draws", 5, [](UnitCheckpoint&) { return TextResult{"not a generator"}; });
+    }
+    RunState run(resumed, "test_program");
+    CHECK_THROWS_WITH(run.unit("draws", 5, [](UnitCheckpoint&) { return GeneratorResult{}; }),
+                      Catch::Contains("draws.result") && Catch::Contains("generator"));
+  }
 }
 
 TEST_CASE("RunState: --resume takes the run's options and refuses another program's run or a finished one",

@@ -3,10 +3,10 @@
 // Transformer encoder (with its embeddings and LM head) on code alone and keeps the weights of the epoch with
 // the lowest validation loss; phase 2 puts that encoder into expert 0 of a dense 4-expert MoE, with the
 // pretrained token and position embeddings, and trains the MoE on all four domains. Evaluation gives the
-// validation loss per domain and, for the MoE, the routing weights per domain over non-padding tokens.
+// validation loss per domain and, for the MoE, the routing weights per domain over non-padding tokens. Each
+// phase takes checkpoints (common/checkpoints.hpp) that keep what it has gathered, so that it can resume.
 
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -17,6 +17,7 @@
 
 #include "code_expert/data.hpp"
 #include "common/check.hpp"
+#include "common/checkpoints.hpp"
 #include "common/encoder_lm.hpp"
 #include "moe/analysis/sequence_routing.hpp"
 #include "moe/core/random.hpp"
@@ -54,15 +55,38 @@ struct CodeExpertSettings {
   Index phase2_epochs = document::epochs;
   double lr = document::lr;
   Index representative_per_domain = document::representative_per_domain;
-  Index max_steps = 0;  // > 0: each phase stops after this many optimizer steps (timing runs)
+  Index checkpoint_every = 100;  // steps between a phase's checkpoints (--resume)
 };
 
 constexpr double not_measured = std::numeric_limits<double>::quiet_NaN();
 
-/// Validation loss per domain (NaN for a domain not evaluated) and, for the MoE, its routing per domain.
+/// What the report reads from a GroupRouting (moe/analysis/sequence_routing.hpp), as tables a checkpoint
+/// keeps exactly: per domain and expert, the mean routing weight and the top-expert share, and per domain the
+/// samples and non-padding tokens.
+struct DomainRouting {
+  MatrixX<double> mean_weights, top_share;
+  IndexVector samples, tokens;
+
+  static DomainRouting of(const GroupRouting& routing) {
+    return {routing.mean_weights(), routing.top_share(), routing.samples(), routing.tokens()};
+  }
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(mean_weights, top_share, samples, tokens);
+  }
+};
+
+/// Validation loss per domain (NaN for a domain not evaluated) and, for the MoE, its routing per domain
+/// (empty tables for the single encoder LM).
 struct Evaluation {
   std::array<double, 4> loss{not_measured, not_measured, not_measured, not_measured};
-  std::optional<GroupRouting> routing;
+  DomainRouting routing;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(loss, routing);
+  }
 };
 
 /// One row of a phase's metrics: after `epoch` epochs (0: before training), `step` optimizer steps.
@@ -71,6 +95,11 @@ struct EpochRecord {
   Index step = 0;
   double train_loss = not_measured;  // mean over the epoch's steps
   Evaluation evaluation;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(epoch, step, train_loss, evaluation);
+  }
 };
 
 /// Where a phase's time went: optimizer steps (forward, backward, Adam) and evaluations.
@@ -82,6 +111,11 @@ struct PhaseTiming {
   double train_seconds = 0;
   double eval_seconds = 0;
   Index evaluations = 0;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(steps, steps_per_epoch, epochs, tokens, train_seconds, eval_seconds, evaluations);
+  }
 
   double seconds_per_step() const { return steps > 0 ? train_seconds / static_cast<double>(steps) : not_measured; }
   /// An epoch of steps plus one evaluation, as measured.
@@ -95,13 +129,12 @@ struct PhaseResult {
   std::vector<EpochRecord> records;
   PhaseTiming timing;
   Index best_epoch = 0;  // phase 1: the epoch whose weights were kept
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(records, timing, best_epoch);
+  }
 };
-
-using Clock = std::chrono::steady_clock;
-
-inline double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 /// Runs `lm` in evaluation mode over the validation samples of `domains`, domain by domain in batches of
 /// `batch_size`: the mean cross entropy per predicted token of each domain, and for the MoE the routing
@@ -110,7 +143,8 @@ template <class LM>
 Evaluation evaluate(LM& lm, const CodeExpertData& data, std::span<const TextDomain> domains, Index batch_size) {
   lm.eval();
   Evaluation result;
-  if constexpr (LM::is_moe) result.routing.emplace(num_text_domains, lm.num_experts());
+  std::optional<GroupRouting> routing;
+  if constexpr (LM::is_moe) routing.emplace(num_text_domains, lm.num_experts());
   CrossEntropyLoss<float> cross_entropy(ignore_index);
   for (const TextDomain domain : domains) {
     const std::vector<Index> picked = samples_of(data.validation, domain);
@@ -124,38 +158,40 @@ Evaluation evaluate(LM& lm, const CodeExpertData& data, std::span<const TextDoma
       predictions += batch.predictions;
       if constexpr (LM::is_moe) {
         const std::vector<Index> groups(count, static_cast<Index>(domain));
-        result.routing->add(*lm.body().routing().scores, batch.layout, groups);
+        routing->add(*lm.body().routing().scores, batch.layout, groups);
       }
     }
     result.loss[static_cast<std::size_t>(domain)] = loss_sum / static_cast<double>(predictions);
   }
+  if constexpr (LM::is_moe) result.routing = DomainRouting::of(*routing);
   return result;
 }
 
-/// Trains `lm` with Adam on `samples` (indices into data.train) for the settings' epochs, evaluating on
+/// Trains `lm` with Adam on `samples` (indices into data.train) for `epochs` epochs, evaluating on
 /// `eval_domains` after each epoch (and before the first when `evaluate_first`); `on_evaluated(record)` sees
-/// each record as it is made. Returns the records and the timing.
-template <class LM, class OnEvaluated>
+/// each record as it is made. Returns the records and the timing. `checkpoints` (common/checkpoints.hpp) may
+/// resume the phase and save it as it goes, with the records and the timing; what on_evaluated gathers is the
+/// caller's to keep().
+template <class LM, class OnEvaluated, class Checkpoints>
 PhaseResult train_phase(LM& lm, const CodeExpertData& data, const std::vector<Index>& samples, Index epochs,
                         const CodeExpertSettings& settings, std::span<const TextDomain> eval_domains,
-                        bool evaluate_first, Rng& order_rng, const std::string& label, OnEvaluated on_evaluated) {
+                        bool evaluate_first, Rng& order_rng, const std::string& label, OnEvaluated on_evaluated,
+                        Checkpoints& checkpoints) {
   PhaseResult result;
   const auto record_evaluation = [&](Index epoch, Index step, double train_loss) {
+    const double before = checkpoints.elapsed_seconds();
     EpochRecord record{epoch, step, train_loss, evaluate(lm, data, eval_domains, settings.eval_batch_size)};
     on_evaluated(record);
     result.records.push_back(std::move(record));
-  };
-  const auto timed_evaluation = [&](Index epoch, Index step, double train_loss) {  // one per epoch, timed
-    const Clock::time_point start = Clock::now();
-    record_evaluation(epoch, step, train_loss);
-    result.timing.eval_seconds += seconds_since(start);
+    result.timing.eval_seconds += checkpoints.elapsed_seconds() - before;
     ++result.timing.evaluations;
   };
-  if (evaluate_first) record_evaluation(0, 0, not_measured);
 
   Adam<float> optimizer(lm.named_parameters(), {.lr = settings.lr});
-  Trainer trainer(lm, optimizer, order_rng,
-                  {.batch_size = settings.batch_size, .epochs = epochs, .max_steps = settings.max_steps});
+  Trainer trainer(lm, optimizer, order_rng, {.batch_size = settings.batch_size, .epochs = epochs});
+  checkpoints.keep(result);
+  checkpoints.resume(trainer);
+  if (evaluate_first && trainer.step() == 0) record_evaluation(0, 0, not_measured);
   CrossEntropyLoss<float> cross_entropy(ignore_index);
   std::vector<Index> picked;
   const auto step = [&](std::span<const Index> batch) {
@@ -167,65 +203,73 @@ PhaseResult train_phase(LM& lm, const CodeExpertData& data, const std::vector<In
     result.timing.tokens += tokens.tokens;
     return StepResult{loss, tokens.tokens};
   };
-  const Clock::time_point start = Clock::now();
   trainer.fit(static_cast<Index>(samples.size()), step, ProgressBar(label, {.unit = "tokens"}),
-              OnEpochEnd{[&](auto& t) { timed_evaluation(t.epoch(), t.step(), t.epoch_loss()); }});
-  if (!trainer.at_epoch_end())  // --max-steps stopped the run within an epoch
-    timed_evaluation(trainer.epoch(), trainer.step(), trainer.epoch_loss());
-  result.timing.train_seconds = seconds_since(start) - result.timing.eval_seconds;
+              OnEpochEnd{[&](auto& t) { record_evaluation(t.epoch(), t.step(), t.epoch_loss()); }}, checkpoints);
+  // Every second of the phase, earlier invocations' included, is a step's or an evaluation's.
+  result.timing.train_seconds = checkpoints.elapsed_seconds() - result.timing.eval_seconds;
   result.timing.steps = trainer.step();
   result.timing.steps_per_epoch = trainer.steps_per_epoch();
   result.timing.epochs = epochs;
   return result;
 }
 
+/// What phase 1 keeps while it trains: the weights of the epoch with the lowest validation loss so far.
+struct BestEpoch {
+  StateDict<float> weights;
+  double loss = std::numeric_limits<double>::infinity();
+  Index epoch = 0;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(weights, loss, epoch);
+  }
+};
+
 /// Phase 1: the single encoder LM on the code training samples; after each epoch its validation loss on code
 /// decides whether its weights are the best so far, and the best are put back at the end.
-inline PhaseResult pretrain_code_expert(SingleEncoderLM& expert, const CodeExpertData& data,
-                                        const CodeExpertSettings& settings, Rng& order_rng) {
-  std::optional<StateDict<float>> best;
-  double best_loss = std::numeric_limits<double>::infinity();
-  Index best_epoch = 0;
+template <class Checkpoints>
+PhaseResult pretrain_code_expert(SingleEncoderLM& expert, const CodeExpertData& data,
+                                 const CodeExpertSettings& settings, Rng& order_rng, Checkpoints& checkpoints) {
+  BestEpoch best;
+  checkpoints.keep(best);
   const std::array<TextDomain, 1> code{TextDomain::code};
-  PhaseResult result =
-      train_phase(expert, data, samples_of(data.train, TextDomain::code), settings.phase1_epochs, settings, code, false,
-                  order_rng, "phase 1: code expert", [&](const EpochRecord& record) {
-                    const double loss = record.evaluation.loss[static_cast<std::size_t>(TextDomain::code)];
-                    if (loss < best_loss) {
-                      best_loss = loss;
-                      best_epoch = record.epoch;
-                      best = state_dict(expert);
-                    }
-                  });
-  require(best.has_value(), "code_expert: phase 1 made no evaluation with a finite validation loss");
-  load_state_dict(expert, *best);
-  result.best_epoch = best_epoch;
+  PhaseResult result = train_phase(
+      expert, data, samples_of(data.train, TextDomain::code), settings.phase1_epochs, settings, code, false,
+      order_rng, "phase 1: code expert",
+      [&](const EpochRecord& record) {
+        const double loss = record.evaluation.loss[static_cast<std::size_t>(TextDomain::code)];
+        if (loss < best.loss) best = {state_dict(expert), loss, record.epoch};
+      },
+      checkpoints);
+  require(best.epoch > 0, "code_expert: phase 1 made no evaluation with a finite validation loss");
+  load_state_dict(expert, best.weights);
+  result.best_epoch = best.epoch;
   return result;
 }
 
 /// Phase 2: the MoE LM on every domain's training samples, evaluated on every domain before training and
 /// after each epoch.
-inline PhaseResult train_moe(DenseEncoderMoELM& moe, const CodeExpertData& data, const CodeExpertSettings& settings,
-                             Rng& order_rng) {
+template <class Checkpoints>
+PhaseResult train_moe(DenseEncoderMoELM& moe, const CodeExpertData& data, const CodeExpertSettings& settings,
+                      Rng& order_rng, Checkpoints& checkpoints) {
   std::vector<Index> all(data.train.size());
   for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<Index>(i);
   return train_phase(moe, data, all, settings.phase2_epochs, settings, text_domains, true, order_rng, "phase 2: MoE",
-                     [](const EpochRecord&) {});
+                     [](const EpochRecord&) {}, checkpoints);
 }
 
 /// The routing of the representative samples: the first `per_domain` validation samples of each domain.
 struct RepresentativeRouting {
   std::vector<Index> samples;  // indices into data.validation, domain by domain
   MatrixX<double> per_sample;  // [samples x N]: mean routing weight over the sample's tokens
-  GroupRouting by_domain;
+  DomainRouting by_domain;
 };
 
 inline RepresentativeRouting representative_routing(DenseEncoderMoELM& moe, const CodeExpertData& data,
                                                     Index per_domain) {
   moe.eval();
-  RepresentativeRouting result{{},
-                               MatrixX<double>(num_text_domains * per_domain, moe.num_experts()),
-                               GroupRouting(num_text_domains, moe.num_experts())};
+  RepresentativeRouting result{{}, MatrixX<double>(num_text_domains * per_domain, moe.num_experts()), {}};
+  GroupRouting by_domain(num_text_domains, moe.num_experts());
   for (const TextDomain domain : text_domains) {
     std::vector<Index> picked = samples_of(data.validation, domain);
     require(static_cast<Index>(picked.size()) >= per_domain, "code_expert: the ", text_domain_name(domain),
@@ -236,9 +280,10 @@ inline RepresentativeRouting representative_routing(DenseEncoderMoELM& moe, cons
     const MatrixX<float>& weights = *moe.body().routing().scores;
     result.per_sample.middleRows(static_cast<Index>(result.samples.size()), per_domain) =
         sample_routing_weights(weights, batch.layout);
-    result.by_domain.add(weights, batch.layout, std::vector<Index>(picked.size(), static_cast<Index>(domain)));
+    by_domain.add(weights, batch.layout, std::vector<Index>(picked.size(), static_cast<Index>(domain)));
     result.samples.insert(result.samples.end(), picked.begin(), picked.end());
   }
+  result.by_domain = DomainRouting::of(by_domain);
   return result;
 }
 

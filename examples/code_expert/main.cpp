@@ -2,7 +2,7 @@
 // expert pretrained on code? Phase 1 pretrains one causal encoder LM on synthetic Python-like code; phase 2 puts
 // its encoder into expert 0 of a 4-expert dense MoE (with its token and position embeddings) and trains the MoE
 // on code, math, story and science text. Writes report.md, CSV tables, a heatmap of the routing per domain, the
-// generated samples and both models into --out.
+// generated samples and both models into --out. Each phase is a unit of a resumable run (common/resume.hpp).
 
 #include <algorithm>
 #include <array>
@@ -21,6 +21,7 @@
 #include "common/cli.hpp"
 #include "common/encoder_lm.hpp"
 #include "common/format.hpp"
+#include "common/resume.hpp"
 #include "moe/analysis/csv.hpp"
 #include "moe/analysis/heatmap.hpp"
 #include "moe/core/parallel.hpp"
@@ -44,8 +45,11 @@ CodeExpertSettings preset_settings(const std::string& name) {
     s.model.ffn_hidden = 32;
     s.model.router_hidden = 8;
     s.batch_size = 8;
-    s.phase1_epochs = 1;
+    // Two epochs of phase 1 (3 steps each), so that the resume test stops it between its evaluations; a
+    // checkpoint every 4 steps, for the test's kills to resume from.
+    s.phase1_epochs = 2;
     s.phase2_epochs = 1;
+    s.checkpoint_every = 4;
   } else if (name == "quick") {
     s.model.d_model = 128;
     s.model.num_heads = 4;
@@ -56,6 +60,7 @@ CodeExpertSettings preset_settings(const std::string& name) {
     s.model.num_heads = document::num_heads;
     s.model.ffn_hidden = document::ffn_hidden;
     s.model.router_hidden = 256;  // the document does not say
+    s.checkpoint_every = 20;      // a phase-2 step takes about 20 s on two cores
   }
   return s;
 }
@@ -109,8 +114,8 @@ struct Outcome {
   double wall_seconds = 0;
 };
 
-const moe::GroupRouting& final_routing(const Outcome& o) { return *o.phase2.records.back().evaluation.routing; }
-const moe::GroupRouting& initial_routing(const Outcome& o) { return *o.phase2.records.front().evaluation.routing; }
+const DomainRouting& final_routing(const Outcome& o) { return o.phase2.records.back().evaluation.routing; }
+const DomainRouting& initial_routing(const Outcome& o) { return o.phase2.records.front().evaluation.routing; }
 
 // --- files ------------------------------------------------------------------------------------------------
 
@@ -129,7 +134,7 @@ void write_metrics(const fs::path& out, const Outcome& o) {
   for (const EpochRecord& r : o.phase2.records) {
     phase2.field(r.epoch).field(r.step).field(r.train_loss);
     for (const double loss : r.evaluation.loss) phase2.field(loss);
-    const MatrixX<double> weights = r.evaluation.routing->mean_weights();
+    const MatrixX<double>& weights = r.evaluation.routing.mean_weights;
     for (Index d = 0; d < num_text_domains; ++d) phase2.field(weights(d, 0));
     phase2.end_row();
   }
@@ -164,13 +169,14 @@ void write_routing_tables(const fs::path& out, const Outcome& o, const moe::GPT2
   for (Index e = 0; e < n; ++e) domains.field("weight_expert_" + std::to_string(e));
   for (Index e = 0; e < n; ++e) domains.field("top_share_expert_" + std::to_string(e));
   domains.end_row();
-  const auto rows = [&](const char* set, const moe::GroupRouting& routing) {
-    const MatrixX<double> weights = routing.mean_weights(), top = routing.top_share();
+  const auto rows = [&](const char* set, const DomainRouting& routing) {
+    const MatrixX<double>& weights = routing.mean_weights;
+    const MatrixX<double>& top = routing.top_share;
     for (Index d = 0; d < num_text_domains; ++d) {
       domains.field(set)
           .field(domain_names()[static_cast<std::size_t>(d)])
-          .field(routing.samples()(d))
-          .field(routing.tokens()(d));
+          .field(routing.samples(d))
+          .field(routing.tokens(d));
       for (Index e = 0; e < n; ++e) domains.field(weights(d, e));
       for (Index e = 0; e < n; ++e) domains.field(top(d, e));
       domains.end_row();
@@ -214,9 +220,9 @@ void write_heatmap(const fs::path& out, const Outcome& o, const CodeExpertSettin
   options.colour_bar_label = "mean routing weight";
   moe::write_stacked_heatmaps_png(
       out / "routing_heatmap.png",
-      {{o.representative.by_domain.mean_weights(),
+      {{o.representative.by_domain.mean_weights,
         "the first " + std::to_string(settings.representative_per_domain) + " validation samples of each domain"},
-       {final_routing(o).mean_weights(),
+       {final_routing(o).mean_weights,
         "all " + std::to_string(settings.validation_per_domain) + " validation samples of each domain"}},
       options);
 }
@@ -299,13 +305,8 @@ std::string report_markdown(const moe::examples::Args& args, const CodeExpertSet
   const Index train_per_domain = s.per_domain - s.validation_per_domain;
   std::ostringstream r;
   r << "# Code expert in a dense MoE of Transformer encoders (seeds/003, the code-expert experiment)\n\n"
-    << "Command: `code_expert --preset " << args.preset << " --seed " << args.seed
-    << (s.max_steps > 0 ? " --max-steps " + std::to_string(s.max_steps) : std::string()) << "` (" << moe::num_threads()
+    << "Command: `code_expert --preset " << args.preset << " --seed " << args.seed << "` (" << moe::num_threads()
     << " threads); wall time " << minutes_seconds(o.wall_seconds) << ".\n\n";
-  if (s.max_steps > 0)
-    r << "**This run was cut short** by `--max-steps " << s.max_steps
-      << "` (each phase): its figures are those of barely trained models. It serves to time the preset (see "
-         "Timing).\n\n";
 
   r << "## The document's experiment and ours\n\n"
     << "The document generates " << document::samples_per_domain
@@ -392,10 +393,10 @@ std::string report_markdown(const moe::examples::Args& args, const CodeExpertSet
       << fixed(o.phase2.records.back().evaluation.loss[i], 3) << " |\n";
   }
 
-  const MatrixX<double> representative = o.representative.by_domain.mean_weights();
-  const MatrixX<double> validation = final_routing(o).mean_weights();
-  const MatrixX<double> validation_top = final_routing(o).top_share();
-  const MatrixX<double> before = initial_routing(o).mean_weights();
+  const MatrixX<double>& representative = o.representative.by_domain.mean_weights;
+  const MatrixX<double>& validation = final_routing(o).mean_weights;
+  const MatrixX<double>& validation_top = final_routing(o).top_share;
+  const MatrixX<double>& before = initial_routing(o).mean_weights;
   r << "\n## Routing per domain\n\n"
     << "Representative samples: the first " << s.representative_per_domain
     << " validation samples of each domain (the samples are drawn at random, so the first are as typical as any). "
@@ -464,7 +465,7 @@ std::string report_markdown(const moe::examples::Args& args, const CodeExpertSet
   for (const auto& d : domain_names()) r << " | expert 0 " << d;
   r << " |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const EpochRecord& e : o.phase2.records) {
-    const MatrixX<double> w = e.evaluation.routing->mean_weights();
+    const MatrixX<double>& w = e.evaluation.routing.mean_weights;
     r << "| " << e.epoch << " | " << e.step << " | " << (std::isnan(e.train_loss) ? "" : fixed(e.train_loss, 3));
     for (const double loss : e.evaluation.loss) r << " | " << fixed(loss, 3);
     for (Index d = 0; d < num_text_domains; ++d) r << " | " << fixed(w(d, 0), 3);
@@ -494,10 +495,36 @@ std::string report_markdown(const moe::examples::Args& args, const CodeExpertSet
   return r.str();
 }
 
-int run(const moe::examples::Args& args, Index max_steps) {
-  const Clock::time_point started = Clock::now();
+/// A phase as a unit of the run: its result, the weights its model ends with (phase 1: the kept epoch's), and
+/// the batch-order generator as the phase leaves it, which phase 2 goes on with.
+struct PhaseUnit {
+  PhaseResult result;
+  moe::StateDict<float> weights;
+  moe::Rng order_rng;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(result, weights, order_rng);
+  }
+};
+
+/// Runs train(checkpoint), which trains `lm` with `order_rng`, as the unit `name` of `run`; then `lm` and
+/// `order_rng` are as that training left them, whether it ran now or in an earlier invocation.
+template <class LM, class Train>
+PhaseResult run_phase(RunState& run, const std::string& name, const CodeExpertSettings& settings, LM& lm,
+                      moe::Rng& order_rng, Train&& train) {
+  const PhaseUnit unit = run.unit(name, settings.checkpoint_every, [&](UnitCheckpoint& checkpoint) {
+    PhaseResult result = train(checkpoint);
+    return PhaseUnit{std::move(result), moe::state_dict(lm), order_rng};
+  });
+  moe::load_state_dict(lm, unit.weights);
+  order_rng = unit.order_rng;
+  return unit.result;
+}
+
+int run(moe::examples::Args args) {
+  RunState run(args, "code_expert");
   CodeExpertSettings settings = preset_settings(args.preset);
-  settings.max_steps = max_steps;
   const fs::path gpt2 = args.data_dir / "gpt2";
   for (const char* name : {"encoder.json", "vocab.bpe"})
     require(fs::exists(gpt2 / name), "code_expert: ", (gpt2 / name).string(),
@@ -518,14 +545,18 @@ int run(const moe::examples::Args& args, Index max_steps) {
   std::fflush(stdout);
 
   SingleEncoderLM expert(settings.model, init_rng);
-  PhaseResult phase1 = pretrain_code_expert(expert, data, settings, order_rng);
+  PhaseResult phase1 = run_phase(run, "phase1", settings, expert, order_rng, [&](UnitCheckpoint& checkpoint) {
+    return pretrain_code_expert(expert, data, settings, order_rng, checkpoint);
+  });
   Evaluation phase1_all = evaluate(expert, data, text_domains, settings.eval_batch_size);
   moe::save_module(args.out / "code_expert.safetensors", expert,
                    model_metadata(settings, data, "phase 1: one causal Transformer encoder LM, trained on code"));
 
   DenseEncoderMoELM moe_lm(settings.model, init_rng);
   load_pretrained_expert(moe_lm, expert, 0, true, false);
-  PhaseResult phase2 = train_moe(moe_lm, data, settings, order_rng);
+  PhaseResult phase2 = run_phase(run, "phase2", settings, moe_lm, order_rng, [&](UnitCheckpoint& checkpoint) {
+    return train_moe(moe_lm, data, settings, order_rng, checkpoint);
+  });
   moe::save_module(args.out / "moe.safetensors", moe_lm,
                    model_metadata(settings, data, "phase 2: dense MoE of causal Transformer encoders, MLP router"));
 
@@ -544,7 +575,7 @@ int run(const moe::examples::Args& args, Index max_steps) {
   write_metrics(args.out, o);
   write_routing_tables(args.out, o, tokenizer);
   write_heatmap(args.out, o, settings);
-  o.wall_seconds = seconds_since(started);
+  o.wall_seconds = run.elapsed_seconds();
   const std::string report = report_markdown(args, settings, o, tokenizer);
   std::ofstream file(args.out / "report.md", std::ios::binary);
   file << report;
@@ -553,6 +584,7 @@ int run(const moe::examples::Args& args, Index max_steps) {
   const auto begin = report.find("## Does the code expert");
   std::printf("\n%s\nwall time %s\nreport: %s\n", report.substr(begin, report.find("## Token-level") - begin).c_str(),
               minutes_seconds(o.wall_seconds).c_str(), (args.out / "report.md").c_str());
+  run.finish();
   return 0;
 }
 
@@ -560,16 +592,11 @@ int run(const moe::examples::Args& args, Index max_steps) {
 
 int main(int argc, char** argv) {
   moe::examples::Args args;
-  Index max_steps = 0;
   CLI::App app(
       "code_expert: the code-expert experiment of seeds/003, a code-pretrained expert in a dense MoE of Transformer "
-      "encoders "
-      "on code, math, story and science text");
-  moe::examples::add_common_options(
-      app, args, {.name = "code_expert", .presets = {"quick", "smoke", "paper"}, .default_out = "out/code_expert"});
-  app.add_option("--max-steps", max_steps,
-                 "stop each phase after this many training steps, to time a preset (0: no limit)")
-      ->type_name("N")
-      ->check(moe::examples::non_negative_integer());
-  return moe::examples::run_main(app, args, argc, argv, [&] { return run(args, max_steps); });
+      "encoders on code, math, story and science text");
+  moe::examples::add_common_options(app, args,
+                                    {.name = "code_expert", .presets = {"quick", "smoke", "paper"},
+                                     .default_out = "out/code_expert", .resumable = true});
+  return moe::examples::run_main(app, args, argc, argv, [&] { return run(args); });
 }

@@ -12,8 +12,9 @@
 //   progress.txt     steps taken and seconds spent so far, for the progress lines and the wall times
 //
 // Results and kept objects go through cereal (portable binary, exact): each type has a `serialize` member,
-// Eigen matrices and LabelExpertTable are handled here. Randomness needs nothing more: the checkpoint holds
-// the model's generators and the trainer's, and whatever else a unit draws comes from seeds it sets itself.
+// Eigen matrices, LabelExpertTable and moe::Rng are handled here. Randomness needs nothing more: the
+// checkpoint holds the model's generators and the trainer's, and whatever else a unit draws comes from seeds
+// it sets itself, or from a generator an earlier unit left, which that unit's result then holds.
 //
 //   RunState run(args, "name");
 //   for (int trial = 0; trial < trials; ++trial)
@@ -54,9 +55,11 @@
 #include "common/check.hpp"
 #include "moe/analysis/label_table.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/random.hpp"
 #include "moe/core/types.hpp"
 #include "moe/io/atomic_file.hpp"
 #include "moe/io/binary_archive.hpp"
+#include "moe/io/checkpoint.hpp"
 #include "moe/io/input_file.hpp"
 #include "moe/train/checkpoint.hpp"
 
@@ -99,6 +102,19 @@ void load(Archive& archive, moe::LabelExpertTable& table) {
         table.add(std::vector<moe::Index>(static_cast<std::size_t>(n), label),
                   moe::IndexMatrix::Constant(n, 1, expert));
     }
+}
+
+/// A generator as a checkpoint holds it: its state in the standard's text form, which reads back exactly.
+template <class Archive>
+void save(Archive& archive, const moe::Rng& rng) {
+  archive(moe::detail::generator_text(rng));
+}
+
+template <class Archive>
+void load(Archive& archive, moe::Rng& rng) {
+  std::string text;
+  archive(text);
+  rng = moe::detail::parse_generator(text, "of a unit's result");
 }
 
 }  // namespace cereal

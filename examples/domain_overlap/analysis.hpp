@@ -82,6 +82,12 @@ struct VariantResult {
   MatrixX<double> representative_weights;  // [domain x expert]: mean over the representative samples
   MatrixX<double> sample_weights;          // [domain * per_domain + j x expert]: each representative sample
   double mean_entropy = 0;                 // of a token's routing weights, nats
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(entropy_beta, epochs, domain_loss, mean_weights, top_share, representative_weights, sample_weights,
+            mean_entropy);
+  }
 };
 
 inline std::string variant_name(double entropy_beta) { return entropy_beta == 0 ? "no_entropy" : "entropy"; }

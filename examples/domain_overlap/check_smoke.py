@@ -19,8 +19,8 @@ from check_outputs import CheckError, check_png, read_csv, run_check
 DOMAINS = ("psychology", "history", "medicine", "business")
 VARIANTS = ("no_entropy", "entropy")
 # The smoke preset (examples/domain_overlap/main.cpp): samples per domain and epochs.
-PRETRAIN, MOE, VALIDATION, REPRESENTATIVE = 16, 24, 6, 5
-PRETRAIN_EPOCHS, MOE_EPOCHS = 1, 1
+PRETRAIN, MOE, VALIDATION, REPRESENTATIVE = 16, 16, 6, 5
+PRETRAIN_EPOCHS, MOE_EPOCHS = 2, 1
 
 
 def number(row, column, path, low=-math.inf, high=math.inf):

@@ -3,11 +3,11 @@
 // vocabulary, phase 1 (each expert, with its own embedding and head, pretrained on its domain, best epoch
 // kept) and phase 2 (the dense MoE of the four pretrained experts, embedding averaged from theirs, trained on
 // the mixed domains), and the evaluations both phases need: validation loss per domain and, for the MoE,
-// every validation token's routing weights.
+// every validation token's routing weights. Each training takes checkpoints (common/checkpoints.hpp) that keep
+// what it has gathered, so that it can resume.
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/check.hpp"
+#include "common/checkpoints.hpp"
 #include "common/encoder_lm.hpp"
 #include "domain_overlap/domain_corpus.hpp"
 #include "moe/analysis/sequence_routing.hpp"
@@ -76,6 +77,7 @@ struct ExperimentConfig {
   double entropy_beta = 1e-2;  // the run trains the MoE without (0) and with this weight; the document gives none
   Index seeds = document::seeds;
   Index representative_per_domain = document::representative_per_domain;
+  Index checkpoint_every = 100;  // steps between a training's checkpoints (--resume)
 };
 
 /// Samples as compact token ids (at most max_len each) with their domains.
@@ -227,23 +229,32 @@ struct EpochRecord {
   double router_term = 0;  // mean entropy term (aux_loss) of the epoch's steps; 0 for phase 1
   double val_loss = 0;     // mean cross-entropy over the validation split's predictions
   double seconds = 0;      // the epoch's training steps, without its validation pass
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(epoch, train_loss, router_term, val_loss, seconds);
+  }
 };
 
 /// Trains `lm` with Adam (config.lr) for `epochs` epochs over `train`, in batches of config.batch drawn in
 /// a fresh order each epoch from `order_seed`, with a progress bar labelled `label`; after each epoch it
-/// measures the loss on `validation` and calls on_epoch(record).
-template <class LM, class OnEpoch>
+/// measures the loss on `validation` and calls on_epoch(record). `checkpoints` (common/checkpoints.hpp) may
+/// resume the training and save it as it goes, with the records; what on_epoch gathers is the caller's to
+/// keep().
+template <class LM, class OnEpoch, class Checkpoints>
 std::vector<EpochRecord> train_lm(LM& lm, const Split& train, const Split& validation, const ExperimentConfig& config,
                                   Index epochs, Index pad_id, std::uint64_t order_seed, const std::string& label,
-                                  OnEpoch on_epoch) {
+                                  OnEpoch on_epoch, Checkpoints& checkpoints) {
   Adam<float> optimizer(lm.named_parameters(), {.lr = config.lr});
   Rng order(order_seed);
   Trainer trainer(lm, optimizer, order, {.batch_size = config.batch, .epochs = epochs});
+  std::vector<EpochRecord> records;
+  double epoch_start = 0;  // checkpoints.elapsed_seconds() when the epoch began: it counts earlier invocations
+  checkpoints.keep(records);
+  checkpoints.keep(epoch_start);
+  checkpoints.resume(trainer);
   CrossEntropyLoss<float> cross_entropy;
   std::vector<Index> samples;
-  std::vector<EpochRecord> records;
-  using Clock = std::chrono::steady_clock;
-  Clock::time_point epoch_start;
   const auto step = [&](std::span<const Index> positions) -> StepResult {
     samples.clear();
     for (const Index p : positions) samples.push_back(train.samples[static_cast<std::size_t>(p)]);
@@ -257,7 +268,7 @@ std::vector<EpochRecord> train_lm(LM& lm, const Split& train, const Split& valid
   const auto end_epoch = [&](auto& t) {
     EpochRecord record;
     record.epoch = t.epoch();
-    record.seconds = std::chrono::duration<double>(Clock::now() - epoch_start).count();
+    record.seconds = checkpoints.elapsed_seconds() - epoch_start;
     record.train_loss = t.epoch_loss();
     record.router_term = t.sum("router_term") / static_cast<double>(t.steps_per_epoch());
     record.val_loss = evaluate_loss(lm, *validation.set, validation.samples, pad_id, config.eval_batch);
@@ -265,37 +276,46 @@ std::vector<EpochRecord> train_lm(LM& lm, const Split& train, const Split& valid
     records.push_back(record);
   };
   trainer.fit(static_cast<Index>(train.samples.size()), step, ProgressBar(label, {.unit = "tokens"}),
-              OnEpochBegin{[&](auto&) { epoch_start = Clock::now(); }}, OnEpochEnd{end_epoch});
+              OnEpochBegin{[&](auto&) { epoch_start = checkpoints.elapsed_seconds(); }}, OnEpochEnd{end_epoch},
+              checkpoints);
   return records;
 }
 
-/// Phase 1's result for one domain: the expert language model at its best epoch.
+/// Phase 1's result for one domain: the weights of the epoch with the lowest validation loss, and every
+/// epoch's record.
 struct PretrainedExpert {
-  std::unique_ptr<SingleEncoderLM> model;
+  StateDict<float> best_weights;
   Index best_epoch = 0;
   double best_val_loss = 0;
   std::vector<EpochRecord> epochs;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(best_weights, best_epoch, best_val_loss, epochs);
+  }
 };
 
-/// Phase 1: one causal encoder with its own embedding and head, trained on `domain`'s pretraining samples;
-/// the weights of the epoch with the lowest loss on the domain's validation samples are kept.
-inline PretrainedExpert pretrain_expert(EnglishDomain domain, const PreparedCorpus& data,
-                                        const ExperimentConfig& config, std::uint64_t init_seed,
-                                        std::uint64_t order_seed, const std::string& label) {
-  Rng init(init_seed);
+/// Phase 1: `expert`, one causal encoder with its own embedding and head, trained on `domain`'s pretraining
+/// samples; the weights of the epoch with the lowest loss on the domain's validation samples are kept and put
+/// back at the end. `checkpoints` as train_lm's.
+template <class Checkpoints>
+PretrainedExpert pretrain_expert(SingleEncoderLM& expert, EnglishDomain domain, const PreparedCorpus& data,
+                                 const ExperimentConfig& config, std::uint64_t order_seed, const std::string& label,
+                                 Checkpoints& checkpoints) {
   PretrainedExpert result;
-  result.model = std::make_unique<SingleEncoderLM>(lm_options(config, data, 0.0), init);
-  StateDict<float> best;
-  result.epochs = train_lm(*result.model, {&data.pretrain, data.pretrain.of_domain(domain)},
+  checkpoints.keep(result);  // the best epoch so far
+  result.epochs = train_lm(expert, {&data.pretrain, data.pretrain.of_domain(domain)},
                            {&data.validation, data.validation.of_domain(domain)}, config, config.pretrain_epochs,
-                           data.pad_id, order_seed, label, [&](const EpochRecord& record) {
+                           data.pad_id, order_seed, label,
+                           [&](const EpochRecord& record) {
                              if (result.best_epoch == 0 || record.val_loss < result.best_val_loss) {
                                result.best_epoch = record.epoch;
                                result.best_val_loss = record.val_loss;
-                               best = state_dict(*result.model);
+                               result.best_weights = state_dict(expert);
                              }
-                           });
-  load_state_dict(*result.model, best);
+                           },
+                           checkpoints);
+  load_state_dict(expert, result.best_weights);
   return result;
 }
 
@@ -313,10 +333,12 @@ inline std::vector<Index> all_samples(const TokenizedSet& set) {
 
 /// Phase 2: the dense MoE (init drawn from `init_seed`) with expert e loaded from experts[e] (domain e), its
 /// token and position embeddings the mean of the experts', its router and LM head new, trained on every MoE
-/// training sample with the router's entropy weighted by `entropy_beta` (0: none).
-inline MoERun train_moe(const std::vector<const SingleEncoderLM*>& experts, const PreparedCorpus& data,
-                        const ExperimentConfig& config, double entropy_beta, std::uint64_t init_seed,
-                        std::uint64_t order_seed, const std::string& label) {
+/// training sample with the router's entropy weighted by `entropy_beta` (0: none). `checkpoints` as
+/// train_lm's.
+template <class Checkpoints>
+MoERun train_moe(const std::vector<const SingleEncoderLM*>& experts, const PreparedCorpus& data,
+                 const ExperimentConfig& config, double entropy_beta, std::uint64_t init_seed, std::uint64_t order_seed,
+                 const std::string& label, Checkpoints& checkpoints) {
   require(static_cast<Index>(experts.size()) == domain_count, "train_moe: ", experts.size(), " experts, expected ",
           domain_count);
   Rng init(init_seed);
@@ -327,7 +349,7 @@ inline MoERun train_moe(const std::vector<const SingleEncoderLM*>& experts, cons
   average_embeddings(*run.model, std::span<const SingleEncoderLM* const>(experts));
   run.epochs = train_lm(*run.model, {&data.moe, all_samples(data.moe)},
                         {&data.validation, all_samples(data.validation)}, config, config.moe_epochs, data.pad_id,
-                        order_seed, label, [](const EpochRecord&) {});
+                        order_seed, label, [](const EpochRecord&) {}, checkpoints);
   return run;
 }
 
@@ -369,13 +391,13 @@ inline MoEEvaluation evaluate_moe(DenseEncoderMoELM& lm, const PreparedCorpus& d
 }
 
 /// Phase 1's experts on every domain's validation samples: row expert, column domain.
-inline MatrixX<double> expert_domain_losses(const std::vector<PretrainedExpert>& experts, const PreparedCorpus& data,
-                                            Index batch_size) {
+inline MatrixX<double> expert_domain_losses(const std::vector<std::unique_ptr<SingleEncoderLM>>& experts,
+                                            const PreparedCorpus& data, Index batch_size) {
   MatrixX<double> losses(static_cast<Index>(experts.size()), domain_count);
   for (std::size_t e = 0; e < experts.size(); ++e)
     for (const EnglishDomain domain : english_domains)
       losses(static_cast<Index>(e), static_cast<Index>(domain)) = evaluate_loss(
-          *experts[e].model, data.validation, data.validation.of_domain(domain), data.pad_id, batch_size);
+          *experts[e], data.validation, data.validation.of_domain(domain), data.pad_id, batch_size);
   return losses;
 }
 

@@ -11,7 +11,13 @@ cd "$(dirname "$0")/.."
 
 # Each phase's elapsed time, so that CI's whole (kept under 30 minutes on two cores) can be read off its log.
 started=$SECONDS
-phase() { echo "test.sh: [$((SECONDS - started)) s] $*"; }
+phases=""
+phase() {
+  echo "test.sh: [$((SECONDS - started)) s] $*"
+  phases+="test.sh:   [$((SECONDS - started)) s] $*"$'\n'
+}
+# The phases' start times again at the very end, where a CI log's tail shows them, whether it passed or failed.
+trap 'status=$?; printf "test.sh: phases started at\n%s" "$phases"; echo "test.sh: exit status $status after $((SECONDS - started)) s"' EXIT
 
 scripts/install-deps.sh
 scripts/fetch-data.sh  # the tokenizer's tests compare with the JavaScript encoder on the real vocabulary

@@ -220,8 +220,8 @@ TEST_CASE("Loops started from two threads at once both finish with every item ru
 }
 
 TEST_CASE("moe's idle threads sleep instead of spinning", "[parallel]") {
-  // Waiting workers spin for at most a fraction of a millisecond, then block: an idle process beside
-  // other work takes no CPU from it.
+  // Waiting workers spin and yield for at most 2 ms, then block: an idle process beside other work takes
+  // no CPU from it.
   Threads scope(2);
   std::vector<float> v(4096, 1.0f);
   moe::parallel_for(4096, [&](Index i) { v[static_cast<std::size_t>(i)] *= 2.0f; });

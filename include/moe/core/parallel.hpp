@@ -88,15 +88,20 @@ inline void cpu_relax() {
 #endif
 }
 
-/// Spins until done() for at most `spin`, then blocks in value.wait(old) until done(): a wait that
-/// answers fast when the other side is quick, and gives up the CPU when it is not (another process, or a
-/// thread of this one, may need it).
+/// Waits until done(): spins for a moment, then yields the CPU between checks until `patience` has passed,
+/// then blocks in value.wait(old). The next loop of a layer usually comes within the spin or the yields,
+/// so a worker is there at once (waking a blocked thread takes tens of microseconds); a yielding waiter
+/// lets another process on its CPU run; and a long wait takes no CPU at all.
 template <class T, class Done>
-void spin_then_wait(const std::atomic<T>& value, Done&& done, std::chrono::microseconds spin) {
-  const auto until = std::chrono::steady_clock::now() + spin;
+void spin_then_wait(const std::atomic<T>& value, Done&& done, std::chrono::microseconds patience) {
+  const auto until = std::chrono::steady_clock::now() + patience;
   for (unsigned round = 1; !done(); ++round) {
-    cpu_relax();
-    if (round % 64 == 0 && std::chrono::steady_clock::now() > until) {
+    if (round < 256) {
+      cpu_relax();
+      continue;
+    }
+    std::this_thread::yield();
+    if (round % 16 == 0 && std::chrono::steady_clock::now() > until) {
       for (T old = value.load(); !done(); old = value.load()) value.wait(old);
       return;
     }
@@ -125,8 +130,9 @@ inline thread_local bool in_parallel_loop = false;
 /// first use and kept. Items are handed out from one counter in blocks, so a thread that the system
 /// deschedules (another process on its core) holds up at most the block it is running, and the others
 /// take the rest; the bits do not depend on who ran what, since callers make items independent. Idle
-/// workers spin for a short while, for the next loop of a layer, and then sleep: waiting never
-/// takes a CPU from other work for long (OpenMP's default spin takes it for milliseconds).
+/// workers wait for the next loop of a layer by spinning briefly, then yielding their CPU to any other
+/// thread that wants it, then (after 2 ms) sleeping (spin_then_wait); OpenMP's default spins without
+/// yielding, and fights another process on the same CPU.
 class ThreadPool {
  public:
   /// The one pool of the process. Never destroyed: a loop run from a static object's destructor still
@@ -161,7 +167,7 @@ class ThreadPool {
     // A worker counts itself in active_ before it looks at open_, so either it sees the job closed or this
     // thread sees it counted.
     open_.store(false);
-    spin_then_wait(active_, [&] { return active_.load() == 0; }, std::chrono::microseconds(50));
+    spin_then_wait(active_, [&] { return active_.load() == 0; }, std::chrono::milliseconds(2));
     return true;
   }
 
@@ -193,7 +199,7 @@ class ThreadPool {
     } catch (const std::system_error&) {  // the loop runs on the workers there are
     }
     const int started = static_cast<int>(workers_.size());
-    spin_then_wait(ready_, [&] { return ready_.load() >= started; }, std::chrono::microseconds(50));
+    spin_then_wait(ready_, [&] { return ready_.load() >= started; }, std::chrono::milliseconds(2));
     return std::min(count, started);
   }
 
@@ -207,7 +213,7 @@ class ThreadPool {
     ready_.fetch_add(1);
     ready_.notify_all();
     for (;;) {
-      spin_then_wait(generation_, [&] { return generation_.load() != seen; }, std::chrono::microseconds(100));
+      spin_then_wait(generation_, [&] { return generation_.load() != seen; }, std::chrono::milliseconds(2));
       seen = generation_.load();
       active_.fetch_add(1);
       // The job's fields are read only while it is open: they are written while it is closed and no

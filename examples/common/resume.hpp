@@ -107,14 +107,14 @@ void load(Archive& archive, moe::LabelExpertTable& table) {
 /// A generator as a checkpoint holds it: its state in the standard's text form, which reads back exactly.
 template <class Archive>
 void save(Archive& archive, const moe::Rng& rng) {
-  archive(moe::detail::generator_text(rng));
+  archive(moe::generator_text(rng));
 }
 
 template <class Archive>
 void load(Archive& archive, moe::Rng& rng) {
   std::string text;
   archive(text);
-  rng = moe::detail::parse_generator(text, "of a unit's result");
+  rng = moe::parse_generator(text, "of a unit's result");
 }
 
 }  // namespace cereal
@@ -132,7 +132,7 @@ inline constexpr const char* run_state_magic = "moe example run state";
 /// Writes `path` atomically with write(archive) on a cereal portable binary archive.
 template <class Write>
 void write_state_file(const std::filesystem::path& path, Write&& write) {
-  moe::detail::write_file_atomically(path, concat("cannot write ", path.string()), [&](std::ostream& out) {
+  moe::write_file_atomically(path, concat("cannot write ", path.string()), [&](std::ostream& out) {
     cereal::PortableBinaryOutputArchive archive(out);
     archive(std::string(run_state_magic));
     write(archive);
@@ -174,7 +174,7 @@ class RunProgress {
             "--resume: ", file_.string(), " is not 'steps N' and 'seconds S'");
   }
   void write() const {
-    moe::detail::write_file_atomically(file_, concat("cannot write ", file_.string()), [&](std::ostream& out) {
+    moe::write_file_atomically(file_, concat("cannot write ", file_.string()), [&](std::ostream& out) {
       out << "steps " << steps_done() << "\nseconds " << elapsed_seconds() << '\n';
     });
   }
@@ -375,7 +375,7 @@ class RunState {
 
  private:
   void write_run_file(const std::filesystem::path& path, const Args& args) const {
-    moe::detail::write_file_atomically(path, concat(program_, ": could not write ", path.string()),
+    moe::write_file_atomically(path, concat(program_, ": could not write ", path.string()),
                                        [&](std::ostream& file) {
                                          file << program_ << " run\npreset " << args.preset << "\nseed "
                                               << args.seed << "\ndata_dir " << args.data_dir.string() << '\n';

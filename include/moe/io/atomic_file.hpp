@@ -65,6 +65,10 @@ inline void remove_stale_temporary_files(const std::filesystem::path& path) {
   for (const fs::path& file : stale) fs::remove(file, error);
 }
 
+}  // namespace moe::detail
+
+namespace moe {
+
 /// Calls write(std::ostream&) on a uniquely named temporary file beside `path`, syncs it and renames it
 /// over `path`. On failure the temporary file is removed, `path` is left as it was, and the moe::Error
 /// starts with `context`. On success the temporary files of `path` that killed writers left are removed
@@ -73,7 +77,7 @@ template <class Write>
 void write_file_atomically(const std::filesystem::path& path, const std::string& context, Write&& write) {
   namespace fs = std::filesystem;
   std::random_device random;
-  std::string name = temporary_file_prefix(path);
+  std::string name = detail::temporary_file_prefix(path);
   name += std::to_string(random());
   const fs::path temporary = path.parent_path() / name;
   bool created = false;
@@ -85,27 +89,27 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
     {
       errno = 0;  // what the failing call sets names the reason: "No space left on device"
       std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-      require(out.is_open(), context, ": cannot create the temporary file ", temporary.string(), ": ", os_error());
+      detail::require(out.is_open(), context, ": cannot create the temporary file ", temporary.string(), ": ", detail::os_error());
       created = true;
       write(static_cast<std::ostream&>(out));
       out.close();
-      require(!out.fail(), context, ": writing ", temporary.string(), " failed: ", os_error());
+      detail::require(!out.fail(), context, ": writing ", temporary.string(), " failed: ", detail::os_error());
     }
-    require(sync_to_disk(temporary, false), context, ": cannot sync ", temporary.string(), " to the disk");
+    detail::require(detail::sync_to_disk(temporary, false), context, ": cannot sync ", temporary.string(), " to the disk");
     std::error_code error;
     fs::rename(temporary, path, error);
-    require(!error, context, ": cannot rename ", temporary.string(), " to ", path.string(), ": ", error.message());
+    detail::require(!error, context, ": cannot rename ", temporary.string(), " to ", path.string(), ": ", error.message());
   } catch (const Error&) {
     remove_temporary();
     throw;
   } catch (const std::exception& e) {  // a serialiser's own exception, such as cereal's on a failed write
-    const std::string reason = os_error();
+    const std::string reason = detail::os_error();
     remove_temporary();
-    fail(context, ": writing ", temporary.string(), " failed: ", e.what(), " (", reason, ")");
+    detail::fail(context, ": writing ", temporary.string(), " failed: ", e.what(), " (", reason, ")");
   }
-  remove_stale_temporary_files(path);
+  detail::remove_stale_temporary_files(path);
   // Not every file system syncs directories; the rename is done either way.
-  sync_to_disk(path.has_parent_path() ? path.parent_path() : fs::path("."), true);
+  detail::sync_to_disk(path.has_parent_path() ? path.parent_path() : fs::path("."), true);
 }
 
-}  // namespace moe::detail
+}  // namespace moe

@@ -6,7 +6,7 @@
 // being functions of the step. Gradients are not saved: a loop zeroes them before each step.
 //
 // A save writes a temporary file in the same directory, syncs it to the disk and renames it over `path`
-// (detail::write_file_atomically), so a crash leaves the old checkpoint or the new one, never a broken one. A load reads and checks the whole file
+// (write_file_atomically), so a crash leaves the old checkpoint or the new one, never a broken one. A load reads and checks the whole file
 // (version, scalar type, optimizer kind, every name and shape) before it changes anything. It trusts no
 // length in the file (CheckedBinaryInputArchive), lets RapidJSON parse only JSON it is safe on (nesting and
 // number lengths: check_checkpoint_json), and refuses a name given twice and counts below zero.
@@ -128,6 +128,25 @@ void load(Archive& archive, Tensor<Scalar>& tensor) {
 /// A JSON checkpoint nests 6 levels deep; cereal's JSON parser (RapidJSON) recurses once per level, so a
 /// file of a million '[' would overflow the stack.
 inline constexpr std::size_t checkpoint_max_json_depth = 64;
+
+/// A generator's state as text (the standard's form, in the classic locale so that a global locale's digit
+/// grouping stays out): what a checkpoint stores, and parse_generator reads back exactly.
+inline std::string generator_text(const Rng& rng) {
+  std::ostringstream out;
+  out.imbue(std::locale::classic());
+  out << rng;
+  return out.str();
+}
+
+/// The generator whose state generator_text wrote; a moe::Error naming `name` when `text` is not one.
+inline Rng parse_generator(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  in.imbue(std::locale::classic());
+  Rng rng;
+  in >> rng;
+  detail::require(!in.fail() && (in >> std::ws).eof(), "generator '", name, "' does not hold the state of a moe::Rng");
+  return rng;
+}
 
 namespace detail {
 
@@ -333,23 +352,6 @@ inline void check_checkpoint_json(std::string_view text) {
   }
 }
 
-/// The classic locale keeps a global locale's digit grouping out of the text.
-inline std::string generator_text(const Rng& rng) {
-  std::ostringstream out;
-  out.imbue(std::locale::classic());
-  out << rng;
-  return out.str();
-}
-
-inline Rng parse_generator(const std::string& text, const std::string& name) {
-  std::istringstream in(text);
-  in.imbue(std::locale::classic());
-  Rng rng;
-  in >> rng;
-  require(!in.fail() && (in >> std::ws).eof(), "generator '", name, "' does not hold the state of a moe::Rng");
-  return rng;
-}
-
 inline std::map<std::string, std::string> generator_texts(const GeneratorList& list) {
   std::map<std::string, std::string> texts;
   for (const auto& [name, rng] : list)
@@ -489,11 +491,11 @@ void save_checkpoint(const std::filesystem::path& path, const TrainingProgress& 
             state_dict(model),
             detail::generator_texts(generators_of(model)),
             detail::optimizer_record(optimizer),
-            detail::generator_text(rng)};
+            generator_text(rng)};
   } catch (const Error& e) {
     detail::fail(where, ": ", e.what());
   }
-  detail::write_file_atomically(path, where, [&](std::ostream& out) {
+  write_file_atomically(path, where, [&](std::ostream& out) {
     if (format == CheckpointFormat::JSON) {
       cereal::JSONOutputArchive archive(out);  // completes the document when it goes out of scope
       file.serialize(archive);
@@ -526,7 +528,7 @@ TrainingProgress load_checkpoint(const std::filesystem::path& path, Model&& mode
   try {
     generators = detail::stage_generators(file.generators, generators_of(model));
     staged_optimizer.emplace(detail::stage_optimizer(file.optimizer, optimizer));
-    staged_rng = detail::parse_generator(file.rng, "rng");
+    staged_rng = parse_generator(file.rng, "rng");
   } catch (const Error& e) {
     detail::fail(where, ": ", e.what());
   }

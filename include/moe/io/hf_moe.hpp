@@ -392,7 +392,7 @@ template <class Scalar>
 void save_hf_moe_block(const std::filesystem::path& dir, HfMoeBlock<Scalar>& block, DType dtype = dtype_of<Scalar>(),
                        std::uint64_t max_shard_bytes = 0) {
   save_sharded_safetensors(dir, block.hf_state_dict(), dtype, max_shard_bytes);
-  detail::write_file_atomically(dir / "config.json", "save_hf_moe_block: " + dir.string(),
+  write_file_atomically(dir / "config.json", "save_hf_moe_block: " + dir.string(),
                                 [&](std::ostream& out) { out << block.config_json().dump(2) << '\n'; });
 }
 

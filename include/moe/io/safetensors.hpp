@@ -265,7 +265,7 @@ void save_safetensors(const std::filesystem::path& path, const StateDict<Scalar>
   }
   text.append((8 - text.size() % 8) % 8, ' ');  // the data starts 8-byte aligned, as the reference pads it
 
-  detail::write_file_atomically(path, context, [&](std::ostream& out) {
+  write_file_atomically(path, context, [&](std::ostream& out) {
     unsigned char length[8];
     detail::write_little_endian(length, static_cast<std::uint64_t>(text.size()));
     out.write(reinterpret_cast<const char*>(length), 8);

@@ -231,7 +231,7 @@ void save_sharded_safetensors(const std::filesystem::path& dir, const StateDict<
       for (const auto& entry : shards[s]) weight_map[entry.first] = file;
     }
     const nlohmann::ordered_json index{{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
-    detail::write_file_atomically(dir / ShardedSafetensors::index_file, context,
+    write_file_atomically(dir / ShardedSafetensors::index_file, context,
                                   [&](std::ostream& out) { out << index.dump(2) << '\n'; });
     written.insert(ShardedSafetensors::index_file);
   }

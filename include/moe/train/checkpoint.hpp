@@ -93,7 +93,7 @@ inline std::filesystem::path trainer_state_path(const std::filesystem::path& che
 template <class T>
 void save_training(const std::filesystem::path& path, T& trainer, CheckpointFormat format = CheckpointFormat::Binary) {
   const std::filesystem::path state_path = trainer_state_path(path);
-  detail::write_file_atomically(state_path, detail::concat("save_training: '", state_path.string(), "'"),
+  write_file_atomically(state_path, detail::concat("save_training: '", state_path.string(), "'"),
                                 [&](std::ostream& out) {
                                   cereal::PortableBinaryOutputArchive archive(out);
                                   archive(std::string(detail::trainer_state_magic), trainer.state());

@@ -75,7 +75,7 @@ inline constexpr DiagnosticColumn diagnostic_columns[] = {
 
 /// The CSV file described at the top of this header, written atomically.
 inline void write_load_diagnostics_csv(const std::filesystem::path& path, const std::vector<LoadDiagnosticsRow>& rows) {
-  detail::write_file_atomically(path, detail::concat("write_load_diagnostics_csv: '", path.string(), "'"),
+  write_file_atomically(path, detail::concat("write_load_diagnostics_csv: '", path.string(), "'"),
                                 [&](std::ostream& out) {
                                   out << "step,layer,tokens";
                                   for (const auto& c : detail::diagnostic_columns) out << ',' << c.column;

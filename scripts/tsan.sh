@@ -4,8 +4,8 @@
 # as "[parallel]" or "[moe]" picks some). Any data race fails the run. moe's loops run on std::thread, which
 # TSan follows; oneDNN and OpenMP are left out of this build, since TSan cannot see the synchronisation inside
 # uninstrumented libraries (it would report their threads' work as races): the products run on Eigen, and the
-# Thrust backend's tests run on its sequential system, or not at all. Takes about as long as the sanitized
-# phase of scripts/test.sh, and the tests run 5-15 times slower than without TSan.
+# Thrust backend's tests run on its sequential system, or not at all. A full build of the tests, like
+# scripts/test.sh's sanitized phase: not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -185,7 +185,7 @@ struct AllocationBatches {
 };
 
 /// After one forward and backward on every batch, forwards alone and forwards with backward on the same
-/// batches, in turn, allocate nothing outside the GEMM engine, and 20 calls take no minor page fault.
+/// batches, in turn, allocate nothing outside the GEMM engine, and then 20 calls in a row take no minor page fault.
 template <class Layer>
 void check_steady_state(Layer& layer, const AllocationBatches& batches) {
   start_threads();
@@ -212,9 +212,17 @@ void check_steady_state(Layer& layer, const AllocationBatches& batches) {
            << moe::gemm_engine() << ") allocated " << engine_allocations.load() << " times");
       CHECK(library_allocations == 0);
     }
-  const long faults_before = minor_faults();
-  for (int i = 0; i < 20; ++i) call(true);
-  CHECK(minor_faults() - faults_before == 0);
+  // Which thread runs which expert changes from call to call, so each thread's stack (Eigen's GEMM keeps its
+  // blocks there) and its allocator arena (oneDNN's workspace) reach their high-water marks over a few calls,
+  // not by a fixed one. Steady state: 20 calls in a row, within the next 100, take no page fault; a buffer
+  // that is made afresh on every call faults in every round.
+  bool quiet_round = false;
+  for (int round = 0; round < 5 && !quiet_round; ++round) {
+    const long faults_before = minor_faults();
+    for (int i = 0; i < 20; ++i) call(true);
+    quiet_round = minor_faults() == faults_before;
+  }
+  CHECK(quiet_round);
 }
 
 }  // namespace

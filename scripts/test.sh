@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds everything and runs every test: with g++ into build/ (programs in build/bin/;
-# the suite also runs against the single header; the MPI tests run under mpirun at 1, 2 and 4 processes); then the
-# tests again with clang++ under AddressSanitizer and UndefinedBehaviorSanitizer into build/clang/ (any finding
-# fails); the libFuzzer targets of the file readers (scripts/fuzz.sh); and, where nvcc is installed, the CUDA
+# some of the tests also run against the single header; the MPI tests run under mpirun at 1, 2 and 4 processes);
+# then the tests again with clang++ under AddressSanitizer and UndefinedBehaviorSanitizer into build/clang/ (any
+# finding fails); the libFuzzer targets of the file readers (scripts/fuzz.sh); and, where nvcc is installed, the CUDA
 # backend's tests, example and benchmark compiled by nvcc into build/cuda/, run where there is a GPU. Warnings are
 # errors in all. Each test program compiles its sources a batch of files to one translation unit (MOE_UNITY_BUILD):
 # the shared headers are parsed, and their templates compiled, once per batch instead of once per file.

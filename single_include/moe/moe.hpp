@@ -525,9 +525,9 @@ namespace detail {
 /// The exception of the lowest item index that threw in a parallel loop. A thread stops at the first item
 /// of its own that throws; items below the lowest failed index must still run, since one of them may throw
 /// too and must win, as it would on one thread.
-class RegionError {
+class LoopError {
  public:
-  explicit RegionError(Index count) : first_(count) {}
+  explicit LoopError(Index count) : first_(count) {}
 
   bool skips(Index i) const { return i > first_.load(std::memory_order_relaxed); }
 
@@ -588,7 +588,8 @@ inline int default_thread_count() {
   if (const char* variable = std::getenv("OMP_NUM_THREADS")) {
     char* end = nullptr;
     const long threads = std::strtol(variable, &end, 10);
-    if (end != variable && threads > 0 && (*end == '\0' || *end == ',')) return static_cast<int>(std::min(threads, 1024L));
+    const bool number = end != variable && (*end == '\0' || *end == ',');
+    if (number && threads > 0) return static_cast<int>(std::min(threads, 1024L));
   }
 #if defined(__linux__) && __has_include(<sched.h>)
   cpu_set_t cpus;
@@ -620,13 +621,13 @@ class ThreadPool {
   int set_threads(int threads) { return threads_.exchange(std::max(1, threads)); }
 
   /// Runs items(first, end) over blocks of `grain` consecutive items that cover [0, count), on the
-  /// calling thread and the workers; false, having run nothing, when another thread's loop holds the pool
-  /// (the caller then runs the loop itself).
+  /// calling thread and (threads - 1) workers; false, having run nothing, when another thread's loop holds
+  /// the pool (the caller then runs the loop itself).
   template <class Items>
-  bool run(Index count, Index grain, Items& items) {
+  bool run(Index count, Index grain, int threads, Items& items) {
     const std::unique_lock lock(busy_, std::try_to_lock);
     if (!lock.owns_lock()) return false;
-    const int workers = start_workers(threads() - 1);
+    const int workers = start_workers(threads - 1);
     job_.items = [](void* context, Index first, Index end) { (*static_cast<Items*>(context))(first, end); };
     job_.context = &items;
     job_.count = count;
@@ -718,7 +719,7 @@ void parallel_for(const char* where, Index count, Body&& body, bool dynamic = fa
   detail::ThreadPool& pool = detail::ThreadPool::instance();
   const int threads = pool.threads();
   if (count > 1 && threads > 1 && !detail::in_parallel_loop) {
-    detail::RegionError error(count);
+    detail::LoopError error(count);
     auto items = [&](Index first, Index end) {
       const bool was_in_loop = std::exchange(detail::in_parallel_loop, true);
       Index i = first;
@@ -732,7 +733,7 @@ void parallel_for(const char* where, Index count, Body&& body, bool dynamic = fa
     };
     // Four blocks per thread: a descheduled thread leaves the others most of the loop.
     const Index grain = dynamic ? 1 : std::max<Index>(1, count / (4 * threads));
-    if (pool.run(count, grain, items)) {
+    if (pool.run(count, grain, threads, items)) {
       error.rethrow_if_any(where);
       return;
     }

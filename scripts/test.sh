@@ -67,7 +67,7 @@ if [ -n "$nvcc" ]; then
   cmake -S . -B build/cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DCMAKE_CUDA_COMPILER="$nvcc" \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DMOE_CUDA=ON -DMOE_GPU_CHECK=ON -DMOE_WARNINGS_AS_ERRORS=ON \
     -DMOE_BUILD_EXAMPLES=OFF -DMOE_BUILD_BENCHMARKS=ON \
-    -DMOE_TEST_SINGLE_HEADER=OFF -DMOE_INSTALL=OFF
+    -DMOE_TEST_SINGLE_HEADER=OFF -DMOE_INSTALL=OFF -DMOE_UNITY_BUILD=ON
   cmake --build build/cuda -j "$jobs" --target moe_cuda_tests readme_gpu_example_cuda backend_bench_cuda
   if nvidia-smi -L >/dev/null 2>&1; then
     (cd build/cuda && ctest --output-on-failure -j "$jobs" -L cuda)

@@ -17,7 +17,12 @@ phase() {
   phases+="test.sh:   [$((SECONDS - started)) s] $*"$'\n'
 }
 # The phases' start times again at the very end, where a CI log's tail shows them, whether it passed or failed.
-trap 'status=$?; printf "test.sh: phases started at\n%s" "$phases"; echo "test.sh: exit status $status after $((SECONDS - started)) s"' EXIT
+summary() {
+  local status=$?
+  printf 'test.sh: phases started at\n%s' "$phases"
+  echo "test.sh: exit status $status after $((SECONDS - started)) s"
+}
+trap summary EXIT
 
 scripts/install-deps.sh
 scripts/fetch-data.sh  # the tokenizer's tests compare with the JavaScript encoder on the real vocabulary
